@@ -1,0 +1,74 @@
+"""The provider Protocol and the outcome vocabulary every adapter speaks.
+
+Adapters are pure: they build an ``httpx.Request`` from an event and classify an
+``httpx.Response`` into a ``ProviderOutcome``. They never send anything and never log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from connector.events import OrderStatusChanged
+
+
+class OutcomeKind(StrEnum):
+    """What one provider answer means for the event that caused it."""
+
+    ACCEPTED = "accepted"  # taken by the provider; delivery reports may follow by webhook
+    DELIVERED = "delivered"  # the provider says it is done (synchronous providers)
+    ALREADY_DONE = "already_done"  # idempotent success: the provider already had this state
+    SKIPPED = "skipped"  # nothing to send (a mapping gap configured as "skip")
+    RETRYABLE = "retryable"  # try again after ``retry_after`` (or the policy's backoff)
+    PERMANENT = "permanent"  # this event can never succeed as sent
+    CONFIGURATION = "configuration"  # account/auth problem: stop sending on the account
+
+    @property
+    def is_success(self) -> bool:
+        return self in _SUCCESS
+
+
+_SUCCESS = frozenset({OutcomeKind.ACCEPTED, OutcomeKind.DELIVERED, OutcomeKind.ALREADY_DONE})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOutcome:
+    """A classified provider answer. ``detail`` is safe to publish: it never holds a secret."""
+
+    kind: OutcomeKind
+    message_id: str | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    detail: str | None = None
+    retry_after: float | None = None  # seconds; only meaningful for RETRYABLE
+    pause_template: bool = False  # Meta 132015/132016: the template is paused or disabled
+
+
+class Provider(Protocol):
+    """One configured provider account. Instances are cheap and immutable."""
+
+    kind: ClassVar[str]  # "meta", "ycloud", "zapi", "zonos"
+
+    @property
+    def account(self) -> str:
+        """The configured account name (used in results, metrics and routing)."""
+        ...
+
+    def target_key(self, event: OrderStatusChanged) -> str:
+        """The per-order ordering key on this provider (e.g. sender + reference id)."""
+        ...
+
+    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+        """The request for ``event``, or a SKIPPED outcome when the mapping says skip.
+
+        Raises ``MissingFieldError``/``UnknownStatusError`` when the event cannot be sent.
+        """
+        ...
+
+    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
+        """Classify the answer to the ``attempt``-th try (0-based) of a request."""
+        ...
