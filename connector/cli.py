@@ -1,0 +1,92 @@
+"""The ``order-connector`` command: loads configuration once and hands it down.
+
+Sub-commands: run, check-config, topics, sandbox, demo. Exit codes: 0 ok, 1 failure,
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from connector.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="order-connector",
+        description="Kafka order.status.changed events to provider order-status requests.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the connector daemon")
+    run.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")
+    run.add_argument("--log-level", default="info")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", type=Path, required=True)
+    sub.add_parser("topics", help="topic contracts: apply (see 'topics --help')", add_help=False)
+    sub.add_parser("sandbox", help="run the provider sandbox server", add_help=False)
+    demo = sub.add_parser("demo", help="broker + sandbox + connector + a realistic stream")
+    demo.add_argument("--orders", type=int, default=1_200)
+    demo.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Sub-commands with their own parsers get the rest of the line untouched.
+    if args_list and args_list[0] == "topics":
+        from connector.topics_cli import topics_main
+
+        return topics_main(args_list[1:])
+    if args_list and args_list[0] == "sandbox":
+        from connector.sandbox.cli import main as sandbox_main
+
+        return sandbox_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "run":
+        return _run(args.config, args.log_level)
+    if args.command == "demo":
+        from connector.demo import run_demo
+
+        return run_demo(orders=args.orders)
+    return 2
+
+
+def _check_config(path: Path) -> int:
+    from connector.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"configuration invalid: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"configuration ok: {len(config.accounts)} account(s) "
+        f"({', '.join(f'{a.name}:{a.provider}' for a in config.accounts)}), "
+        f"input topic {config.topics.input}, group {config.kafka.group_id}"
+    )
+    return 0
+
+
+def _run(path: Path, level: str) -> int:
+    from connector.app import ConnectorApp
+    from connector.config import load_config
+    from connector.logs import configure_logging
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"configuration invalid: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level=level, secrets=config.secret_values(), json=True)
+    app = ConnectorApp(config)
+    asyncio.run(app.run(install_signal_handlers=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

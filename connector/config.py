@@ -1,0 +1,239 @@
+"""Connector configuration: loaded once at the edge (the CLI) from a file plus the environment.
+
+Secrets never live in the file: a secret field there must be a reference, ``env:NAME`` or
+``file:/path``, resolved at load time. Everything is validated before the daemon starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from connector.errors import ConfigError
+from connector.providers import AccountConfig
+
+ENV_PREFIX = "ORDER_CONNECTOR_"
+_SECRET_REF_PREFIXES = ("env:", "file:")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "order-status-connector"
+    client_id: str = "order-status-connector"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # The broker waits this long for our revocation callback: it must cover the drain deadline.
+    rebalance_timeout_ms: int = Field(default=60_000, ge=1_000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=1024)
+    linger_ms: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "kafka.security_protocol is SASL_*: set sasl_mechanism, sasl_username "
+                "and sasl_password (the password from the environment)"
+            )
+        return self
+
+
+class TopicNames(_Strict):
+    input: str = "order.status.changed"
+    results: str = "order.status.results"
+    errors: str = "order.status.errors"
+
+
+class RoutingSettings(_Strict):
+    """Which account an event goes to: its own ``account``, else its merchant, else the default."""
+
+    default_account: str | None = None
+    by_merchant: dict[str, str] = Field(default_factory=dict)
+
+
+class LimitSettings(_Strict):
+    max_in_flight: int = Field(default=512, ge=1)
+    max_buffered_records: int = Field(default=20_000, ge=1)
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_poll_records: int = Field(default=1_000, ge=1)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    # After an account is stopped by a configuration/auth error, one event probes it this often.
+    account_probe_interval_s: float = Field(default=30.0, gt=0)
+
+
+class RetrySettings(_Strict):
+    max_attempts: int = Field(default=8, ge=1)
+    max_elapsed_s: float = Field(default=300.0, gt=0)
+    base_s: float = Field(default=0.5, gt=0)
+    cap_s: float = Field(default=60.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class HttpSettings(_Strict):
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    max_connections: int = Field(default=512, ge=1)
+
+
+class ServerSettings(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ConnectorConfig(_Strict):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    accounts: list[AccountConfig] = Field(min_length=1)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @model_validator(mode="after")
+    def _routes_name_accounts(self) -> ConnectorConfig:
+        names = [a.name for a in self.accounts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"account names must be unique; repeated: {', '.join(dupes)}")
+        known = set(names)
+        wanted = {self.routing.default_account} | set(self.routing.by_merchant.values())
+        unknown = sorted(n for n in wanted if n is not None and n not in known)
+        if unknown:
+            raise ValueError(f"routing names unknown accounts: {', '.join(unknown)}")
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        found: list[str] = []
+        _collect_secrets(self, found)
+        return [s for s in found if s]
+
+
+def _collect_secrets(value: object, out: list[str]) -> None:
+    if isinstance(value, SecretStr):
+        out.append(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_secrets(getattr(value, name), out)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect_secrets(item, out)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_secrets(item, out)
+
+
+def _resolve_secret(ref: str, where: str, environ: dict[str, str]) -> str:
+    kind, _, target = ref.partition(":")
+    if kind == "env":
+        if target not in environ:
+            raise ConfigError(f"{where}: environment variable {target} is not set")
+        return environ[target]
+    path = Path(target)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
+
+
+def _resolve_secret_refs(raw: Any, where: str, environ: dict[str, str]) -> Any:
+    """Replace ``env:``/``file:`` references in secret-looking fields; reject literal secrets."""
+    if isinstance(raw, dict):
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            here = f"{where}.{key}" if where else str(key)
+            if _looks_secret(str(key)) and value is not None:
+                if not (isinstance(value, str) and value.startswith(_SECRET_REF_PREFIXES)):
+                    raise ConfigError(
+                        f"{here}: secrets may not be written in the config file; "
+                        f"use 'env:VARIABLE' or 'file:/path/to/secret'"
+                    )
+                out[key] = _resolve_secret(value, here, environ)
+            else:
+                out[key] = _resolve_secret_refs(value, here, environ)
+        return out
+    if isinstance(raw, list):
+        return [_resolve_secret_refs(v, f"{where}[{i}]", environ) for i, v in enumerate(raw)]
+    return raw
+
+
+_SECRET_WORDS = ("token", "secret", "password", "api_key")
+
+
+def _looks_secret(key: str) -> bool:
+    return any(word in key for word in _SECRET_WORDS) and not key.endswith("_id")
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """``ORDER_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS=x`` sets ``kafka.bootstrap_servers``.
+
+    Account fields are addressed by name: ``ORDER_CONNECTOR_ACCOUNTS__<NAME>__<FIELD>``.
+    """
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        path = var[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] == "accounts" and len(path) == 3:
+            for account in raw.get("accounts", []):
+                if str(account.get("name", "")).lower() == path[1]:
+                    account[path[2]] = value
+                    break
+            else:
+                raise ConfigError(f"{var}: no account named {path[1]!r} in the config file")
+            continue
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{var}: {part} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> ConnectorConfig:
+    """Read, resolve and validate the configuration; raise ConfigError with every problem."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = _resolve_secret_refs(raw, "", env)
+    raw = _apply_env_overrides(raw, env)
+    try:
+        return ConnectorConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc)) from None
+
+
+def _explain(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s):"]
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {err['msg']}")
+    return "\n".join(lines)

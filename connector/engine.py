@@ -1,0 +1,769 @@
+"""The asyncio dispatch engine around the pure ordering core.
+
+It owns intake (decode, route, build), per-order lanes, bounded concurrency, retries that block
+only their own lane, account stops, backpressure (pause/resume), publishing outcomes and the
+commit watermark. It never imports aiokafka: Kafka arrives through the small protocols below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
+from connector.events import OrderStatusChanged, decode_event
+from connector.kafka.consumer import TP, CommitRejected, ConsumedRecord
+from connector.ordering import LaneTable, OffsetTracker
+from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
+from connector.ratelimit import TokenBucket
+from connector.results import (
+    ErrorRecord,
+    ResultOutcome,
+    ResultRecord,
+    SourceCoordinates,
+)
+from connector.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    import httpx
+
+    from connector.config import LimitSettings, RoutingSettings, TopicNames
+    from connector.sender import HttpSender
+
+log = structlog.get_logger("connector.engine")
+
+LaneKey = tuple[int, str]  # (input partition, provider target key)
+
+_RESULT_OF_KIND = {
+    OutcomeKind.ACCEPTED: ResultOutcome.ACCEPTED,
+    OutcomeKind.DELIVERED: ResultOutcome.DELIVERED,
+    OutcomeKind.ALREADY_DONE: ResultOutcome.ALREADY_DONE,
+    OutcomeKind.SKIPPED: ResultOutcome.SKIPPED_MAPPING,
+}
+
+
+class RecordSource(Protocol):
+    """What the engine needs from the consumer."""
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[ConsumedRecord]: ...
+    def assignment(self) -> set[TP]: ...
+    def pause(self, partitions: Iterable[TP]) -> None: ...
+    def resume(self, partitions: Iterable[TP]) -> None: ...
+    async def commit(self, offsets: dict[TP, int]) -> None: ...
+
+
+class RecordSink(Protocol):
+    """What the engine needs from the producer: ``send`` returns the broker-ack future."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[object]: ...
+
+    async def flush(self) -> None: ...
+
+
+class EngineObserver(Protocol):
+    """Metrics hooks; every method must be cheap and must not raise."""
+
+    def record_consumed(self, tp: TP) -> None: ...
+    def outcome(self, provider: str, account: str, outcome: str) -> None: ...
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
+    def request_latency(self, provider: str, seconds: float) -> None: ...
+    def commit_latency(self, seconds: float) -> None: ...
+    def gauges(self, *, in_flight: int, open_lanes: int, buffered_records: int,
+               buffered_bytes: int, paused_partitions: int) -> None: ...
+
+
+class _NullObserver:
+    def record_consumed(self, tp: TP) -> None:
+        pass
+
+    def outcome(self, provider: str, account: str, outcome: str) -> None:
+        pass
+
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        pass
+
+    def request_latency(self, provider: str, seconds: float) -> None:
+        pass
+
+    def commit_latency(self, seconds: float) -> None:
+        pass
+
+    def gauges(self, *, in_flight: int, open_lanes: int, buffered_records: int,
+               buffered_bytes: int, paused_partitions: int) -> None:
+        pass
+
+
+@dataclass(eq=False, slots=True)
+class PartitionState:
+    tp: TP
+    tracker: OffsetTracker
+    buffered_bytes: int = 0
+    draining: bool = False
+    active: int = 0  # jobs executing a request or awaiting their outcome's ack
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    sizes: dict[int, int] = field(default_factory=dict)  # offset -> value size while buffered
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    dropped: bool = False
+
+    def activate(self) -> None:
+        self.active += 1
+        self.idle.clear()
+
+    def deactivate(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self.idle.set()
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    record: ConsumedRecord
+    event: OrderStatusChanged
+    provider: Provider
+    request: httpx.Request
+    lane: LaneKey
+    state: PartitionState
+    consumed_at: float
+    attempts: int = 0
+    first_attempt_at: datetime | None = None
+    first_attempt_mono: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    probe: bool = False
+
+
+@dataclass(slots=True)
+class _StoppedAccount:
+    reason: str
+    parked: deque[Job] = field(default_factory=deque)
+    probe_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class EngineStats:
+    consumed: int = 0
+    results: int = 0
+    errors: int = 0
+    sent_requests: int = 0
+    retries: int = 0
+    commits: int = 0
+
+
+class Engine:
+    """Consume, dispatch with per-order ordering, publish outcomes, commit the watermark."""
+
+    def __init__(
+        self,
+        *,
+        source: RecordSource,
+        sink: RecordSink,
+        sender: HttpSender,
+        providers: dict[str, Provider],
+        routing: RoutingSettings,
+        topics: TopicNames,
+        limits: LimitSettings,
+        retry: RetryPolicy,
+        observer: EngineObserver | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._sender = sender
+        self._providers = providers
+        self._routing = routing
+        self._topics = topics
+        self._limits = limits
+        self._retry = retry
+        self._obs: EngineObserver = observer or _NullObserver()
+        self._rand = rand
+        self._states: dict[TP, PartitionState] = {}
+        self._lanes: LaneTable[LaneKey, Job] = LaneTable()
+        self._global = asyncio.Semaphore(limits.max_in_flight)
+        self._account_sems = {
+            name: asyncio.Semaphore(p_max_in_flight(p)) for name, p in providers.items()
+        }
+        self._buckets: dict[str, TokenBucket] = {}
+        now = time.monotonic()
+        for name, p in providers.items():
+            rate = p_rate(p)
+            if rate:
+                self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
+        self._stopped: dict[str, _StoppedAccount] = {}
+        self._waiting_retry: set[Job] = set()
+        self._paused: set[TP] = set()
+        self._stopping = asyncio.Event()
+        self._buffered_records = 0
+        self._buffered_bytes = 0
+        self._in_flight = 0
+        self.stats = EngineStats()
+        self._publish_failures = 0
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def stopped_accounts(self) -> dict[str, str]:
+        return {name: s.reason for name, s in self._stopped.items()}
+
+    @property
+    def assigned(self) -> set[TP]:
+        return {tp for tp, s in self._states.items() if not s.draining}
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Poll until ``request_stop``; then drain in-flight work, commit and return."""
+        committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
+        try:
+            while not self._stopping.is_set():
+                self._apply_backpressure()
+                room = self._limits.max_buffered_records - self._buffered_records
+                records = await self._source.getmany(
+                    timeout_ms=100, max_records=max(1, min(self._limits.max_poll_records, room))
+                )
+                for record in records:
+                    self._intake(record)
+                self._obs.gauges(
+                    in_flight=self._in_flight,
+                    open_lanes=len(self._lanes),
+                    buffered_records=self._buffered_records,
+                    buffered_bytes=self._buffered_bytes,
+                    paused_partitions=len(self._paused),
+                )
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await self.drain(set(self._states), self._limits.drain_timeout_s)
+
+    # ------------------------------------------------------------------ rebalance hooks
+
+    async def on_assigned(self, assigned: set[TP]) -> None:
+        for tp in assigned:
+            state = PartitionState(tp, OffsetTracker(tp.partition))
+            state.idle.set()
+            self._states[tp] = state
+        self._paused -= assigned
+        log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in assigned))
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        await self.drain(revoked, self._limits.drain_timeout_s)
+        log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in revoked))
+
+    async def drain(self, partitions: set[TP], timeout: float) -> None:
+        """Stop intake for ``partitions``, let in-flight work finish (deadline), commit, drop."""
+        states = [self._states[tp] for tp in partitions if tp in self._states]
+        if not states:
+            return
+        for state in states:
+            state.draining = True
+        self._abandon_waiting(states)
+        deadline = time.monotonic() + timeout
+        for state in states:
+            remaining = deadline - time.monotonic()
+            if state.active and remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.idle.wait(), remaining)
+        unfinished = sum(s.active for s in states)
+        if unfinished:
+            log.warning("drain_deadline_passed", abandoned_jobs=unfinished)
+            for state in states:
+                for task in list(state.tasks):
+                    task.cancel()
+        await self._commit({s.tp: s for s in states})
+        drained = {s.tp.partition for s in states if s.tp.topic == self._topics.input}
+        self._lanes.remove_where(lambda key: key[0] in drained)
+        for state in states:
+            state.dropped = True
+            self._states.pop(state.tp, None)
+            self._paused.discard(state.tp)
+            self._buffered_records -= len(state.sizes)
+            self._buffered_bytes -= state.buffered_bytes
+            state.sizes.clear()
+            state.buffered_bytes = 0
+
+    def _abandon_waiting(self, states: list[PartitionState]) -> None:
+        """Cancel retry timers and parked jobs of draining partitions (they re-run elsewhere)."""
+        draining = {id(s) for s in states}
+        for stopped in self._stopped.values():
+            stopped.parked = deque(j for j in stopped.parked if id(j.state) not in draining)
+        # Jobs waiting on a retry timer are in flight in their lane but hold no task.
+        for job in list(self._waiting_retry):
+            if id(job.state) in draining and job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+                self._waiting_retry.discard(job)
+
+    # ------------------------------------------------------------------ intake
+
+    def _intake(self, record: ConsumedRecord) -> None:
+        state = self._states.get(TP(record.topic, record.partition))
+        if state is None or state.draining:
+            return  # a record of a partition we no longer own: the next owner reads it
+        state.tracker.track(record.offset)
+        size = len(record.value) if record.value is not None else 0
+        state.sizes[record.offset] = size
+        state.buffered_bytes += size
+        self._buffered_records += 1
+        self._buffered_bytes += size
+        self.stats.consumed += 1
+        self._obs.record_consumed(state.tp)
+        try:
+            event = decode_event(record.value, record.headers)
+            provider = self._route(event)
+            built = provider.build_request(event)
+        except InvalidEventError as exc:
+            self._spawn_publish_error(state, record, None, None, exc.error_class, exc.reason)
+            return
+        except _Unroutable as exc:
+            self._spawn_publish_error(state, record, None, None, ErrorClass.UNROUTABLE, str(exc))
+            return
+        if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
+            self._spawn_publish_result(state, record, event, provider, built, attempts=0)
+            return
+        built.headers["X-Request-Id"] = event.event_id
+        if event.traceparent:
+            built.headers["traceparent"] = event.traceparent
+        job = Job(
+            record=record,
+            event=event,
+            provider=provider,
+            request=built,
+            lane=(record.partition, provider.target_key(event)),
+            state=state,
+            consumed_at=time.monotonic(),
+        )
+        if self._lanes.push(job.lane, job) is not None:
+            self._start(job)
+
+    def _route(self, event: OrderStatusChanged) -> Provider:
+        name = event.account
+        if name is None and event.merchant_id is not None:
+            name = self._routing.by_merchant.get(event.merchant_id)
+        if name is None:
+            name = self._routing.default_account
+        if name is None:
+            raise _Unroutable("no account: the event names none, and no route or default matches")
+        provider = self._providers.get(name)
+        if provider is None:
+            raise _Unroutable(f"account {name!r} is not configured")
+        return provider
+
+    # ------------------------------------------------------------------ execution
+
+    def _start(self, job: Job) -> None:
+        job.timer = None
+        self._waiting_retry.discard(job)
+        if job.state.draining:
+            return
+        job.state.activate()
+        self._spawn(job.state, self._execute(job))
+
+    def _spawn(self, state: PartitionState, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coro)
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        task.add_done_callback(_report_task_failure)
+
+    async def _execute(self, job: Job) -> None:
+        account = job.provider.account
+        try:
+            async with self._account_sems[account], self._global:
+                if job.state.draining:
+                    return
+                stopped = self._stopped.get(account)
+                if stopped is not None and not job.probe:
+                    stopped.parked.append(job)
+                    return
+                job.probe = False
+                bucket = self._buckets.get(account)
+                if bucket is not None:
+                    wait = bucket.reserve(time.monotonic())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                outcome = await self._attempt(job)
+            await self._settle(job, outcome)
+        finally:
+            job.state.deactivate()
+
+    async def _attempt(self, job: Job) -> ProviderOutcome:
+        attempt = job.attempts
+        job.attempts += 1
+        if job.first_attempt_at is None:
+            job.first_attempt_at = datetime.now(UTC)
+            job.first_attempt_mono = time.monotonic()
+        self._in_flight += 1
+        started = time.monotonic()
+        try:
+            response = await self._sender.send(job.request, timeout=p_timeout(job.provider))
+        except RetryableDeliveryError as exc:
+            return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
+        finally:
+            self._in_flight -= 1
+            self._obs.request_latency(job.provider.kind, time.monotonic() - started)
+            self.stats.sent_requests += 1
+        return job.provider.classify(response, attempt=attempt)
+
+    async def _settle(self, job: Job, outcome: ProviderOutcome) -> None:
+        if job.state.dropped:
+            return  # the partition was released mid-request; its next owner redoes the record
+        kind = outcome.kind
+        provider = job.provider
+        if kind is OutcomeKind.RETRYABLE:
+            elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at)
+            delay = self._retry.next_delay(job.attempts, elapsed, outcome.retry_after, self._rand())
+            if delay is not None:
+                self.stats.retries += 1
+                self._obs.retry(provider.kind, provider.account, outcome.retry_after is not None)
+                log.info(
+                    "delivery_retry_scheduled",
+                    order_id=job.event.order_id,
+                    account=provider.account,
+                    attempt=job.attempts,
+                    delay_s=round(delay, 3),
+                    code=outcome.error_code,
+                )
+                self._waiting_retry.add(job)
+                job.timer = asyncio.get_running_loop().call_later(delay, self._start, job)
+                return
+            self._finish_lane(job)
+            await self._publish_error(
+                job.state, job.record, job, outcome, ErrorClass.RETRIES_EXHAUSTED,
+                f"retry budget exhausted after {job.attempts} attempts: {outcome.detail or ''}",
+            )
+            return
+        if kind is OutcomeKind.CONFIGURATION:
+            self._stop_account(job, outcome)
+            return
+        if provider.account in self._stopped:  # a probe came back with something else
+            self._resume_account(provider.account)
+        self._finish_lane(job)
+        if kind is OutcomeKind.PERMANENT:
+            await self._publish_error(
+                job.state, job.record, job, outcome, ErrorClass.PERMANENT,
+                outcome.detail or "permanent provider error",
+            )
+        else:
+            await self._publish_result(job.state, job.record, job.event, provider, outcome,
+                                       job.attempts, job.consumed_at)
+
+    def _finish_lane(self, job: Job) -> None:
+        nxt = self._lanes.complete(job.lane)
+        if nxt is not None:
+            if job.state.draining:
+                return
+            self._start(nxt)
+
+    # ------------------------------------------------------------------ account stops
+
+    def _stop_account(self, job: Job, outcome: ProviderOutcome) -> None:
+        account = job.provider.account
+        stopped = self._stopped.get(account)
+        reason = f"{outcome.error_code or outcome.http_status}: {outcome.detail or ''}".strip()
+        if stopped is None:
+            stopped = _StoppedAccount(reason=reason)
+            self._stopped[account] = stopped
+            log.error("account_stopped", account=account, provider=job.provider.kind,
+                      reason=reason)
+        stopped.parked.appendleft(job)
+        if stopped.probe_timer is not None:
+            stopped.probe_timer.cancel()
+        loop = asyncio.get_running_loop()
+        stopped.probe_timer = loop.call_later(
+            self._limits.account_probe_interval_s, self._probe_account, account
+        )
+
+    def _probe_account(self, account: str) -> None:
+        stopped = self._stopped.get(account)
+        if stopped is None:
+            return
+        while stopped.parked:
+            job = stopped.parked.popleft()
+            if not job.state.draining:
+                job.probe = True
+                self._start(job)
+                return
+        # Nothing parked: try again later with whatever arrives.
+        self._resume_account(account)
+
+    def _resume_account(self, account: str) -> None:
+        stopped = self._stopped.pop(account, None)
+        if stopped is None:
+            return
+        if stopped.probe_timer is not None:
+            stopped.probe_timer.cancel()
+        log.info("account_resumed", account=account)
+        for job in stopped.parked:
+            self._start(job)
+
+    # ------------------------------------------------------------------ publishing
+
+    def _spawn_publish_error(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        job: Job | None,
+        outcome: ProviderOutcome | None,
+        error_class: ErrorClass,
+        reason: str,
+    ) -> None:
+        state.activate()
+        self._spawn(
+            state,
+            self._publish_error(state, record, job, outcome, error_class, reason, active=True),
+        )
+
+    def _spawn_publish_result(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        event: OrderStatusChanged,
+        provider: Provider,
+        outcome: ProviderOutcome,
+        attempts: int,
+    ) -> None:
+        state.activate()
+
+        async def publish() -> None:
+            try:
+                await self._publish_result(state, record, event, provider, outcome, attempts,
+                                           time.monotonic())
+            finally:
+                state.deactivate()
+
+        self._spawn(state, publish())
+
+    async def _publish_result(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        event: OrderStatusChanged,
+        provider: Provider,
+        outcome: ProviderOutcome,
+        attempts: int,
+        since: float,
+    ) -> None:
+        result = ResultRecord(
+            event_id=event.event_id,
+            order_id=event.order_id,
+            outcome=_RESULT_OF_KIND[outcome.kind],
+            provider=provider.kind,
+            account=provider.account,
+            provider_message_id=outcome.message_id,
+            http_status=outcome.http_status,
+            provider_error_code=outcome.error_code,
+            attempts=attempts,
+            latency_ms=round((time.monotonic() - since) * 1000, 3),
+            source=SourceCoordinates(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+            traceparent=event.traceparent,
+            detail=outcome.detail,
+            recorded_at=datetime.now(UTC),
+        )
+        self.stats.results += 1
+        self._obs.outcome(provider.kind, provider.account, result.outcome.value)
+        await self._publish(state, record, self._topics.results, result.to_bytes())
+
+    async def _publish_error(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        job: Job | None,
+        outcome: ProviderOutcome | None,
+        error_class: ErrorClass,
+        reason: str,
+        *,
+        active: bool = False,
+    ) -> None:
+        try:
+            event = job.event if job else None
+            provider = job.provider if job else None
+            error = ErrorRecord(
+                event_id=event.event_id if event else None,
+                order_id=event.order_id if event else _key_text(record.key),
+                error_class=error_class,
+                reason=reason,
+                provider=provider.kind if provider else None,
+                account=provider.account if provider else None,
+                http_status=outcome.http_status if outcome else None,
+                provider_error_code=outcome.error_code if outcome else None,
+                attempts=job.attempts if job else 0,
+                first_attempt_at=job.first_attempt_at if job else None,
+                last_attempt_at=datetime.now(UTC) if job and job.attempts else None,
+                source=SourceCoordinates(
+                    topic=record.topic, partition=record.partition, offset=record.offset
+                ),
+                original_key=_b64(record.key),
+                original_value=_b64(record.value) or "",
+                original_headers=[(k, _b64(v) or "") for k, v in record.headers],
+                traceparent=event.traceparent if event else None,
+            )
+            self.stats.errors += 1
+            self._obs.outcome(
+                provider.kind if provider else "none",
+                provider.account if provider else "none",
+                error_class.value,
+            )
+            if error_class is not ErrorClass.INVALID_EVENT:
+                log.warning(
+                    "delivery_failed",
+                    error_class=error_class.value,
+                    order_id=error.order_id,
+                    account=error.account,
+                    code=error.provider_error_code,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            else:
+                log.warning("invalid_event", reason=reason, partition=record.partition,
+                            offset=record.offset)
+            await self._publish(state, record, self._topics.errors, error.to_bytes())
+        finally:
+            if active:
+                state.deactivate()
+
+    async def _publish(
+        self, state: PartitionState, record: ConsumedRecord, topic: str, value: bytes
+    ) -> None:
+        """Hand the outcome to the producer; the offset is done only when the broker acks it."""
+        while True:
+            try:
+                fut = await self._sink.send(topic, value, key=record.key)
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any produce failure: retry, never drop
+                self._publish_failures += 1
+                log.error("publish_failed", topic=topic, error=type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.1 * self._publish_failures))
+                continue
+            break
+        self._publish_failures = 0
+        if state.dropped:
+            return  # the partition was released; its next owner re-reads this record
+        self._release_buffer(state, record.offset)
+        state.tracker.done(record.offset)
+
+    def _release_buffer(self, state: PartitionState, offset: int) -> None:
+        size = state.sizes.pop(offset, None)
+        if size is None:
+            return
+        state.buffered_bytes -= size
+        self._buffered_bytes -= size
+        self._buffered_records -= 1
+
+    # ------------------------------------------------------------------ commits
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._limits.commit_interval_s)
+            await self._commit(dict(self._states))
+
+    async def _commit(self, states: dict[TP, PartitionState]) -> None:
+        offsets: dict[TP, int] = {}
+        for tp, state in states.items():
+            point = state.tracker.commit_point
+            if point is not None and point > state.tracker.committed:
+                offsets[tp] = point
+        if not offsets:
+            return
+        started = time.monotonic()
+        try:
+            await self._source.commit(offsets)
+        except CommitRejected as exc:
+            log.warning("commit_rejected", reason=str(exc))
+            return
+        self._obs.commit_latency(time.monotonic() - started)
+        self.stats.commits += 1
+        for tp, point in offsets.items():
+            states[tp].tracker.advance_committed(point)
+
+    # ------------------------------------------------------------------ backpressure
+
+    def _apply_backpressure(self) -> None:
+        if not self._states:
+            return
+        limits = self._limits
+        live = [s for s in self._states.values() if not s.draining]
+        share_records = max(1, limits.max_buffered_records // max(1, len(live)))
+        share_bytes = max(1, limits.max_buffered_bytes // max(1, len(live)))
+        over = (
+            self._buffered_records >= limits.max_buffered_records
+            or self._buffered_bytes >= limits.max_buffered_bytes
+        )
+        low = (
+            self._buffered_records <= limits.max_buffered_records // 2
+            and self._buffered_bytes <= limits.max_buffered_bytes // 2
+        )
+        want: set[TP] = set()
+        for s in live:
+            outstanding = s.tracker.outstanding
+            full = outstanding >= share_records or s.buffered_bytes >= share_bytes
+            if s.tp in self._paused:
+                # Resume once this partition is back under half its share and the total is low.
+                if full or outstanding >= share_records // 2 or not low:
+                    want.add(s.tp)
+            elif full or (over and outstanding > 0):
+                want.add(s.tp)
+        to_pause = want - self._paused
+        to_resume = self._paused - want
+        if to_pause:
+            self._source.pause(to_pause)
+            log.info("partitions_paused", count=len(to_pause),
+                     buffered_records=self._buffered_records)
+        if to_resume:
+            self._source.resume(to_resume)
+        self._paused = want
+
+
+class _Unroutable(Exception):
+    pass
+
+
+def _report_task_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("job_task_failed", error=repr(task.exception()))
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def p_max_in_flight(provider: Provider) -> int:
+    return int(getattr(getattr(provider, "settings", None), "max_in_flight", 64))
+
+
+def p_rate(provider: Provider) -> float | None:
+    rate = getattr(getattr(provider, "settings", None), "rate_per_second", None)
+    return float(rate) if rate else None
+
+
+def p_timeout(provider: Provider) -> float:
+    return float(getattr(getattr(provider, "settings", None), "request_timeout_s", 10.0))

@@ -1,0 +1,152 @@
+"""Typed wrapper around aiokafka's consumer: records, assignment, pause/resume and commits.
+
+Only this package imports aiokafka. Rebalance callbacks are forwarded to a typed handler and
+awaited before the member rejoins (aiokafka's eager protocol revokes everything each time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from connector.kafka.connection import client_kwargs
+
+if TYPE_CHECKING:
+    from connector.config import KafkaSettings
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+RebalanceCallback = Callable[[set[TP]], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoked: RebalanceCallback, on_assigned: RebalanceCallback) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        await self._on_revoked({TP(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        await self._on_assigned({TP(tp.topic, tp.partition) for tp in assigned})
+
+
+class CommitRejected(Exception):
+    """The group rebalanced under us; the commit was not applied (the next owner re-reads)."""
+
+
+class KafkaConsumer:
+    """A group member with manual commits. Call ``getmany`` continuously, even when paused."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        topics: Sequence[str],
+        group_id: str,
+        on_revoked: RebalanceCallback,
+        on_assigned: RebalanceCallback,
+        isolation_level: str = "read_uncommitted",
+    ) -> None:
+        self._topics = list(topics)
+        self._listener = _Listener(on_revoked, on_assigned)
+        self._consumer = AIOKafkaConsumer(
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            session_timeout_ms=settings.session_timeout_ms,
+            rebalance_timeout_ms=settings.rebalance_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
+            fetch_max_bytes=settings.fetch_max_bytes,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+            fetch_max_wait_ms=100,
+            isolation_level=isolation_level,
+            **client_kwargs(settings),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=self._listener)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[ConsumedRecord]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[ConsumedRecord] = []
+        for tp, records in batches.items():
+            topic, partition = tp.topic, tp.partition
+            out.extend(
+                ConsumedRecord(
+                    topic,
+                    partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    r.headers,
+                    r.timestamp,
+                )
+                for r in records
+            )
+        return out
+
+    def assignment(self) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def pause(self, partitions: Iterable[TP]) -> None:
+        tps = [TopicPartition(*tp) for tp in partitions]
+        if tps:
+            self._consumer.pause(*tps)
+
+    def resume(self, partitions: Iterable[TP]) -> None:
+        tps = [TopicPartition(*tp) for tp in partitions]
+        if tps:
+            self._consumer.resume(*tps)
+
+    def paused(self) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in self._consumer.paused()}
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        """Commit explicit offsets; raises CommitRejected when a rebalance got there first."""
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(
+                {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in offsets.items()}
+            )
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise CommitRejected(str(exc)) from exc
+
+    async def lag(self) -> dict[TP, int]:
+        """Records behind the high watermark per assigned partition (fetch position based)."""
+        out: dict[TP, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                pos = await self._consumer.position(tp)
+            except (IllegalStateError, KafkaError):
+                continue
+            out[TP(tp.topic, tp.partition)] = max(0, high - pos)
+        return out
