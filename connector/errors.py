@@ -5,7 +5,9 @@
     ├── InvalidEventError            one input record is unusable; it goes to the errors topic
     │   ├── UndecodableEventError    bytes are not JSON / not a recognised envelope
     │   ├── UnknownStatusError       status outside the canonical vocabulary (and no override)
-    │   └── MissingFieldError        the routed provider needs a field the event lacks
+    │   │   └── UnmappedStatusError  the account maps this status to "error" (a configured gap)
+    │   ├── MissingFieldError        the routed provider needs a field the event lacks
+    │   └── InvalidFieldError        a field is present but malformed (wrong type, bad format)
     └── DeliveryError                talking to a provider failed (carries an ErrorClass)
         ├── RetryableDeliveryError   transport failure, 5xx, throttling: try again later
         ├── PermanentDeliveryError   this event can never succeed as sent
@@ -64,8 +66,16 @@ class UnknownStatusError(InvalidEventError):
     """The status is not one of the canonical statuses and no native override was given."""
 
 
+class UnmappedStatusError(UnknownStatusError):
+    """The status is valid, but the routed account maps it to the explicit choice "error"."""
+
+
 class MissingFieldError(InvalidEventError):
     """The provider the event is routed to needs a field the event does not carry."""
+
+
+class InvalidFieldError(InvalidEventError):
+    """A field is present but malformed: wrong type, bad format, value out of range."""
 
 
 class DeliveryError(ConnectorError):
