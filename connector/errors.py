@@ -8,6 +8,7 @@
     │   └── MissingFieldError        the routed provider needs a field the event lacks
     └── DeliveryError                talking to a provider failed (carries an ErrorClass)
         ├── RetryableDeliveryError   transport failure, 5xx, throttling: try again later
+        │   └── TransportFailure     no usable HTTP answer (connect, DNS, timeout, reset, protocol)
         ├── PermanentDeliveryError   this event can never succeed as sent
         └── AccountConfigError       credentials/account problem: stop sending on that account
 
@@ -88,3 +89,15 @@ class PermanentDeliveryError(DeliveryError):
 
 class AccountConfigError(DeliveryError):
     error_class = ErrorClass.CONFIGURATION
+
+
+class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the design uses)
+    """No usable HTTP answer arrived: connect/DNS failure, timeout, reset or protocol error.
+
+    Raised only by ``connector.sender``; ``kind`` names the failure (``"timeout"``,
+    ``"connect"``, ``"dns"``, ...). The message never holds the URL or any header.
+    """
+
+    def __init__(self, detail: str, *, code: str | None = None, kind: str = "transport") -> None:
+        super().__init__(detail, code=code)
+        self.kind = kind
