@@ -5,9 +5,12 @@
     ├── InvalidEventError            one input record is unusable; it goes to the errors topic
     │   ├── UndecodableEventError    bytes are not JSON / not a recognised envelope
     │   ├── UnknownStatusError       status outside the canonical vocabulary (and no override)
-    │   └── MissingFieldError        the routed provider needs a field the event lacks
+    │   │   └── UnmappedStatusError  the account maps this status to "error" (a configured gap)
+    │   ├── MissingFieldError        the routed provider needs a field the event lacks
+    │   └── InvalidFieldError        a field is present but malformed (wrong type, bad format)
     └── DeliveryError                talking to a provider failed (carries an ErrorClass)
         ├── RetryableDeliveryError   transport failure, 5xx, throttling: try again later
+        │   └── TransportFailure     no usable HTTP answer (connect, DNS, timeout, reset, protocol)
         ├── PermanentDeliveryError   this event can never succeed as sent
         └── AccountConfigError       credentials/account problem: stop sending on that account
 
@@ -64,8 +67,16 @@ class UnknownStatusError(InvalidEventError):
     """The status is not one of the canonical statuses and no native override was given."""
 
 
+class UnmappedStatusError(UnknownStatusError):
+    """The status is valid, but the routed account maps it to the explicit choice "error"."""
+
+
 class MissingFieldError(InvalidEventError):
     """The provider the event is routed to needs a field the event does not carry."""
+
+
+class InvalidFieldError(InvalidEventError):
+    """A field is present but malformed: wrong type, bad format, value out of range."""
 
 
 class DeliveryError(ConnectorError):
@@ -88,3 +99,15 @@ class PermanentDeliveryError(DeliveryError):
 
 class AccountConfigError(DeliveryError):
     error_class = ErrorClass.CONFIGURATION
+
+
+class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the design uses)
+    """No usable HTTP answer arrived: connect/DNS failure, timeout, reset or protocol error.
+
+    Raised only by ``connector.sender``; ``kind`` names the failure (``"timeout"``,
+    ``"connect"``, ``"dns"``, ...). The message never holds the URL or any header.
+    """
+
+    def __init__(self, detail: str, *, code: str | None = None, kind: str = "transport") -> None:
+        super().__init__(detail, code=code)
+        self.kind = kind

@@ -1,0 +1,365 @@
+"""The ``order.status.changed`` event contract: the model, decoding (plain JSON and CloudEvents) and
+encoding. Pure and synchronous; it raises only ``InvalidEventError`` subclasses, never pydantic's.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from connector.errors import (
+    InvalidEventError,
+    InvalidFieldError,
+    MissingFieldError,
+    UndecodableEventError,
+    UnknownStatusError,
+)
+
+SCHEMA_VERSION: Final = 1
+CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
+
+
+class CanonicalStatus(StrEnum):
+    """The six order statuses the connector understands (Meta's vocabulary, underscore spelling)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+
+
+_STATUS_VALUES: Final = frozenset(s.value for s in CanonicalStatus)
+
+
+def normalise_status(value: object) -> object:
+    """Accept ``partially-shipped`` (a typo in several provider doc tables) and any letter case."""
+    if isinstance(value, str) and value not in _STATUS_VALUES:
+        return value.strip().lower().replace("-", "_")
+    return value
+
+
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+_PHONE = re.compile(r"\+?[0-9]{8,15}")
+
+
+def _normalise_phone(value: object) -> object:
+    """Store phones as E.164 (``+`` and 8-15 digits); punctuation and a missing ``+`` are fixed."""
+    if not isinstance(value, str):
+        return value
+    compact = _PHONE_PUNCTUATION.sub("", value)
+    if compact.startswith("00"):
+        compact = compact[2:]
+    if not _PHONE.fullmatch(compact):
+        raise PydanticCustomError(
+            "phone_format", "expected an international phone number (country code first, 8-15 digits)"
+        )
+    return compact if compact.startswith("+") else "+" + compact
+
+
+Status = Annotated[CanonicalStatus, BeforeValidator(normalise_status)]
+Phone = Annotated[str, BeforeValidator(_normalise_phone)]
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+_FROZEN = ConfigDict(extra="ignore", frozen=True)
+
+
+class Recipient(BaseModel):
+    """Who the update goes to. ``phone`` is normalised to E.164 (``+5511999999999``)."""
+
+    model_config = _FROZEN
+
+    phone: Phone
+    locale: str | None = None
+
+
+class OrderItem(BaseModel):
+    """One line of the order. ``amount`` is the exact unit price (send it as a JSON string to keep
+    more than 15 significant digits; JSON numbers are accepted)."""
+
+    model_config = _FROZEN
+
+    product_id: NonEmpty
+    name: NonEmpty
+    amount: Money
+    quantity: Annotated[int, Field(ge=1)]
+    is_custom_item: bool = False
+
+
+class OrderDetails(BaseModel):
+    """The order's money and items; Z-API needs all of it re-sent with every update."""
+
+    model_config = _FROZEN
+
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    items: Annotated[tuple[OrderItem, ...], Field(min_length=1)]
+    discount: Money | None = None
+    tax: Money | None = None
+    shipping: Money | None = None
+
+
+class WhatsAppRefs(BaseModel):
+    """Meta/YCloud identifiers. ``reference_id`` is the id of the earlier ``order_details`` message."""
+
+    model_config = _FROZEN
+
+    reference_id: NonEmpty
+    template_name: str | None = None
+    template_language: str | None = None
+
+
+class ZApiRefs(BaseModel):
+    """Z-API identifiers, all taken from the order webhook of the original order message."""
+
+    model_config = _FROZEN
+
+    message_id: NonEmpty
+    reference_id: NonEmpty
+    order_request_id: NonEmpty
+
+
+class ZonosRefs(BaseModel):
+    """Zonos/iGlobal identifiers; ``order_id`` may carry the ``<store>-`` prefix or not."""
+
+    model_config = _FROZEN
+
+    store: str | None = None
+    order_id: NonEmpty
+
+
+class OrderStatusChanged(BaseModel):
+    """One change of an order's status, as published on ``order.status.changed`` (key = order id).
+
+    ``status`` is the canonical status; ``native_status`` overrides it with a provider-native value
+    for states outside the canonical six (e.g. Zonos ``VENDOR_LABELS_PRINTED``). At least one is set.
+    """
+
+    model_config = _FROZEN
+
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    event_id: NonEmpty
+    occurred_at: AwareDatetime
+    order_id: NonEmpty
+    status: Status | None = None
+    native_status: Annotated[str, Field(min_length=1)] | None = None
+    sequence: Annotated[int, Field(ge=0)] | None = None
+    account: str | None = None
+    merchant_id: str | None = None
+    description: str | None = None
+    payment_status: PaymentStatus | None = None
+    recipient: Recipient | None = None
+    order: OrderDetails | None = None
+    whatsapp: WhatsAppRefs | None = None
+    zapi: ZApiRefs | None = None
+    zonos: ZonosRefs | None = None
+    traceparent: str | None = None
+
+    @field_validator("payment_status", mode="before")
+    @classmethod
+    def _lower_payment_status(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _some_status(self) -> OrderStatusChanged:
+        if self.status is None and self.native_status is None:
+            raise PydanticCustomError(
+                "missing_status", "one of 'status' or 'native_status' is required"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _as_invalid_event(exc: ValidationError, *, prefix: str = "") -> InvalidEventError:
+    """Translate pydantic's error into our tree; the first error names the field."""
+    first = exc.errors(include_url=False)[0]
+    kind = first["type"]
+    path = prefix + _field_path(first["loc"])
+    if kind in ("json_invalid", "json_type") or (kind in ("model_type", "dict_type") and not path):
+        return UndecodableEventError(f"event is not a JSON object: {first['msg']}")
+    if kind == "missing":
+        return MissingFieldError(f"missing required field '{path}'", field=path)
+    if kind == "missing_status":
+        field = prefix + "status"
+        return MissingFieldError(f"missing required field '{field}': {first['msg']}", field=field)
+    if kind == "enum" and path == prefix + "status":
+        allowed = ", ".join(s.value for s in CanonicalStatus)
+        return UnknownStatusError(
+            f"unknown status {_short(first['input'])}; expected one of: {allowed}"
+            " (or set 'native_status' for a provider-native state)",
+            field=path,
+        )
+    return InvalidFieldError(
+        f"invalid field '{path}': {first['msg']} (got {_short(first['input'])})", field=path or None
+    )
+
+
+def _validate_json(value: bytes) -> OrderStatusChanged:
+    try:
+        return OrderStatusChanged.model_validate_json(value)
+    except ValidationError as exc:
+        raise _as_invalid_event(exc) from None
+
+
+def _validate_object(data: Any, prefix: str = "") -> OrderStatusChanged:
+    try:
+        return OrderStatusChanged.model_validate(data)
+    except ValidationError as exc:
+        raise _as_invalid_event(exc, prefix=prefix) from None
+
+
+def _loads_object(value: bytes, what: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableEventError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise UndecodableEventError(f"{what} is not a JSON object")
+    return parsed
+
+
+def _header_text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _decode_structured(value: bytes, traceparent: str | None) -> OrderStatusChanged:
+    """CloudEvents structured mode: the envelope is JSON and ``data`` holds the event."""
+    envelope = _loads_object(value, "CloudEvents envelope")
+    if "data" in envelope:
+        data = envelope["data"]
+        if isinstance(data, str | bytes):  # data serialised as a JSON string
+            data = _loads_object(data.encode() if isinstance(data, str) else data, "'data'")
+    elif "data_base64" in envelope:
+        try:
+            raw = base64.b64decode(envelope["data_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise UndecodableEventError("CloudEvents 'data_base64' is not valid base64") from None
+        data = _loads_object(raw, "'data_base64'")
+    else:
+        raise MissingFieldError("CloudEvents envelope has no 'data'", field="data")
+    if not isinstance(data, dict):
+        raise UndecodableEventError("CloudEvents 'data' is not a JSON object")
+    if "event_id" not in data and isinstance(envelope.get("id"), str):
+        data["event_id"] = envelope["id"]
+    if "occurred_at" not in data and envelope.get("time") is not None:
+        data["occurred_at"] = envelope["time"]
+    if "traceparent" not in data:
+        tp = envelope.get("traceparent") or traceparent
+        if tp is not None:
+            data["traceparent"] = tp
+    return _validate_object(data, prefix="data.")
+
+
+def decode_event(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]] = ()
+) -> OrderStatusChanged:
+    """Decode one ``order.status.changed`` record value (plain JSON or CloudEvents).
+
+    Binary mode is recognised by a ``ce_specversion`` (or ``ce_id``) header, structured mode by a
+    ``content-type: application/cloudevents+json`` header or a top-level ``specversion`` key.
+    Raises ``InvalidEventError`` subclasses only, with a reason naming the field.
+    """
+    if value is None:
+        raise UndecodableEventError("record has no value (tombstone); expected an event")
+    traceparent: str | None = None
+    binary = False
+    structured = False
+    ce: dict[str, str] = {}
+    for key, raw in headers:
+        lowered = key.lower()
+        if lowered == "traceparent":
+            traceparent = _header_text(raw)
+        elif lowered.startswith("ce_") or lowered.startswith("ce-"):
+            text = _header_text(raw)
+            if text is not None:
+                ce[lowered[3:]] = text
+            binary = binary or lowered[3:] in ("specversion", "id")
+        elif lowered in ("content-type", "content_type"):
+            ctype = _header_text(raw) or ""
+            structured = ctype.startswith(CLOUDEVENTS_CONTENT_TYPE)
+    if structured:
+        return _decode_structured(value, traceparent)
+    if binary:
+        data = _loads_object(value, "event")
+        if "event_id" not in data and "id" in ce:
+            data["event_id"] = ce["id"]
+        if "occurred_at" not in data and "time" in ce:
+            data["occurred_at"] = ce["time"]
+        if "traceparent" not in data:
+            tp = ce.get("traceparent") or traceparent
+            if tp is not None:
+                data["traceparent"] = tp
+        return _validate_object(data)
+    try:
+        event = _validate_json(value)
+    except InvalidEventError:
+        # A structured CloudEvent sent without its content type: recognised by its envelope.
+        if b'"specversion"' in value:
+            return _decode_structured(value, traceparent)
+        raise
+    if traceparent is not None and event.traceparent is None:
+        return event.model_copy(update={"traceparent": traceparent})
+    return event
+
+
+def encode_event(event: OrderStatusChanged) -> bytes:
+    """Serialise for producers (demo, tests). Decimals are written as strings to stay exact."""
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+__all__ = [
+    "CLOUDEVENTS_CONTENT_TYPE",
+    "SCHEMA_VERSION",
+    "CanonicalStatus",
+    "OrderDetails",
+    "OrderItem",
+    "OrderStatusChanged",
+    "PaymentStatus",
+    "Recipient",
+    "WhatsAppRefs",
+    "ZApiRefs",
+    "ZonosRefs",
+    "decode_event",
+    "encode_event",
+    "normalise_status",
+]

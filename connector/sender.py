@@ -1,0 +1,347 @@
+"""The one place that sends HTTP: an ``httpx.Request`` in, a fully read ``httpx.Response`` out.
+
+Owns connection pools, per-request total timeouts, the response size cap and the translation of
+library exceptions into ``TransportFailure``. Never classifies answers; never logs URLs/headers.
+"""
+
+# ASYNC109: ``send(timeout=...)`` is the per-request budget the sender itself enforces.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+
+import aiohttp
+import httpx
+from aiohttp import hdrs
+from yarl import URL
+
+from connector.errors import AccountConfigError, DeliveryError, TransportFailure
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+HttpClientKind = Literal["aiohttp", "httpx"]
+
+DEFAULT_MAX_RESPONSE_BYTES = 1 << 20  # provider answers are a few hundred bytes
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_KEEPALIVE_SECONDS = 30.0
+
+#: ``response.extensions`` key set to True when the body was cut at ``max_response_bytes``.
+BODY_TRUNCATED = "connector.body_truncated"
+
+_READ_CHUNK = 64 * 1024
+
+
+class HttpSender(Protocol):
+    """Sends one request and returns its answer with the body fully read (up to the cap).
+
+    Raises ``TransportFailure`` when no usable answer arrived, ``AccountConfigError`` when the
+    request cannot be sent at all (unsupported URL). HTTP error statuses are returned, not raised.
+    """
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+def create_sender(
+    client: HttpClientKind,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    trust_env: bool = False,
+) -> AiohttpSender | HttpxSender:
+    """The sender named by the ``http.client`` setting, pooled for ``max_connections``."""
+    if client == "aiohttp":
+        return AiohttpSender(
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            trust_env=trust_env,
+        )
+    if client == "httpx":
+        return HttpxSender(
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            trust_env=trust_env,
+        )
+    raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp' or 'httpx'")
+
+
+class AiohttpSender:
+    """Sends over one ``aiohttp.ClientSession`` (the measured choice: docs/http-transport.md).
+
+    The session is created on first use inside the running loop. Cookies are never kept, so
+    accounts cannot leak state into each other; compression is not requested.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_host: int = 0,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        trust_env: bool = False,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._max_connections = max_connections
+        self._max_connections_per_host = max_connections_per_host
+        self._keepalive_timeout = keepalive_timeout
+        self._max_response_bytes = max_response_bytes
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._trust_env = trust_env
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("AiohttpSender is closed")
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections_per_host,
+            keepalive_timeout=self._keepalive_timeout,
+            ssl=self._ssl,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=(hdrs.ACCEPT_ENCODING,),
+            trust_env=self._trust_env,
+            raise_for_status=False,
+        )
+        return self._session
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        found = self._timeouts.get(seconds)
+        if found is None:
+            if len(self._timeouts) > 64:  # callers use a handful of values; stay bounded
+                self._timeouts.clear()
+            found = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return found
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        session = self._session or self._open()
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
+            body = await request.aread()
+        truncated = False
+        try:
+            async with session.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=request.headers.multi_items(),
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout(timeout),
+            ) as answer:
+                length = answer.content_length
+                if length is not None and length <= self._max_response_bytes:
+                    content = await answer.read()
+                else:
+                    content, truncated = await self._read_capped(answer)
+                status = answer.status
+                raw_headers: Any = answer.raw_headers
+                if hdrs.CONTENT_ENCODING in answer.headers:  # aiohttp already decoded the body
+                    raw_headers = _without_encoding(raw_headers)
+                reason = answer.reason
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _delivery_error(exc, timeout=timeout) from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if reason:
+            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
+        if truncated:
+            extensions[BODY_TRUNCATED] = True
+        return httpx.Response(
+            status,
+            headers=raw_headers,
+            content=content,
+            request=request,
+            extensions=extensions,
+        )
+
+    async def _read_capped(self, answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        cap = self._max_response_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in answer.content.iter_chunked(_READ_CHUNK):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > cap:  # leaving early closes the connection instead of reusing it
+                return b"".join(parts)[:cap], True
+        return b"".join(parts), False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class HttpxSender:
+    """Sends over a stock ``httpx.AsyncClient``: the fallback (``http.client: httpx``).
+
+    Measured several times slower per request than ``AiohttpSender`` (docs/http-transport.md).
+    The total timeout wraps the whole exchange; cookies are never kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: ssl.SSLContext | bool = True,
+        trust_env: bool = False,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._max_response_bytes = max_response_bytes
+        refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=keepalive_expiry,
+            ),
+            timeout=None,  # noqa: S113 (asyncio.timeout in send() bounds the whole exchange)
+            follow_redirects=False,
+            verify=verify,
+            trust_env=trust_env,
+            cookies=http.cookiejar.CookieJar(policy=refuse_all),
+        )
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        cap = self._max_response_bytes
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._client.send(request, stream=True)
+                try:
+                    parts: list[bytes] = []
+                    size = 0
+                    truncated = False
+                    async for chunk in answer.aiter_bytes():  # decoded, like aiohttp's
+                        parts.append(chunk)
+                        size += len(chunk)
+                        if size > cap:
+                            truncated = True
+                            break
+                finally:
+                    await answer.aclose()
+        except (httpx.TransportError, OSError, TimeoutError) as exc:
+            raise _delivery_error(exc, timeout=timeout) from exc
+        content = b"".join(parts)
+        headers: Any = answer.headers.raw
+        if truncated:
+            content = content[:cap]
+        if "content-encoding" in answer.headers:
+            headers = _without_encoding(headers)
+        extensions = {k: v for k, v in answer.extensions.items() if k != "network_stream"}
+        if truncated:
+            extensions[BODY_TRUNCATED] = True
+        return httpx.Response(
+            answer.status_code,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _without_encoding(raw_headers: Any) -> list[tuple[bytes, bytes]]:
+    """Headers minus Content-Encoding/Content-Length: the body we return is already decoded."""
+    drop = (b"content-encoding", b"content-length")
+    return [(k, v) for k, v in raw_headers if k.lower() not in drop]
+
+
+def _delivery_error(exc: BaseException, *, timeout: float) -> DeliveryError:
+    """Translate an aiohttp/httpx/OS exception; the only place library errors are mapped.
+
+    Messages are built from fixed text, class names and OS error strings only: library messages
+    may quote the URL (Z-API carries its token in the path), so they are never copied.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.InvalidURL | httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return AccountConfigError(f"the request URL cannot be sent ({name})")
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        # aiohttp's ServerTimeoutError and asyncio.timeout both land here
+        return TransportFailure(
+            f"timeout: no complete answer within {timeout:g} s ({name})", kind="timeout"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or _caused_by(exc, socket.gaierror):
+        return TransportFailure(f"dns: name resolution failed ({name})", kind="dns")
+    if isinstance(exc, aiohttp.ClientSSLError) or _caused_by(exc, ssl.SSLError):
+        return TransportFailure(f"tls: handshake or certificate failed ({name})", kind="tls")
+    if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError | httpx.ProxyError):
+        return TransportFailure(f"connect: {_os_reason(exc)} ({name})", kind="connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        detail = f"disconnected: server closed the connection ({name})"
+        return TransportFailure(detail, kind="disconnected")
+    if isinstance(
+        exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError | httpx.ProtocolError
+    ):
+        detail = f"protocol: malformed or incomplete answer ({name})"
+        return TransportFailure(detail, kind="protocol")
+    if isinstance(exc, OSError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
+        return TransportFailure(f"connection: {_os_reason(exc)} ({name})", kind="connection")
+    return TransportFailure(f"transport: request failed ({name})", kind="transport")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # causes chain shallowly; bound the walk anyway
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS error text (e.g. "Connection refused") found on ``exc`` or its causes."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, aiohttp.ClientConnectorError):
+            seen = seen.os_error
+        if isinstance(seen, OSError) and seen.strerror:
+            return str(seen.strerror)
+        seen = seen.__cause__ or seen.__context__
+    return "connection failed"
