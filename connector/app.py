@@ -17,7 +17,7 @@ from connector.kafka.consumer import TP, KafkaConsumer
 from connector.kafka.producer import KafkaProducer
 from connector.providers import build_provider
 from connector.retry import RetryPolicy
-from connector.sender import HttpSender, make_sender
+from connector.sender import HttpSender, create_sender
 
 log = structlog.get_logger("connector.app")
 
@@ -40,7 +40,9 @@ class ConnectorApp:
         self.config = config
         self.providers = {a.name: build_provider(a) for a in config.accounts}
         self.producer = KafkaProducer(config.kafka)
-        self.sender: HttpSender = make_sender(config.http.client, config.http.max_connections)
+        self.sender: HttpSender = create_sender(
+            config.http.client, max_connections=config.http.max_connections
+        )
         self.consumer = KafkaConsumer(
             config.kafka,
             topics=[config.topics.input],
@@ -80,9 +82,12 @@ class ConnectorApp:
             await self.consumer.start()
             try:
                 self.started.set()
-                log.info("connector_started", group_id=self.config.kafka.group_id,
-                         input_topic=self.config.topics.input,
-                         accounts=sorted(self.providers))
+                log.info(
+                    "connector_started",
+                    group_id=self.config.kafka.group_id,
+                    input_topic=self.config.topics.input,
+                    accounts=sorted(self.providers),
+                )
                 await self.engine.run()
             finally:
                 await self.consumer.stop()

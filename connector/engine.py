@@ -8,7 +8,6 @@ commit watermark. It never imports aiokafka: Kafka arrives through the small pro
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import random
 import time
@@ -22,7 +21,7 @@ import structlog
 
 from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
 from connector.events import OrderStatusChanged, decode_event
-from connector.kafka.consumer import TP, CommitRejected, ConsumedRecord
+from connector.kafka.consumer import TP, CommitRejectedError, ConsumedRecord
 from connector.ordering import LaneTable, OffsetTracker
 from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
 from connector.ratelimit import TokenBucket
@@ -31,6 +30,8 @@ from connector.results import (
     ResultOutcome,
     ResultRecord,
     SourceCoordinates,
+    encode_bytes,
+    original_headers,
 )
 from connector.retry import RetryPolicy
 
@@ -86,8 +87,15 @@ class EngineObserver(Protocol):
     def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
-    def gauges(self, *, in_flight: int, open_lanes: int, buffered_records: int,
-               buffered_bytes: int, paused_partitions: int) -> None: ...
+    def gauges(
+        self,
+        *,
+        in_flight: int,
+        open_lanes: int,
+        buffered_records: int,
+        buffered_bytes: int,
+        paused_partitions: int,
+    ) -> None: ...
 
 
 class _NullObserver:
@@ -106,8 +114,15 @@ class _NullObserver:
     def commit_latency(self, seconds: float) -> None:
         pass
 
-    def gauges(self, *, in_flight: int, open_lanes: int, buffered_records: int,
-               buffered_bytes: int, paused_partitions: int) -> None:
+    def gauges(
+        self,
+        *,
+        in_flight: int,
+        open_lanes: int,
+        buffered_records: int,
+        buffered_bytes: int,
+        paused_partitions: int,
+    ) -> None:
         pass
 
 
@@ -332,7 +347,7 @@ class Engine:
         except InvalidEventError as exc:
             self._spawn_publish_error(state, record, None, None, exc.error_class, exc.reason)
             return
-        except _Unroutable as exc:
+        except _UnroutableError as exc:
             self._spawn_publish_error(state, record, None, None, ErrorClass.UNROUTABLE, str(exc))
             return
         if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
@@ -360,10 +375,12 @@ class Engine:
         if name is None:
             name = self._routing.default_account
         if name is None:
-            raise _Unroutable("no account: the event names none, and no route or default matches")
+            raise _UnroutableError(
+                "no account: the event names none, and no route or default matches"
+            )
         provider = self._providers.get(name)
         if provider is None:
-            raise _Unroutable(f"account {name!r} is not configured")
+            raise _UnroutableError(f"account {name!r} is not configured")
         return provider
 
     # ------------------------------------------------------------------ execution
@@ -392,7 +409,6 @@ class Engine:
                 if stopped is not None and not job.probe:
                     stopped.parked.append(job)
                     return
-                job.probe = False
                 bucket = self._buckets.get(account)
                 if bucket is not None:
                     wait = bucket.reserve(time.monotonic())
@@ -426,6 +442,9 @@ class Engine:
             return  # the partition was released mid-request; its next owner redoes the record
         kind = outcome.kind
         provider = job.provider
+        was_probe, job.probe = job.probe, False
+        if was_probe and kind is not OutcomeKind.CONFIGURATION:
+            self._resume_account(provider.account)  # the account answered: auth works again
         if kind is OutcomeKind.RETRYABLE:
             elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at)
             delay = self._retry.next_delay(job.attempts, elapsed, outcome.retry_after, self._rand())
@@ -445,24 +464,31 @@ class Engine:
                 return
             self._finish_lane(job)
             await self._publish_error(
-                job.state, job.record, job, outcome, ErrorClass.RETRIES_EXHAUSTED,
+                job.state,
+                job.record,
+                job,
+                outcome,
+                ErrorClass.RETRIES_EXHAUSTED,
                 f"retry budget exhausted after {job.attempts} attempts: {outcome.detail or ''}",
             )
             return
         if kind is OutcomeKind.CONFIGURATION:
             self._stop_account(job, outcome)
             return
-        if provider.account in self._stopped:  # a probe came back with something else
-            self._resume_account(provider.account)
         self._finish_lane(job)
         if kind is OutcomeKind.PERMANENT:
             await self._publish_error(
-                job.state, job.record, job, outcome, ErrorClass.PERMANENT,
+                job.state,
+                job.record,
+                job,
+                outcome,
+                ErrorClass.PERMANENT,
                 outcome.detail or "permanent provider error",
             )
         else:
-            await self._publish_result(job.state, job.record, job.event, provider, outcome,
-                                       job.attempts, job.consumed_at)
+            await self._publish_result(
+                job.state, job.record, job.event, provider, outcome, job.attempts, job.consumed_at
+            )
 
     def _finish_lane(self, job: Job) -> None:
         nxt = self._lanes.complete(job.lane)
@@ -480,8 +506,7 @@ class Engine:
         if stopped is None:
             stopped = _StoppedAccount(reason=reason)
             self._stopped[account] = stopped
-            log.error("account_stopped", account=account, provider=job.provider.kind,
-                      reason=reason)
+            log.error("account_stopped", account=account, provider=job.provider.kind, reason=reason)
         stopped.parked.appendleft(job)
         if stopped.probe_timer is not None:
             stopped.probe_timer.cancel()
@@ -543,8 +568,9 @@ class Engine:
 
         async def publish() -> None:
             try:
-                await self._publish_result(state, record, event, provider, outcome, attempts,
-                                           time.monotonic())
+                await self._publish_result(
+                    state, record, event, provider, outcome, attempts, time.monotonic()
+                )
             finally:
                 state.deactivate()
 
@@ -611,9 +637,9 @@ class Engine:
                 source=SourceCoordinates(
                     topic=record.topic, partition=record.partition, offset=record.offset
                 ),
-                original_key=_b64(record.key),
-                original_value=_b64(record.value) or "",
-                original_headers=[(k, _b64(v) or "") for k, v in record.headers],
+                original_key=encode_bytes(record.key),
+                original_value=encode_bytes(record.value),
+                original_headers=original_headers(record.headers),
                 traceparent=event.traceparent if event else None,
             )
             self.stats.errors += 1
@@ -633,8 +659,9 @@ class Engine:
                     offset=record.offset,
                 )
             else:
-                log.warning("invalid_event", reason=reason, partition=record.partition,
-                            offset=record.offset)
+                log.warning(
+                    "invalid_event", reason=reason, partition=record.partition, offset=record.offset
+                )
             await self._publish(state, record, self._topics.errors, error.to_bytes())
         finally:
             if active:
@@ -650,9 +677,9 @@ class Engine:
                 await asyncio.shield(fut)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any produce failure: retry, never drop
+            except Exception as exc:
                 self._publish_failures += 1
-                log.error("publish_failed", topic=topic, error=type(exc).__name__)
+                log.exception("publish_failed", topic=topic, error=type(exc).__name__)
                 await asyncio.sleep(min(5.0, 0.1 * self._publish_failures))
                 continue
             break
@@ -681,14 +708,14 @@ class Engine:
         offsets: dict[TP, int] = {}
         for tp, state in states.items():
             point = state.tracker.commit_point
-            if point is not None and point > state.tracker.committed:
+            if point is not None and state.tracker.needs_commit:
                 offsets[tp] = point
         if not offsets:
             return
         started = time.monotonic()
         try:
             await self._source.commit(offsets)
-        except CommitRejected as exc:
+        except CommitRejectedError as exc:
             log.warning("commit_rejected", reason=str(exc))
             return
         self._obs.commit_latency(time.monotonic() - started)
@@ -727,24 +754,21 @@ class Engine:
         to_resume = self._paused - want
         if to_pause:
             self._source.pause(to_pause)
-            log.info("partitions_paused", count=len(to_pause),
-                     buffered_records=self._buffered_records)
+            log.info(
+                "partitions_paused", count=len(to_pause), buffered_records=self._buffered_records
+            )
         if to_resume:
             self._source.resume(to_resume)
         self._paused = want
 
 
-class _Unroutable(Exception):
+class _UnroutableError(Exception):
     pass
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("job_task_failed", error=repr(task.exception()))
-
-
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
 
 
 def _key_text(key: bytes | None) -> str | None:

@@ -78,16 +78,22 @@ def _items(rng: random.Random, n: int) -> tuple[OrderItem, ...]:
 
 def _flow(rng: random.Random, provider: str, spec: WorkloadSpec) -> tuple[S, ...]:
     if spec.events_per_order is not None:
-        cycle = (S.PROCESSING, S.PARTIALLY_SHIPPED, S.SHIPPED) if provider in ("meta", "ycloud") \
+        cycle = (
+            (S.PROCESSING, S.PARTIALLY_SHIPPED, S.SHIPPED)
+            if provider in ("meta", "ycloud")
             else (S.PROCESSING, S.SHIPPED)
+        )
         return tuple(cycle[i % len(cycle)] for i in range(spec.events_per_order))
     flows = {"meta": _WHATSAPP_FLOWS, "ycloud": _WHATSAPP_FLOWS, "zapi": _ZAPI_FLOWS}.get(
         provider, _ZONOS_FLOWS
     )
     flow = rng.choice(flows)
     if provider in ("meta", "ycloud") and rng.random() < spec.invalid_transition_share:
-        flow = (*flow, S.SHIPPED) if flow[-1] in (S.COMPLETED, S.CANCELED) else (
-            *flow, S.COMPLETED, S.PROCESSING)
+        flow = (
+            (*flow, S.SHIPPED)
+            if flow[-1] in (S.COMPLETED, S.CANCELED)
+            else (*flow, S.COMPLETED, S.PROCESSING)
+        )
     return flow
 
 
@@ -118,14 +124,18 @@ def build_orders(spec: WorkloadSpec) -> list[OrderScript]:
                     recipient=Recipient(phone=phone, locale="pt_BR"),
                     order=OrderDetails(currency="BRL", items=items),
                     whatsapp=WhatsAppRefs(reference_id=f"ref.{order_id}")
-                    if provider in ("meta", "ycloud") else None,
+                    if provider in ("meta", "ycloud")
+                    else None,
                     zapi=ZApiRefs(
                         message_id=f"msg-{order_id}",
                         reference_id=f"zref-{order_id}",
                         order_request_id=f"req-{order_id}",
-                    ) if provider == "zapi" else None,
+                    )
+                    if provider == "zapi"
+                    else None,
                     zonos=ZonosRefs(store="9999", order_id=f"9999-{n}")
-                    if provider == "zonos" else None,
+                    if provider == "zonos"
+                    else None,
                 )
             )
         scripts.append(OrderScript(order_id, provider, account, tuple(events)))
@@ -139,7 +149,8 @@ def interleave(scripts: Sequence[OrderScript], seed: int = 11) -> Iterator[Order
     while cursors:
         i = rng.randrange(len(cursors))
         events, pos = cursors[i]
-        assert isinstance(events, tuple) and isinstance(pos, int)
+        assert isinstance(events, tuple)
+        assert isinstance(pos, int)
         yield events[pos]
         if pos + 1 == len(events):
             cursors[i] = cursors[-1]

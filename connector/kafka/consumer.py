@@ -51,7 +51,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._on_assigned({TP(tp.topic, tp.partition) for tp in assigned})
 
 
-class CommitRejected(Exception):
+class CommitRejectedError(Exception):
     """The group rebalanced under us; the commit was not applied (the next owner re-reads)."""
 
 
@@ -127,7 +127,7 @@ class KafkaConsumer:
         return {TP(tp.topic, tp.partition) for tp in self._consumer.paused()}
 
     async def commit(self, offsets: dict[TP, int]) -> None:
-        """Commit explicit offsets; raises CommitRejected when a rebalance got there first."""
+        """Commit explicit offsets; raises CommitRejectedError when a rebalance got there first."""
         if not offsets:
             return
         try:
@@ -135,7 +135,7 @@ class KafkaConsumer:
                 {TopicPartition(*tp): OffsetAndMetadata(off, "") for tp, off in offsets.items()}
             )
         except (CommitFailedError, IllegalStateError) as exc:
-            raise CommitRejected(str(exc)) from exc
+            raise CommitRejectedError(str(exc)) from exc
 
     async def lag(self) -> dict[TP, int]:
         """Records behind the high watermark per assigned partition (fetch position based)."""

@@ -43,7 +43,10 @@ class KafkaProducer:
     ) -> asyncio.Future[object]:
         """Hand a record to the batcher; the returned future resolves when the broker acks."""
         fut: asyncio.Future[object] = await self._producer.send(
-            topic, value=value, key=key, headers=list(headers) if headers else None,
+            topic,
+            value=value,
+            key=key,
+            headers=list(headers) if headers else None,
             partition=partition,
         )
         return fut
