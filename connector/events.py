@@ -75,7 +75,8 @@ def _normalise_phone(value: object) -> object:
         compact = compact[2:]
     if not _PHONE.fullmatch(compact):
         raise PydanticCustomError(
-            "phone_format", "expected an international phone number (country code first, 8-15 digits)"
+            "phone_format",
+            "expected an international phone number (country code first, 8-15 digits)",
         )
     return compact if compact.startswith("+") else "+" + compact
 
@@ -123,7 +124,7 @@ class OrderDetails(BaseModel):
 
 
 class WhatsAppRefs(BaseModel):
-    """Meta/YCloud identifiers. ``reference_id`` is the id of the earlier ``order_details`` message."""
+    """Meta/YCloud identifiers; ``reference_id`` is the id of the earlier ``order_details``."""
 
     model_config = _FROZEN
 
@@ -154,8 +155,9 @@ class ZonosRefs(BaseModel):
 class OrderStatusChanged(BaseModel):
     """One change of an order's status, as published on ``order.status.changed`` (key = order id).
 
-    ``status`` is the canonical status; ``native_status`` overrides it with a provider-native value
-    for states outside the canonical six (e.g. Zonos ``VENDOR_LABELS_PRINTED``). At least one is set.
+    ``status`` is the canonical status; ``native_status`` overrides it with a provider-native
+    value for states outside the canonical six (e.g. Zonos ``VENDOR_LABELS_PRINTED``). At least
+    one of the two is set.
     """
 
     model_config = _FROZEN
@@ -309,7 +311,7 @@ def decode_event(
         lowered = key.lower()
         if lowered == "traceparent":
             traceparent = _header_text(raw)
-        elif lowered.startswith("ce_") or lowered.startswith("ce-"):
+        elif lowered.startswith(("ce_", "ce-")):
             text = _header_text(raw)
             if text is not None:
                 ce[lowered[3:]] = text

@@ -1,0 +1,90 @@
+"""`order-connector topics ...`: apply the topic contracts in topics/topics.yaml to a cluster.
+
+Owns argument parsing and exit codes only; loading, planning and cluster calls live in
+`connector.topics` and `connector.kafka.admin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from connector.kafka.admin import TopicAdminError, apply_topics
+from connector.topics import TopicSpecError, load_spec, render_plan
+
+EXIT_OK = 0
+EXIT_DRIFT = 3  # applied (or planned), but the cluster still differs from the spec
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="order-connector topics", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    apply = sub.add_parser(
+        "apply", help="create missing topics and report drift in existing ones (idempotent)"
+    )
+    apply.add_argument("--bootstrap-servers", required=True)
+    apply.add_argument("--spec", type=Path, default=Path("topics/topics.yaml"))
+    apply.add_argument("--dry-run", action="store_true", help="only show what would change")
+    apply.add_argument(
+        "--fix-drift",
+        action="store_true",
+        help="reset drifted topic configs to the spec (partition/replication drift is only shown)",
+    )
+    apply.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        help="override the spec's replication factor (1 for a single-broker dev cluster)",
+    )
+    apply.add_argument("--prefix", default="", help="prepend to every real topic name")
+    apply.add_argument("--suffix", default="", help="append to every real topic name")
+    apply.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="LOGICAL=REAL",
+        help="map a logical topic name to a real one (repeatable)",
+    )
+    return parser
+
+
+def _names(pairs: list[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for pair in pairs:
+        logical, sep, real = pair.partition("=")
+        if not sep or not logical or not real:
+            raise TopicSpecError(f"--name expects LOGICAL=REAL, got {pair!r}")
+        names[logical] = real
+    return names
+
+
+def topics_main(argv: list[str]) -> int:
+    """Run `topics apply ...`; exit 0 when the cluster matches the spec, 3 on remaining drift."""
+    args = _parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        result = asyncio.run(
+            apply_topics(
+                args.bootstrap_servers,
+                spec,
+                dry_run=args.dry_run,
+                fix_drift=args.fix_drift,
+                names=_names(args.name),
+                prefix=args.prefix,
+                suffix=args.suffix,
+                replication_factor=args.replication_factor,
+            )
+        )
+    except (OSError, ValueError, KeyError, TopicAdminError) as error:
+        print(f"topics {args.command}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(render_plan(result))
+    remaining = [d for d in result.drifts if d not in set(result.fixed)]
+    return EXIT_DRIFT if remaining else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(topics_main(sys.argv[1:]))
