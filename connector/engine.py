@@ -212,12 +212,12 @@ class Engine:
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
         self._global = asyncio.Semaphore(limits.max_in_flight)
         self._account_sems = {
-            name: asyncio.Semaphore(p_max_in_flight(p)) for name, p in providers.items()
+            name: asyncio.Semaphore(p.settings.max_in_flight) for name, p in providers.items()
         }
         self._buckets: dict[str, TokenBucket] = {}
         now = time.monotonic()
         for name, p in providers.items():
-            rate = p_rate(p)
+            rate = p.settings.rate_per_second
             if rate:
                 self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
         self._stopped: dict[str, _StoppedAccount] = {}
@@ -428,7 +428,7 @@ class Engine:
         self._in_flight += 1
         started = time.monotonic()
         try:
-            response = await self._sender.send(job.request, timeout=p_timeout(job.provider))
+            response = await self._sender.send(job.request, timeout=job.provider.settings.request_timeout_s)
         except RetryableDeliveryError as exc:
             return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
         finally:
@@ -778,16 +778,3 @@ def _key_text(key: bytes | None) -> str | None:
         return key.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def p_max_in_flight(provider: Provider) -> int:
-    return int(getattr(getattr(provider, "settings", None), "max_in_flight", 64))
-
-
-def p_rate(provider: Provider) -> float | None:
-    rate = getattr(getattr(provider, "settings", None), "rate_per_second", None)
-    return float(rate) if rate else None
-
-
-def p_timeout(provider: Provider) -> float:
-    return float(getattr(getattr(provider, "settings", None), "request_timeout_s", 10.0))

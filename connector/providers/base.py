@@ -48,6 +48,17 @@ class ProviderOutcome:
     pause_template: bool = False  # Meta 132015/132016: the template is paused or disabled
 
 
+class SendLimits(Protocol):
+    """The per-account sending limits the engine reads (``AccountSettings`` provides them)."""
+
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def rate_per_second(self) -> float | None: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+
+
 class Provider(Protocol):
     """One configured provider account. Instances are cheap and immutable."""
 
@@ -56,6 +67,11 @@ class Provider(Protocol):
     @property
     def account(self) -> str:
         """The configured account name (used in results, metrics and routing)."""
+        ...
+
+    @property
+    def settings(self) -> SendLimits:
+        """The account's settings (limits are read from here)."""
         ...
 
     def target_key(self, event: OrderStatusChanged) -> str:
