@@ -1,0 +1,296 @@
+"""The sandbox HTTP server: mounts the four providers' endpoints and the ``/_sandbox``
+control and inspection API on one aiohttp application, and owns its lifecycle.
+
+It wires and serves; provider behaviour lives in the provider modules, state in the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from connector.sandbox import meta, ycloud, zapi, zonos
+from connector.sandbox.config import PROVIDERS, OrderSeed, Rule, SandboxConfig
+from connector.sandbox.engine import SandboxEngine
+from connector.sandbox.state import RecordedRequest
+
+JSON = "application/json"
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type=JSON)
+
+
+def _bad_request(message: str, errors: Any = None) -> web.Response:
+    return _json({"error": message, "details": errors}, status=400)
+
+
+class SandboxServer:
+    """One loopback HTTP server that behaves like Meta, YCloud, Z-API and Zonos.
+
+    ``async with SandboxServer(config) as sandbox:`` starts it on a free port; adapters use
+    ``sandbox.provider_url("meta")`` etc. as their base URL.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.engine = SandboxEngine(config or SandboxConfig())
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving and return the base URL (``http://host:port``)."""
+        if self._runner is not None:
+            raise RuntimeError("sandbox already started")
+        runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=2048)
+        await site.start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{shown}:{bound_port}"
+        await self.engine.webhooks.start()
+        return self._url
+
+    async def stop(self) -> None:
+        """Stop serving: held (timeout-fault) requests are released, webhooks stop."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self.engine.stopping()
+        await runner.cleanup()
+        await self.engine.webhooks.stop()
+
+    async def __aenter__(self) -> SandboxServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("sandbox not started")
+        return self._url
+
+    def provider_url(self, provider: str) -> str:
+        """The base URL an adapter for ``provider`` should use ("meta", "ycloud", ...)."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}")
+        return f"{self.url}/{provider}"
+
+    # -- Python control API ----------------------------------------------------------------
+
+    @property
+    def config(self) -> SandboxConfig:
+        return self.engine.config
+
+    def requests(self, since: int = 0, limit: int | None = None) -> list[RecordedRequest]:
+        """Accepted requests with ``seq > since``, in arrival order."""
+        return self.engine.log.since(since, limit)
+
+    def stats(self) -> dict[str, Any]:
+        engine = self.engine
+        log = engine.log
+        webhooks = engine.webhooks
+        return {
+            "requests": engine.counters.snapshot(),
+            "accepted": log.total,
+            "log": {
+                "size": len(log),
+                "first_seq": log.first_seq,
+                "dropped": log.dropped,
+                "capacity": log.capacity,
+            },
+            "orders": len(engine.orders),
+            "rules": len(engine.rules.snapshot()),
+            "webhooks": {**webhooks.counts, "pending": webhooks.pending},
+            "uptime_s": round(time.time() - engine.started_at, 3),
+        }
+
+    def set_config(self, config: SandboxConfig | dict[str, Any]) -> SandboxConfig:
+        """Replace the config, or merge a partial dict into the current one."""
+        new = config if isinstance(config, SandboxConfig) else self.config.merged(config)
+        self.engine.set_config(new)
+        return new
+
+    def add_rule(self, rule: Rule | dict[str, Any]) -> None:
+        self.engine.add_rule(rule if isinstance(rule, Rule) else Rule.model_validate(rule))
+
+    def seed_order(self, seed: OrderSeed | dict[str, Any]) -> None:
+        """Put an order into a state (e.g. Zonos IGLOBAL_FRAUD_REVIEW, Meta payment paid)."""
+        seed = seed if isinstance(seed, OrderSeed) else OrderSeed.model_validate(seed)
+        key = seed.key
+        if seed.provider == "zonos":
+            split = zonos.split_order_id(key)
+            key = split[1] if split is not None else key
+        order = self.engine.orders.ensure(seed.provider, key)
+        if seed.status is not None:
+            order.status = seed.status
+        if seed.payment_status is not None:
+            order.payment_status = seed.payment_status
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        engine = self.engine
+        engine.server_errors = {
+            "meta": meta.server_error,
+            "ycloud": ycloud.server_error_for(engine),
+            "zapi": zapi.server_error,
+            "zonos": zonos.server_error,
+        }
+        app = web.Application()
+        add = app.router.add_route
+        add(
+            "POST",
+            "/meta/{api_version}/{phone_number_id}/messages",
+            engine.endpoint("meta", meta.send_message),
+        )
+        add(
+            "POST",
+            "/meta/{api_version}/{waba_id}/message_templates",
+            engine.endpoint("meta", meta.create_template),
+        )
+        add(
+            "POST",
+            "/ycloud/v2/whatsapp/messages/sendDirectly",
+            engine.endpoint("ycloud", ycloud.send_directly),
+        )
+        add("POST", "/ycloud/v2/whatsapp/messages", engine.endpoint("ycloud", ycloud.send_queued))
+        add(
+            "POST",
+            "/zapi/instances/{instanceId}/token/{token}/order-status-update",
+            engine.endpoint("zapi", zapi.order_status_update),
+        )
+        add(
+            "POST",
+            "/zonos/v1/updateVendorOrderStatus",
+            engine.endpoint("zonos", zonos.update_vendor_order_status),
+        )
+        add("GET", "/_sandbox/health", self._health)
+        add("GET", "/_sandbox/requests", self._requests)
+        add("GET", "/_sandbox/stats", self._stats)
+        add("GET", "/_sandbox/config", self._get_config)
+        add("POST", "/_sandbox/config", self._post_config)
+        add("GET", "/_sandbox/rules", self._get_rules)
+        add("POST", "/_sandbox/rules", self._post_rules)
+        add("DELETE", "/_sandbox/rules", self._delete_rules)
+        add("POST", "/_sandbox/orders", self._post_orders)
+        add("GET", "/_sandbox/orders/{provider}/{key}", self._get_order)
+        add("GET", "/_sandbox/webhooks", self._webhooks)
+        add("POST", "/_sandbox/reset", self._reset)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return _bad_request("since and limit must be integers")
+        if limit < 0 or since < 0:
+            return _bad_request("since and limit must be >= 0")
+        items = self.engine.log.since(since, limit)
+        log = self.engine.log
+        return _json(
+            {
+                "requests": items,
+                "next_since": items[-1].seq if items else max(since, log.first_seq - 1),
+                "first_seq": log.first_seq,
+                "total": log.total,
+                "dropped": log.dropped,
+            }
+        )
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats())
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        # SecretStr fields dump as "**********": credentials never leave through this API.
+        return _json(self.config.model_dump(mode="json"))
+
+    async def _read_json(self, request: web.Request) -> Any:
+        try:
+            return orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return None
+
+    async def _post_config(self, request: web.Request) -> web.Response:
+        patch = await self._read_json(request)
+        if not isinstance(patch, dict):
+            return _bad_request("body must be a JSON object")
+        try:
+            config = self.set_config(patch)
+        except ValidationError as exc:
+            return _bad_request(
+                "invalid config", exc.errors(include_input=False, include_url=False)
+            )
+        return _json(config.model_dump(mode="json"))
+
+    async def _get_rules(self, request: web.Request) -> web.Response:
+        return _json({"rules": self.engine.rules.snapshot()})
+
+    async def _post_rules(self, request: web.Request) -> web.Response:
+        body = await self._read_json(request)
+        items = body if isinstance(body, list) else [body]
+        try:
+            rules = [Rule.model_validate(item) for item in items]
+        except ValidationError as exc:
+            return _bad_request("invalid rule", exc.errors(include_input=False, include_url=False))
+        for rule in rules:
+            self.engine.add_rule(rule)
+        return _json({"rules": self.engine.rules.snapshot()})
+
+    async def _delete_rules(self, request: web.Request) -> web.Response:
+        self.engine.rules.clear()
+        return _json({"rules": []})
+
+    async def _post_orders(self, request: web.Request) -> web.Response:
+        body = await self._read_json(request)
+        items = body if isinstance(body, list) else [body]
+        try:
+            seeds = [OrderSeed.model_validate(item) for item in items]
+        except ValidationError as exc:
+            return _bad_request(
+                "invalid order seed", exc.errors(include_input=False, include_url=False)
+            )
+        for seed in seeds:
+            self.seed_order(seed)
+        return _json({"seeded": len(seeds)})
+
+    async def _get_order(self, request: web.Request) -> web.Response:
+        order = self.engine.orders.get(request.match_info["provider"], request.match_info["key"])
+        if order is None:
+            return _json({"error": "unknown order"}, status=404)
+        return _json({"status": order.status, "payment_status": order.payment_status})
+
+    async def _webhooks(self, request: web.Request) -> web.Response:
+        webhooks = self.engine.webhooks
+        return _json(
+            {**webhooks.counts, "pending": webhooks.pending, "recent": list(webhooks.recent)}
+        )
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return _json({"reset": True})

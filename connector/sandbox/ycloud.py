@@ -1,0 +1,258 @@
+"""Sandbox endpoints for YCloud's WhatsApp send API (``sendDirectly`` and the queued
+endpoint), with YCloud's error bodies, ``Retry-After`` on 429 and Meta's order rules.
+
+Wire format only; Meta's validation and transition rules are reused from ``meta`` and
+``state``; faults, recording and webhooks come from the engine.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connector.sandbox.config import Rule
+from connector.sandbox.engine import (
+    Reply,
+    SandboxEngine,
+    ServerError,
+    retry_after_header,
+    secret_matches,
+)
+from connector.sandbox.meta import MetaProblem, parse_order_status, rate_limit_problem
+from connector.sandbox.state import meta_transition_error
+from connector.sandbox.webhooks import StatusReport
+
+E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
+_SERVER_ERROR_CODES = {500: "INTERNAL_SERVER_ERROR", 503: "SERVICE_UNAVAILABLE"}
+
+
+def ycloud_error(
+    engine: SandboxEngine,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    target: str | None = None,
+    whatsapp: MetaProblem | None = None,
+    retry_after: float | None = None,
+) -> Reply:
+    request_id = "req_" + engine.new_id()
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if target is not None:
+        error["target"] = target
+    error["requestId"] = request_id
+    if whatsapp is not None:
+        error["whatsappApiError"] = {
+            "message": whatsapp.message,
+            "type": "OAuthException",
+            "code": str(whatsapp.code),  # YCloud sends Meta's code as a string
+            "error_data": {"messaging_product": "whatsapp", "details": whatsapp.details},
+            "fbtrace_id": "SBX" + request_id[4:],
+        }
+    headers = {"YCloud-Request-ID": request_id}
+    if retry_after is not None:
+        headers.update(retry_after_header(retry_after))
+    label = f"{status}:{code}" if whatsapp is None else f"{status}:{code}:{whatsapp.code}"
+    return Reply(status, orjson.dumps({"error": error}), label, headers=headers)
+
+
+def server_error_for(engine: SandboxEngine) -> ServerError:
+    def server_error(status: int) -> Reply:
+        code = _SERVER_ERROR_CODES.get(status, "INTERNAL_SERVER_ERROR")
+        return ycloud_error(engine, status, code, "The sandbox injected a server error.")
+
+    return server_error
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def send_directly(engine: SandboxEngine, request: web.Request) -> Reply:
+    """POST /ycloud/v2/whatsapp/messages/sendDirectly"""
+    return await _send(engine, request, direct=True)
+
+
+async def send_queued(engine: SandboxEngine, request: web.Request) -> Reply:
+    """POST /ycloud/v2/whatsapp/messages"""
+    return await _send(engine, request, direct=False)
+
+
+async def _send(engine: SandboxEngine, request: web.Request, *, direct: bool) -> Reply:
+    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
+        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+    for name in ("from", "to", "type"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            return ycloud_error(
+                engine, 400, "PARAM_MISSING", f"Parameter '{name}' is required.", target=name
+            )
+    sender, to = body["from"], body["to"]
+    for name, value in (("from", sender), ("to", to)):
+        if E164.fullmatch(value) is None:
+            return ycloud_error(
+                engine, 400, "PARAM_INVALID", f"Parameter '{name}' must be E.164.", target=name
+            )
+    external_id = body.get("externalId")
+    if external_id is not None and not isinstance(external_id, str):
+        return ycloud_error(
+            engine,
+            400,
+            "PARAM_INVALID",
+            "Parameter 'externalId' must be a string.",
+            target="externalId",
+        )
+    # YCloud forwards the WhatsApp part to Meta; Meta's checks apply.
+    parsed = parse_order_status({**body, "messaging_product": "whatsapp"})
+    problem = parsed if isinstance(parsed, MetaProblem) else None
+    if problem is not None and direct:
+        return ycloud_error(
+            engine,
+            400,
+            "BAD_REQUEST",
+            problem.message,
+            target="whatsappApiError",
+            whatsapp=problem,
+        )
+    key = parsed.reference_id if not isinstance(parsed, MetaProblem) else ""
+
+    async_code: int | None = problem.code if problem is not None else None
+    if engine.rules:
+        rule = engine.rules.match("ycloud", key)
+        if rule is not None:
+            reply = _rule_reply(engine, rule)
+            if reply is not None:
+                return reply
+            async_code = int(rule.code or 131026)
+
+    _, direct_limit, queued_limit, pair_limit = engine.limit_flags
+    now = time.monotonic()
+    buckets = engine.ycloud_direct_sender if direct else engine.ycloud_queued_sender
+    if direct_limit if direct else queued_limit:
+        wait = buckets.take(sender, now)
+        if wait > 0:
+            return ycloud_error(
+                engine,
+                429,
+                "SENDER_RATE_LIMITED",
+                "Too many requests for this sender.",
+                retry_after=wait,
+            )
+    if pair_limit and async_code is None:
+        pair_wait = engine.pair.take(("ycloud", sender, to), now)
+        if pair_wait > 0:
+            if direct:
+                pair_problem = rate_limit_problem(131056)
+                return ycloud_error(
+                    engine,
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    pair_problem.message,
+                    target="whatsappApiError",
+                    whatsapp=pair_problem,
+                    retry_after=pair_wait,
+                )
+            async_code = 131056
+
+    message_id = engine.new_id().lower()
+    wamid = engine.new_wamid() if direct else None
+    status = "" if isinstance(parsed, MetaProblem) else parsed.status
+    if async_code is None and not isinstance(parsed, MetaProblem):
+        order = engine.orders.ensure("ycloud", key)
+        payment = order.payment_status or engine.config.meta_default_payment_status
+        async_code = meta_transition_error(order.status, parsed.status, payment)
+        if async_code is None:
+            order.status = parsed.status
+    event_id = request.headers.get("X-Request-Id") or external_id
+    engine.record(
+        request,
+        "ycloud",
+        endpoint="sendDirectly" if direct else "messages",
+        account=sender,
+        target=to,
+        order_ref=key,
+        status=status,
+        event_id=event_id,
+        message_id=message_id,
+        outcome="accepted" if async_code is None else f"failed:{async_code}",
+    )
+    if async_code is not None:
+        engine.report(
+            StatusReport(
+                "ycloud",
+                "failed",
+                message_id,
+                wamid,
+                sender,
+                to,
+                external_id,
+                async_code,
+                problem.details if problem is not None else None,
+            )
+        )
+    elif engine.status_reports:
+        engine.report_accepted(
+            StatusReport("ycloud", "accepted", message_id, wamid, sender, to, external_id)
+        )
+    answer: dict[str, Any] = {
+        "id": message_id,
+        "wabaId": engine.config.meta_waba_id,
+        "from": sender,
+        "to": to,
+        "type": body["type"],
+        "status": "accepted",
+        "createTime": _now_iso(),
+    }
+    if wamid is not None:
+        answer["wamid"] = wamid
+    if external_id is not None:
+        answer["externalId"] = external_id
+    return Reply(200, orjson.dumps(answer), "200", accepted=True)
+
+
+def _rule_reply(engine: SandboxEngine, rule: Rule) -> Reply | None:
+    """The scripted answer, or None for ``async_error`` (accept, then a failed webhook)."""
+    action, status, code, message = rule.action, rule.status, rule.code, rule.message
+    if action == "async_error":
+        return None
+    if action == "timeout":
+        return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
+    if action == "reset":
+        return Reply(500, b"", "reset", action="reset")
+    if action == "rate_limit":
+        return ycloud_error(
+            engine,
+            429,
+            code or "SENDER_RATE_LIMITED",
+            message or "Too many requests.",
+            retry_after=rule.retry_after_s,
+        )
+    if action == "http_error":
+        return server_error_for(engine)(status or 500)
+    http_status = status or 400
+    if code is not None and code.isdigit():
+        problem = MetaProblem(
+            int(code), message or f"(#{code}) Scripted sandbox error", message or "scripted"
+        )
+        return ycloud_error(
+            engine,
+            http_status,
+            "BAD_REQUEST",
+            problem.message,
+            target="whatsappApiError",
+            whatsapp=problem,
+        )
+    return ycloud_error(
+        engine, http_status, code or "BAD_REQUEST", message or "Scripted sandbox error."
+    )
