@@ -6,6 +6,7 @@ awaited before the member rejoins (aiokafka's eager protocol revokes everything 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -150,3 +151,58 @@ class KafkaConsumer:
                 continue
             out[TP(tp.topic, tp.partition)] = max(0, high - pos)
         return out
+
+
+async def read_topic(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    expected: int | None = None,
+    idle_timeout_s: float = 5.0,
+    deadline_s: float = 120.0,
+    isolation_level: str = "read_uncommitted",
+    on_batch: Callable[[list[ConsumedRecord]], None] | None = None,
+) -> list[ConsumedRecord]:
+    """Read ``topic`` from the beginning without a group (tests, demo, replay tools).
+
+    Stops when ``expected`` records were read, when nothing arrived for ``idle_timeout_s``
+    (only when ``expected`` is None), or at ``deadline_s``.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+        fetch_max_wait_ms=100,
+        **client_kwargs(settings),
+    )
+    await consumer.start()
+    out: list[ConsumedRecord] = []
+    loop = asyncio.get_running_loop()
+    started = last = loop.time()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5_000)
+            now = loop.time()
+            batch = [
+                ConsumedRecord(
+                    r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.timestamp
+                )
+                for records in batches.values()
+                for r in records
+            ]
+            if batch:
+                last = now
+                out.extend(batch)
+                if on_batch is not None:
+                    on_batch(batch)
+            if expected is not None and len(out) >= expected:
+                break
+            if expected is None and now - last >= idle_timeout_s:
+                break
+            if now - started >= deadline_s:
+                break
+    finally:
+        await consumer.stop()
+    return out

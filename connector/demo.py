@@ -1,0 +1,325 @@
+"""``order-connector demo``: a local broker, the provider sandbox, the connector and a realistic
+stream of order events, with live progress and a per-provider summary. Stops all it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connector.app import ConnectorApp
+from connector.config import (
+    ConnectorConfig,
+    KafkaSettings,
+    LimitSettings,
+    RetrySettings,
+    ServerSettings,
+    TopicNames,
+)
+from connector.events import OrderStatusChanged, encode_event
+from connector.kafka.consumer import ConsumedRecord, read_topic
+from connector.kafka.producer import KafkaProducer
+from connector.sandbox.config import SandboxConfig
+from connector.workload import WorkloadSpec, build_orders, interleave
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "topics" / "topics.yaml"
+DEMO_ACCOUNTS = {"meta": "meta-br", "ycloud": "ycloud-br", "zapi": "zapi-br", "zonos": "zonos-us"}
+
+
+def sandbox_accounts(
+    provider_url: Callable[[str], str],
+    sandbox: SandboxConfig,
+    *,
+    names: Mapping[str, str] = DEMO_ACCOUNTS,
+    rate_per_second: float | None = None,
+    max_in_flight: int = 64,
+    request_timeout_s: float = 5.0,
+) -> list[dict[str, Any]]:
+    """Account settings that point each provider at the sandbox with its credentials."""
+    creds = sandbox.credentials
+    common: dict[str, Any] = {
+        "max_in_flight": max_in_flight,
+        "request_timeout_s": request_timeout_s,
+    }
+    if rate_per_second is not None:
+        common["rate_per_second"] = rate_per_second
+    return [
+        {
+            "provider": "meta",
+            "name": names["meta"],
+            "base_url": provider_url("meta"),
+            "phone_number_id": "106540352242922",
+            "access_token": creds.meta_access_token.get_secret_value(),
+            "template_name": "order_status_update",
+            "language": "pt_BR",
+            **common,
+        },
+        {
+            "provider": "ycloud",
+            "name": names["ycloud"],
+            "base_url": provider_url("ycloud"),
+            "api_key": creds.ycloud_api_key.get_secret_value(),
+            "sender": "+5511900000001",
+            "template_name": "order_status_update",
+            "language": "pt_BR",
+            **common,
+        },
+        {
+            "provider": "zapi",
+            "name": names["zapi"],
+            "base_url": provider_url("zapi"),
+            "instance_id": "3C0FFEE0DEMO",
+            "instance_token": creds.zapi_instance_token.get_secret_value(),
+            "client_token": creds.zapi_client_token.get_secret_value(),
+            **common,
+        },
+        {
+            "provider": "zonos",
+            "name": names["zonos"],
+            "base_url": provider_url("zonos"),
+            "store": "9999",
+            "secret": creds.zonos_secret.get_secret_value(),
+            **common,
+        },
+    ]
+
+
+async def produce(
+    kafka: KafkaSettings,
+    topic: str,
+    events: Iterable[OrderStatusChanged | tuple[bytes | None, bytes]],
+) -> int:
+    """Produce events keyed by order id (raw ``(key, value)`` pairs pass through); wait for acks."""
+    producer = KafkaProducer(kafka)
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for item in events:
+            if isinstance(item, OrderStatusChanged):
+                key, value = item.order_id.encode(), encode_event(item)
+            else:
+                key, value = item
+            futures.append(await producer.send(topic, value, key=key))
+            count += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return count
+
+
+def invalid_records() -> list[tuple[bytes | None, bytes]]:
+    """A few broken inputs, as real upstreams produce them."""
+    return [
+        (b"ord-broken-1", b"{not json"),
+        (b"ord-broken-2", b'{"event_id": "e-x", "order_id": "ord-broken-2"}'),
+        (
+            b"ord-broken-3",
+            orjson.dumps(
+                {
+                    "event_id": "e-teleport",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "order_id": "ord-broken-3",
+                    "status": "teleported",
+                    "account": DEMO_ACCOUNTS["meta"],
+                }
+            ),
+        ),
+        (
+            b"ord-broken-4",
+            orjson.dumps(
+                {
+                    "event_id": "e-noref",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "order_id": "ord-broken-4",
+                    "status": "shipped",
+                    "account": DEMO_ACCOUNTS["meta"],
+                    "recipient": {"phone": "+5511999990000"},
+                }
+            ),
+        ),
+        (None, b"\xff\xfe binary garbage"),
+    ]
+
+
+def _demo_sandbox() -> SandboxConfig:
+    return SandboxConfig.model_validate(
+        {
+            "faults": {
+                name: {
+                    "latency": {"kind": "lognormal", "p50_ms": 15, "p99_ms": 120},
+                    "server_error_rate": 0.01,
+                }
+                for name in ("meta", "ycloud", "zapi", "zonos")
+            },
+            "limits": {
+                "meta_per_sender": {"per_second": 0},
+                "ycloud_send_directly_per_sender": {"per_second": 0},
+            },
+        }
+    )
+
+
+class _Progress:
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.results: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+
+    def on_results(self, batch: list[ConsumedRecord]) -> None:
+        self.results.extend(orjson.loads(r.value or b"{}") for r in batch)
+
+    def on_errors(self, batch: list[ConsumedRecord]) -> None:
+        self.errors.extend(orjson.loads(r.value or b"{}") for r in batch)
+
+    @property
+    def done(self) -> int:
+        return len(self.results) + len(self.errors)
+
+
+def _summary(progress: _Progress, elapsed: float) -> str:
+    by_provider: dict[str, Counter[str]] = defaultdict(Counter)
+    latencies: dict[str, list[float]] = defaultdict(list)
+    for r in progress.results:
+        provider = r.get("provider") or "-"
+        by_provider[provider][r["outcome"]] += 1
+        if r.get("latency_ms") is not None and r["outcome"] in ("accepted", "delivered"):
+            latencies[provider].append(float(r["latency_ms"]))
+    for e in progress.errors:
+        by_provider[e.get("provider") or "(no provider)"][f"error:{e['error_class']}"] += 1
+    lines = [
+        "",
+        f"{'provider':<14}{'delivered':>10}{'other ok':>10}{'errors':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}  error classes",
+    ]
+    for provider in sorted(by_provider):
+        counts = by_provider[provider]
+        delivered = counts["accepted"] + counts["delivered"]
+        errors = {k[6:]: v for k, v in counts.items() if k.startswith("error:")}
+        other = sum(counts.values()) - delivered - sum(errors.values())
+        lat = sorted(latencies.get(provider, []))
+        p50 = f"{statistics.median(lat):.0f}" if lat else "-"
+        p99 = f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.0f}" if lat else "-"
+        classes = ", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or "-"
+        lines.append(
+            f"{provider:<14}{delivered:>10}{other:>10}{sum(errors.values()):>8}"
+            f"{p50:>9}{p99:>9}  {classes}"
+        )
+    lines.append(
+        f"\n{progress.done} outcomes for {progress.expected} input records in {elapsed:.1f}s"
+    )
+    return "\n".join(lines)
+
+
+async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> int:
+    from connector.kafka.admin import apply_topics
+    from connector.sandbox.server import SandboxServer
+    from connector.topics import load_spec
+
+    run = uuid.uuid4().hex[:6]
+    topics = TopicNames(
+        input=f"demo-{run}.order.status.changed",
+        results=f"demo-{run}.order.status.results",
+        errors=f"demo-{run}.order.status.errors",
+    )
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{run}")
+    print(f"kafka {bootstrap}: applying topic contracts (prefix demo-{run}.)", file=out)
+    await apply_topics(
+        bootstrap,
+        load_spec(SPEC_PATH),
+        dry_run=False,
+        prefix=f"demo-{run}.",
+        replication_factor=1,
+    )
+    sandbox_config = _demo_sandbox()
+    async with SandboxServer(sandbox_config) as sandbox:
+        print(f"provider sandbox at {sandbox.url}", file=out)
+        # Scripted trouble: throttling on YCloud, an undeliverable Meta number, Zonos on hold.
+        sandbox.add_rule({"provider": "ycloud", "action": "rate_limit", "count": 25})
+        sandbox.add_rule({"provider": "meta", "action": "rate_limit", "count": 25})
+        scripts = build_orders(
+            WorkloadSpec(orders=orders, accounts=DEMO_ACCOUNTS, invalid_transition_share=0.02)
+        )
+        for script in scripts[:400]:
+            zonos = script.events[0].zonos
+            if zonos is not None and script.order_id.endswith("3"):
+                sandbox.seed_order(
+                    {"provider": "zonos", "key": zonos.order_id, "status": "IGLOBAL_FRAUD_REVIEW"}
+                )
+        config = ConnectorConfig.model_validate(
+            {
+                "kafka": kafka.model_dump(),
+                "topics": topics.model_dump(),
+                "accounts": sandbox_accounts(sandbox.provider_url, sandbox_config),
+                "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
+                "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
+                "server": ServerSettings(enabled=False).model_dump(),
+            }
+        )
+        app = ConnectorApp(config)
+        runner = asyncio.create_task(app.run())
+        events = list(interleave(scripts))
+        bad = invalid_records()
+        mixed: list[OrderStatusChanged | tuple[bytes | None, bytes]] = list(events)
+        for i, record in enumerate(bad):
+            mixed.insert((i + 1) * len(mixed) // (len(bad) + 1), record)
+        started = time.monotonic()
+        total = await produce(kafka, topics.input, mixed)
+        print(
+            f"produced {total} records ({len(events)} events for {orders} orders over "
+            f"{len(DEMO_ACCOUNTS)} providers, {len(bad)} invalid)",
+            file=out,
+        )
+        progress = _Progress(total)
+        readers = asyncio.gather(
+            read_topic(kafka, topics.results, expected=None, idle_timeout_s=1e9,
+                       deadline_s=600, on_batch=progress.on_results),
+            read_topic(kafka, topics.errors, expected=None, idle_timeout_s=1e9,
+                       deadline_s=600, on_batch=progress.on_errors),
+        )
+        try:
+            deadline = started + 600
+            while progress.done < total and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                elapsed = time.monotonic() - started
+                print(
+                    f"  {elapsed:6.1f}s  outcomes {progress.done:>6}/{total}  "
+                    f"results {len(progress.results):>6}  errors {len(progress.errors):>4}  "
+                    f"provider requests {app.engine.stats.sent_requests:>6}  "
+                    f"retries {app.engine.stats.retries:>4}",
+                    file=out,
+                    flush=True,
+                )
+        finally:
+            readers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await readers
+            app.request_stop()
+            await runner
+        elapsed = time.monotonic() - started
+        print(_summary(progress, elapsed), file=out)
+        stats = sandbox.stats()
+        print(f"sandbox answers: {orjson.dumps(stats.get('answers', stats)).decode()}", file=out)
+        ok = progress.done == total
+        print("demo finished cleanly" if ok else "demo timed out", file=out)
+        return 0 if ok else 1
+
+
+def run_demo(orders: int = 1_200) -> int:
+    from connector.devbroker import select_kafka
+    from connector.logs import configure_logging
+
+    configure_logging(level="error", secrets=(), json=False)
+    print("starting a local Kafka broker (first run downloads the jars through Maven)...")
+    with select_kafka() as bootstrap:
+        return asyncio.run(demo_main(bootstrap, orders))
