@@ -48,6 +48,8 @@ def mask_phone(value: str) -> str:
 
     Values with fewer than six digits are masked entirely; non-digit characters are dropped.
     """
+    if "*" in value:  # already masked
+        return value
     digits = "".join(ch for ch in value if ch.isdigit())
     plus = "+" if value.strip().startswith("+") else ""
     if len(digits) < 6:
