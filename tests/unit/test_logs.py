@@ -1,0 +1,141 @@
+"""Logs are JSON lines with context bound once; secrets never appear; phones are masked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from pydantic import SecretStr
+
+from connector.logs import configure_logging, get_logger, reset_logging
+from connector.redaction import mask_phone
+
+SECRETS = (
+    "EAAG-meta-access-token-9f8e7d",
+    "zonos-body-secret-44",
+    'ycloud"key\\with-quotes',  # JSON escaping must not hide it from the scrubber
+    "segredo-çã-unicode",
+)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("DEBUG", [*SECRETS[:-1], SecretStr(SECRETS[-1])], json=True, stream=stream)
+    try:
+        yield stream
+    finally:
+        reset_logging()
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+        assert json.dumps(secret)[1:-1] not in text
+        assert json.dumps(secret, ensure_ascii=True)[1:-1] not in text
+
+
+def test_secrets_never_reach_the_log(captured: io.StringIO) -> None:
+    log = get_logger("connector.test", provider="meta", topic="order.status.changed", partition=3)
+    log.info("provider_rejected", detail=f"token {SECRETS[0]} refused")
+    log.info(f"message with {SECRETS[1]}")
+    log.warning("config_loaded", nested={"zonos": {"secret": SECRETS[1]}, "list": [SECRETS[2]]})
+    log.info("secretstr_field", api_key=SecretStr("never-seen-plain-9"))
+    log.info("plain_value_of_secretstr", value=SECRETS[3])
+    try:
+        raise RuntimeError(f"request failed with body secret={SECRETS[1]}")
+    except RuntimeError:
+        log.exception("delivery_crashed")
+    try:
+        raise ValueError(SECRETS[2])
+    except ValueError as exc:
+        log.error("delivery_failed", error=exc)
+    # stdlib loggers (aiohttp, aiokafka) go through the same scrubber
+    logging.getLogger("aiohttp.access").warning("GET /webhooks/zapi/%s 401", SECRETS[0])
+    try:
+        raise KeyError(SECRETS[3])
+    except KeyError:
+        logging.getLogger("aiokafka").exception("consumer error %s", SECRETS[1])
+
+    text = captured.getvalue()
+    _assert_no_secret(text)
+    assert "never-seen-plain-9" not in text
+    lines = _lines(captured)
+    assert len(lines) == 9
+    assert text.count("[REDACTED]") >= 9
+    by_event = {str(line["event"]): line for line in lines}
+    assert by_event["provider_rejected"]["provider"] == "meta"
+    assert by_event["provider_rejected"]["partition"] == 3
+    assert by_event["provider_rejected"]["level"] == "info"
+    assert by_event["secretstr_field"]["api_key"] == "**********"
+    assert "RuntimeError" in str(by_event["delivery_crashed"]["exception"])
+    assert "timestamp" in by_event["delivery_crashed"]
+
+
+def test_phone_numbers_are_masked(captured: io.StringIO) -> None:
+    log = get_logger("connector.test")
+    log.info("report_received", recipient="5511987654321", to="+14155550123", wa_id=5511987654321)
+    log.info("free_text", detail="customer +5511987654321 unreachable")
+    text = captured.getvalue()
+    assert "5511987654321" not in text
+    assert "4155550123" not in text
+    first, second = _lines(captured)
+    assert first["recipient"] == "55*********21"
+    assert first["to"] == "+1********23"
+    assert first["wa_id"] == "55*********21"
+    assert second["detail"] == "customer +55*********21 unreachable"
+
+
+def test_order_ids_and_offsets_are_not_mistaken_for_phones(captured: io.StringIO) -> None:
+    get_logger().info("record_done", order_id="100200300400500", offset=123456789012)
+    (line,) = _lines(captured)
+    assert line["order_id"] == "100200300400500"
+    assert line["offset"] == 123456789012
+
+
+def test_level_filters(captured: io.StringIO) -> None:
+    reset_logging()
+    stream = io.StringIO()
+    configure_logging("WARNING", SECRETS, json=True, stream=stream)
+    get_logger().info("too_quiet")
+    get_logger().warning("loud_enough")
+    assert [line["event"] for line in _lines(stream)] == ["loud_enough"]
+
+
+def test_console_mode_is_scrubbed_too() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", SECRETS, json=False, stream=stream)
+    try:
+        structlog.get_logger().info("console_line", token=SECRETS[0])
+    finally:
+        reset_logging()
+    assert "console_line" in stream.getvalue()
+    _assert_no_secret(stream.getvalue())
+
+
+def test_unknown_level_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging("LOUD", (), json=True, stream=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("+5511987654321", "+55*********21"),
+        ("14155550123", "1********23"),
+        ("+351912345678", "+351*******78"),
+        ("79161234567", "7********67"),
+        ("12345", "*****"),
+        ("55*********21", "55*********21"),
+    ],
+)
+def test_mask_phone(raw: str, masked: str) -> None:
+    assert mask_phone(raw) == masked
