@@ -6,6 +6,7 @@ Owns process lifecycle: start order, SIGTERM/SIGINT drain, and closing everythin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import signal
 
@@ -99,7 +100,7 @@ class ConnectorApp:
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            log.info("connector_stopped", **vars(self.engine.stats))
+            log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown_requested", signal=sig.name)

@@ -106,6 +106,7 @@ async def produce(
     try:
         futures = []
         for item in events:
+            key: bytes | None
             if isinstance(item, OrderStatusChanged):
                 key, value = item.order_id.encode(), encode_event(item)
             else:
