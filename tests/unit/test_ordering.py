@@ -436,6 +436,8 @@ class LaneHarness:
 
     def check(self) -> None:
         assert len(self.table) == len(self.model)
+        # White-box on purpose: a closed lane must leave nothing behind (bounded memory).
+        assert set(self.table._waiting) <= set(self.table._head)
         assert self.table.total_queued == sum(len(lane) - 1 for lane in self.model.values())
         assert set(self.table) == set(self.model)
         for key, lane in self.model.items():
