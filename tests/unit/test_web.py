@@ -429,3 +429,45 @@ async def test_web_server_start_and_stop(log_stream: io.StringIO) -> None:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientConnectionError):
                 await session.get(f"{url}/healthz")
+
+
+async def test_concurrent_deliveries_of_one_webhook_publish_once(log_stream: io.StringIO) -> None:
+    release = anyio.Event()
+    entered = anyio.Event()
+    published: list[StatusReport] = []
+
+    class SlowSink:
+        async def publish_reports(self, reports: Sequence[StatusReport]) -> None:
+            entered.set()
+            await release.wait()
+            published.extend(reports)
+
+        async def template_status(self, change: TemplateStatusChange) -> None:
+            raise AssertionError("no template changes expected")
+
+    handlers = WebhookHandlers(
+        sink=SlowSink(),
+        meta=MetaWebhookReceiver(
+            app_secret=SecretStr(META_APP_SECRET), verify_token=SecretStr(META_VERIFY_TOKEN)
+        ),
+    )
+    app = build_web_app(health=HealthModel(), metrics=ConnectorMetrics(), webhook_handlers=handlers)
+    body = meta_2046_body()
+    headers = {"X-Hub-Signature-256": meta_signature(body)}
+    statuses: list[int] = []
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+        async def post() -> None:
+            response = await client.post("/webhooks/meta", data=body, headers=headers)
+            statuses.append(response.status)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(post)
+                await entered.wait()  # the first delivery is inside the sink
+                await post()  # the provider's retry arrives meanwhile
+                assert statuses == [200]
+                assert published == []
+                release.set()
+    assert statuses == [200, 200]
+    assert len(published) == 1
