@@ -362,10 +362,9 @@ class LocalKafka:
                     lib,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    self._cluster_id,
-                    "-c",
-                    str(config),
+                    # "=" form: a base64 id may start with "-" and look like an option.
+                    f"--cluster-id={self._cluster_id}",
+                    f"--config={config}",
                     "--ignore-formatted",
                     heap="256m",
                 ),

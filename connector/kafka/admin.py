@@ -16,7 +16,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from connector.topics import DriftKind, TopicPlan, TopicSpec, TopicsSpec, TopicState, plan
+from connector.topics import (
+    DriftKind,
+    TopicPlan,
+    TopicRole,
+    TopicSpec,
+    TopicsSpec,
+    TopicState,
+    plan,
+)
 
 _NO_ERROR: Final = 0
 _UNKNOWN_TOPIC: Final = 3
@@ -193,6 +201,31 @@ class KafkaAdmin:
                     f"topics not ready within {timeout_s}s: {sorted(set(wanted) - ready)}"
                 )
             await asyncio.sleep(0.05)
+
+
+async def ensure_topic(
+    bootstrap_servers: str,
+    name: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    configs: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> str:
+    """Create one topic outside any spec (tests, demo) unless it exists; wait until usable."""
+    topic = TopicSpec(
+        logical_name=name,
+        name=name,
+        role=TopicRole.STATE,
+        key="",
+        partitions=partitions,
+        replication_factor=replication_factor,
+        configs=dict(configs or {}),
+    )
+    async with KafkaAdmin(bootstrap_servers) as admin:
+        await admin.create_topics([topic])
+        await admin.wait_for_topics([name], timeout_s=timeout_s)
+    return name
 
 
 async def apply_topics(
