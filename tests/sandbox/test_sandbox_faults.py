@@ -200,3 +200,14 @@ async def test_stop_releases_held_requests(receiver) -> None:
                 await receiver.next()
                 await server.stop()
     assert statuses == [504]
+
+
+async def test_invalid_rules_are_refused(client, sandbox) -> None:
+    async with client.post(
+        sandbox.url + "/_sandbox/rules",
+        json={"provider": "meta", "action": "async_error", "code": "NOPE"},
+    ) as resp:
+        assert resp.status == 400
+    async with client.post(sandbox.url + "/_sandbox/rules", json={"action": "explode"}) as resp:
+        assert resp.status == 400
+    assert sandbox.engine.rules.snapshot() == []
