@@ -152,16 +152,19 @@ counter = 0
 local template = [[%s]]
 request = function()
   counter = counter + 1
-  local ref = "ord-" .. (counter %% 5000)
-  local body = string.gsub(template, "REFID", ref)
+  local body = string.gsub(template, "REFID", tostring(counter))
   return wrk.format("POST", nil, nil, body)
 end
 """
 
 
-def drive_wrk(base: str, concurrency: int, duration: float, pin: bool) -> dict[str, Any]:
-    url, headers, body = request_for("meta", base, 1)
-    script = WRK_SCRIPT % body.decode().replace("ord-1", "REFID")
+def drive_wrk(
+    base: str, provider: str, concurrency: int, duration: float, pin: bool
+) -> dict[str, Any]:
+    """wrk sends the same body with a fresh order id per request (no X-Request-Id variation)."""
+    url, headers, body = request_for(provider, base, 1)
+    marker = "ord-1" if provider == "meta" else "999-1"
+    script = WRK_SCRIPT % body.decode().replace(marker, marker[:-1] + "REFID")
     for name, value in headers.items():
         script += f'wrk.headers["{name}"] = "{value}"\n'
     path = Path("/tmp") / f"sandbox-wrk-{os.getpid()}.lua"
@@ -214,7 +217,7 @@ def main() -> int:
         cpu_before = server.cpu_times()
         wall_before = time.monotonic()
         if args.client == "wrk":
-            result = drive_wrk(base, args.concurrency, args.duration, pin)
+            result = drive_wrk(base, args.provider, args.concurrency, args.duration, pin)
         else:
             result = asyncio.run(
                 drive(base, args.provider, args.concurrency, args.duration, args.warmup)
