@@ -90,8 +90,12 @@ def event_dict(**overrides: Any) -> dict[str, Any]:
     return data
 
 
+def event_from(data: dict[str, Any]) -> OrderStatusChanged:
+    return decode_event(orjson.dumps(data))
+
+
 def make_event(**overrides: Any) -> OrderStatusChanged:
-    return decode_event(orjson.dumps(event_dict(**overrides)))
+    return event_from(event_dict(**overrides))
 
 
 def make_provider(kind: str, **overrides: Any) -> Provider:

@@ -106,7 +106,9 @@ def test_meta_example_through_chatarchitect_style_endpoint() -> None:
     assert isinstance(request, httpx.Request)
     assert str(request.url) == "https://bsp.example/whatsapp/106540352242922/messages"
     # base64("app-id:meta-access-token-0123456789")
-    assert request.headers["Authorization"] == "Basic YXBwLWlkOm1ldGEtYWNjZXNzLXRva2VuLTAxMjM0NTY3ODk="
+    assert (
+        request.headers["Authorization"] == "Basic YXBwLWlkOm1ldGEtYWNjZXNzLXRva2VuLTAxMjM0NTY3ODk="
+    )
     body = json.loads(request.content)
     assert body == {**example["body"], "biz_opaque_callback_data": event.event_id}
 
