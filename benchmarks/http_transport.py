@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -289,7 +290,7 @@ async def _run_case(
     srv1 = _process_cpu_seconds(server_pid)
     measuring = False
     stopping = True
-    _, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
+    _, pending = await asyncio.wait(tasks, timeout=5)  # measured already: cut the tail
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -357,12 +358,78 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _run_one(spec: dict[str, Any], cpu: int | None, limit: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--client-case", json.dumps(spec)]
+    preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=preexec,
+        timeout=limit,
+    )
+    if out.returncode != 0:
+        return {"failed": out.stderr.strip().splitlines()[-1:]}
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def _summarise(case: tuple[str, str, int], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    client, loop, concurrency = case
+    row: dict[str, Any] = {"client": client, "loop": loop, "concurrency": concurrency}
+    ok = [r for r in runs if r.get("requests")]
+    if not ok:
+        row["failed"] = runs
+        return row
+    for key in ("requests_per_s", "client_cpu_s_per_1k", "client_cpu_util", "server_cpu_util"):
+        row[key] = _median([r[key] for r in ok])
+    for key in ("p50_ms", "p99_ms"):
+        row[key] = _median([r[key] for r in ok if r[key] is not None])
+    row["errors"] = sum(r["errors"] for r in ok)
+    row["runs"] = [
+        {k: r[k] for k in ("requests_per_s", "client_cpu_s_per_1k", "client_cpu_util")} for r in ok
+    ]
+    return row
+
+
+def _markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| client | loop | c=10 req/s | c=10 CPU-s/1k | c=100 req/s | c=100 CPU-s/1k "
+        "| c=500 req/s | c=500 CPU-s/1k |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in results:
+        rows.setdefault((r["client"], r["loop"]), {})[r["concurrency"]] = r
+    for (client, loop), by_c in rows.items():
+        cells = []
+        for c in (10, 100, 500):
+            r = by_c.get(c, {})
+            rps, cpu = r.get("requests_per_s"), r.get("client_cpu_s_per_1k")
+            cells += [f"{rps:,.0f}" if rps else "-", f"{cpu:.3f}" if cpu else "-"]
+        lines.append(f"| {client} | {loop} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def orchestrate(args: argparse.Namespace) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     pin = not args.no_pin and len(cpus) >= 2
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
     )
+    cases = [
+        (client, loop, concurrency)
+        for concurrency in args.concurrency
+        for client in args.clients
+        for loop in args.loops
+    ]
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {case: [] for case in cases}
+    limit = args.warmup + args.duration + REQUEST_TIMEOUT + 60
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
@@ -370,60 +437,34 @@ def orchestrate(args: argparse.Namespace) -> None:
             os.sched_setaffinity(server.pid, {cpus[0]})
         url = f"http://127.0.0.1:{port}{PATH}"
         load_before = os.getloadavg()
-        results: list[dict[str, Any]] = []
-        for concurrency in args.concurrency:
-            for client in args.clients:
-                for loop in args.loops:
-                    runs = []
-                    for _ in range(args.repeat):
-                        spec = {
-                            "client": client,
-                            "loop": loop,
-                            "concurrency": concurrency,
-                            "url": url,
-                            "warmup": args.warmup,
-                            "duration": args.duration,
-                            "server_pid": server.pid,
-                        }
-                        cmd = [sys.executable, __file__, "--client-case", json.dumps(spec)]
-                        preexec = (lambda: os.sched_setaffinity(0, {cpus[1]})) if pin else None
-                        out = subprocess.run(
-                            cmd,
-                            capture_output=True,
-                            text=True,
-                            check=False,
-                            preexec_fn=preexec,
-                            timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60,
-                        )
-                        if out.returncode != 0:
-                            runs.append({"failed": out.stderr.strip().splitlines()[-1:]})
-                            continue
-                        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                    ok = [r for r in runs if "requests_per_s" in r]
-                    row: dict[str, Any] = {
-                        "client": client,
-                        "loop": loop,
-                        "concurrency": concurrency,
-                    }
-                    if ok:
-                        best = sorted(ok, key=lambda r: r["requests_per_s"])[len(ok) // 2]
-                        row |= best
-                        if len(ok) > 1:
-                            row["requests_per_s_runs"] = [r["requests_per_s"] for r in ok]
-                    else:
-                        row["failed"] = runs
-                    results.append(row)
-                    print(
-                        f"{client:16} {loop:8} c={concurrency:<4} "
-                        f"{row.get('requests_per_s')} req/s "
-                        f"cpu/1k={row.get('client_cpu_s_per_1k')} "
-                        f"server={row.get('server_cpu_util')}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        # Repeats go round all cases so that load from other users hits every case alike.
+        for round_no in range(args.repeat):
+            for client, loop, concurrency in cases:
+                spec = {
+                    "client": client,
+                    "loop": loop,
+                    "concurrency": concurrency,
+                    "url": url,
+                    "warmup": args.warmup,
+                    "duration": args.duration,
+                    "server_pid": server.pid,
+                }
+                one = _run_one(spec, cpus[1] if pin else None, limit)
+                runs[(client, loop, concurrency)].append(one)
+                print(
+                    f"round {round_no + 1} {client:16} {loop:8} c={concurrency:<4} "
+                    f"{one.get('requests_per_s')} req/s "
+                    f"cpu/1k={one.get('client_cpu_s_per_1k')} "
+                    f"client_util={one.get('client_cpu_util')} "
+                    f"server_util={one.get('server_cpu_util')}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait(timeout=10)
+    results = [_summarise(case, case_runs) for case, case_runs in runs.items()]
+    print(_markdown(results), file=sys.stderr)
 
     report = {
         "benchmark": "http_transport",
@@ -442,6 +483,7 @@ def orchestrate(args: argparse.Namespace) -> None:
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "repeat": args.repeat,
+            "aggregate": "median over repeats, rounds interleaved",
             "pinned": pin,
             "server": "raw asyncio protocol on uvloop, separate process",
             "per_request_timeout_s": REQUEST_TIMEOUT,
