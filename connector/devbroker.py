@@ -275,7 +275,7 @@ class LocalKafka:
         self._cache_dir = cache_dir
         self._maven_repo = maven_repo
         self._owns_data_dir = data_dir is None
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="order-connector-kafka-"))
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="order-connector-kafka-"))
         self.port = port or free_port()
         self.controller_port = free_port()
         self._heap = heap

@@ -192,6 +192,15 @@ class Rule(_Model):
     hold_s: float = Field(default=30.0, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
 
+    @model_validator(mode="after")
+    def _check_code(self) -> Rule:
+        numeric = self.action == "async_error" or (
+            self.provider == "meta" and self.action == "error"
+        )
+        if numeric and self.code is not None and not self.code.isdigit():
+            raise ValueError(f"{self.action} needs a numeric Meta error code, got {self.code!r}")
+        return self
+
 
 class OrderSeed(_Model):
     """Put an order into a given state (``POST /_sandbox/orders``)."""
