@@ -471,7 +471,7 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
     if not host and not Path("/var/run/docker.sock").exists():
         return False
     try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415  (dev dependency)
+        import docker  # type: ignore[import-untyped]
 
         client = docker.from_env(timeout=max(1, int(timeout_s)))
         try:
@@ -484,7 +484,7 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
 
 @contextlib.contextmanager
 def _testcontainers_kafka() -> Iterator[str]:
-    from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415  (dev dependency)
+    from testcontainers.community.kafka import KafkaContainer
 
     container: Any = KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft()
     with container as kafka:

@@ -5,7 +5,6 @@ library exceptions into ``TransportFailure``. Never classifies answers; never lo
 """
 
 # ASYNC109: ``send(timeout=...)`` is the per-request budget the sender itself enforces.
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 

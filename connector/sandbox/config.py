@@ -71,7 +71,7 @@ class LatencyConfig(_Model):
             return lambda: seconds
         if self.kind == "uniform":
             low, high = self.min_ms / 1000, self.max_ms / 1000
-            return lambda: random.uniform(low, high)  # noqa: S311 - simulation, not crypto
+            return lambda: random.uniform(low, high)
         mu = math.log(self.p50_ms / 1000)
         sigma = (math.log(self.p99_ms) - math.log(self.p50_ms)) / 2.3263478740408408  # z(0.99)
         return lambda: random.lognormvariate(mu, sigma)
