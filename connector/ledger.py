@@ -158,10 +158,7 @@ def judge(
             return Verdict.STALE
     if max_age is not None and now - event.occurred_at > max_age:
         return Verdict.EXPIRED
-    if (
-        guard == "enforce"
-        and would_be_rejected(provider_kind, last)
-    ):
+    if guard == "enforce" and would_be_rejected(provider_kind, last):
         return Verdict.INVALID_TRANSITION
     return Verdict.SEND
 
