@@ -78,7 +78,9 @@ class ConnectorApp:
             observer=observer,
             delivery=delivery,
             ledger_loader=self.ledger_reader.load if self.ledger_reader is not None else None,
-            transactions=self.producer if isinstance(self.producer, TransactionalProducer) else None,
+            transactions=(
+                self.producer if isinstance(self.producer, TransactionalProducer) else None
+            ),
         )
         self.started = asyncio.Event()
 
