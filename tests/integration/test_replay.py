@@ -93,3 +93,29 @@ async def test_coalescing_under_a_backlog_sends_one_per_order(
     assert counts["superseded"] == len(events) - len(scripts)
     assert counts["accepted"] == len(scripts)
     assert len({r["event_id"] for r in results}) == len(events)
+
+
+async def test_transactional_mode_commits_one_outcome_per_record_for_read_committed(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topics = await make_topics(kafka_bootstrap, unique_name("tx") + ".")
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    events = list(interleave(build_orders(WorkloadSpec(orders=50, accounts=DEMO_ACCOUNTS))))
+    await produce(kafka, topics.input, events)
+    sandbox_config = quiet_sandbox()
+    async with SandboxServer(sandbox_config) as sandbox:
+        config = connector_config(
+            kafka_bootstrap,
+            unique_name("g"),
+            topics,
+            sandbox,
+            sandbox_config,
+            coalesce_providers=[],
+            transactional=True,
+            transactional_id=unique_name("txn"),
+        )
+        await run_until_outcomes(config, len(events))
+    results = await read_all(kafka, topics.results, len(events), isolation_level="read_committed")
+    by_source = Counter((r["source"]["partition"], r["source"]["offset"]) for r in results)
+    assert len(by_source) == len(events)
+    assert set(by_source.values()) == {1}
