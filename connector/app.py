@@ -15,7 +15,8 @@ import structlog
 from connector.config import ConnectorConfig
 from connector.engine import Engine, EngineObserver
 from connector.kafka.consumer import TP, KafkaConsumer
-from connector.kafka.producer import KafkaProducer
+from connector.kafka.ledger_store import LedgerReader, check_co_partitioned
+from connector.kafka.producer import KafkaProducer, TransactionalProducer
 from connector.providers import build_provider
 from connector.retry import RetryPolicy
 from connector.sender import HttpSender, create_sender
@@ -40,7 +41,21 @@ class ConnectorApp:
     def __init__(self, config: ConnectorConfig, *, observer: EngineObserver | None = None) -> None:
         self.config = config
         self.providers = {a.name: build_provider(a) for a in config.accounts}
-        self.producer = KafkaProducer(config.kafka)
+        delivery = config.delivery
+        self.producer: KafkaProducer | TransactionalProducer
+        if delivery.transactional:
+            self.producer = TransactionalProducer(
+                config.kafka,
+                transactional_id=delivery.transactional_id
+                or f"{config.kafka.group_id}-{config.kafka.client_id}",
+                group_id=config.kafka.group_id,
+                transaction_timeout_ms=delivery.transaction_timeout_ms,
+            )
+        else:
+            self.producer = KafkaProducer(config.kafka)
+        self.ledger_reader = (
+            LedgerReader(config.kafka, config.topics.ledger) if config.topics.ledger else None
+        )
         self.sender: HttpSender = create_sender(
             config.http.client, max_connections=config.http.max_connections
         )
@@ -61,6 +76,11 @@ class ConnectorApp:
             limits=config.limits,
             retry=retry_policy(config),
             observer=observer,
+            delivery=delivery,
+            ledger_loader=self.ledger_reader.load if self.ledger_reader is not None else None,
+            transactions=(
+                self.producer if isinstance(self.producer, TransactionalProducer) else None
+            ),
         )
         self.started = asyncio.Event()
 
@@ -78,6 +98,12 @@ class ConnectorApp:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.config.topics.ledger:
+            await check_co_partitioned(
+                self.config.kafka, self.config.topics.input, self.config.topics.ledger
+            )
+        if self.ledger_reader is not None:
+            await self.ledger_reader.start()
         await self.producer.start()
         try:
             await self.consumer.start()
@@ -96,6 +122,8 @@ class ConnectorApp:
             with contextlib.suppress(Exception):
                 await self.producer.flush()
             await self.producer.stop()
+            if self.ledger_reader is not None:
+                await self.ledger_reader.stop()
             await self.sender.aclose()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):

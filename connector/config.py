@@ -60,6 +60,8 @@ class TopicNames(_Strict):
     input: str = "order.status.changed"
     results: str = "order.status.results"
     errors: str = "order.status.errors"
+    # The compacted delivery ledger, co-partitioned with ``input``; None turns the ledger off.
+    ledger: str | None = "order.status.ledger"
 
 
 class RoutingSettings(_Strict):
@@ -99,6 +101,33 @@ class ServerSettings(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class DeliverySettings(_Strict):
+    """Replay protection and exactly-once publishing (docs/replay.md)."""
+
+    # Events older than this are published as ``expired`` and not sent. Off for ``run`` (a
+    # backlog after an outage must still go out); ``replay`` sets 7 days unless told otherwise.
+    max_event_age_s: float | None = Field(default=None, gt=0)
+    # Coalescing: only the newest queued event of an order is sent, the others are superseded.
+    # On by default for the WhatsApp providers (Meta pair limits; only the latest status
+    # matters to the customer); ``coalesce`` overrides it per account name.
+    coalesce_providers: frozenset[str] = frozenset({"meta", "ycloud"})
+    coalesce: dict[str, bool] = Field(default_factory=dict)
+    # What to do with a transition the provider will reject (Meta/YCloud: after completed or
+    # canceled): enforce = an invalid_transition error, warn = log and send, off = send.
+    transition_guard: Literal["enforce", "warn", "off"] = "enforce"
+    # Results, errors, ledger updates and input offsets in one Kafka transaction per commit.
+    transactional: bool = False
+    # Must be unique per running replica and stable across its restarts (a restart then
+    # fences and aborts the crashed process's open transaction at once).
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # Translate and publish ``dry_run`` results without calling providers.
+    dry_run: bool = False
+
+    def coalesces(self, account: str, provider_kind: str) -> bool:
+        return self.coalesce.get(account, provider_kind in self.coalesce_providers)
+
+
 class ConnectorConfig(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
@@ -108,6 +137,7 @@ class ConnectorConfig(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
 
     @model_validator(mode="after")
     def _routes_name_accounts(self) -> ConnectorConfig:

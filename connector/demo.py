@@ -232,6 +232,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         input=f"demo-{run}.order.status.changed",
         results=f"demo-{run}.order.status.results",
         errors=f"demo-{run}.order.status.errors",
+        ledger=f"demo-{run}.order.status.ledger",
     )
     kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{run}")
     print(f"kafka {bootstrap}: applying topic contracts (prefix demo-{run}.)", file=out)

@@ -12,9 +12,9 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -22,6 +22,7 @@ import structlog
 from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
 from connector.events import OrderStatusChanged, decode_event
 from connector.kafka.consumer import TP, CommitRejectedError, ConsumedRecord
+from connector.ledger import PartitionLedger, Verdict, delivery_of, judge, would_be_rejected
 from connector.ordering import LaneTable, OffsetTracker
 from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
 from connector.ratelimit import TokenBucket
@@ -38,7 +39,7 @@ from connector.retry import RetryPolicy
 if TYPE_CHECKING:
     import httpx
 
-    from connector.config import LimitSettings, RoutingSettings, TopicNames
+    from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
     from connector.sender import HttpSender
 
 log = structlog.get_logger("connector.engine")
@@ -77,6 +78,16 @@ class RecordSink(Protocol):
     ) -> asyncio.Future[object]: ...
 
     async def flush(self) -> None: ...
+
+
+class TransactionCommitter(Protocol):
+    """A transactional sink: everything sent since the last call, plus ``offsets``, is
+    committed atomically. Raises when the transaction failed (nothing of it is visible)."""
+
+    async def commit_transaction(self, offsets: dict[TP, int]) -> None: ...
+
+
+LedgerLoader = Callable[[set[int]], Awaitable[dict[int, PartitionLedger]]]
 
 
 class EngineObserver(Protocol):
@@ -137,6 +148,8 @@ class PartitionState:
     sizes: dict[int, int] = field(default_factory=dict)  # offset -> value size while buffered
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     dropped: bool = False
+    ledger: PartitionLedger | None = None
+    held: list[ConsumedRecord] | None = None  # records that arrived while the ledger loaded
 
     def activate(self) -> None:
         self.active += 1
@@ -197,6 +210,9 @@ class Engine:
         retry: RetryPolicy,
         observer: EngineObserver | None = None,
         rand: Callable[[], float] = random.random,
+        delivery: DeliverySettings | None = None,
+        ledger_loader: LedgerLoader | None = None,
+        transactions: TransactionCommitter | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -229,6 +245,16 @@ class Engine:
         self._in_flight = 0
         self.stats = EngineStats()
         self._publish_failures = 0
+        self._delivery = delivery
+        self._ledger_loader = ledger_loader
+        self._transactions = transactions
+        self._max_age = (
+            timedelta(seconds=delivery.max_event_age_s)
+            if delivery is not None and delivery.max_event_age_s is not None
+            else None
+        )
+        self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
+        self.failure: BaseException | None = None  # a fatal error (failed transaction)
 
     # ------------------------------------------------------------------ public surface
 
@@ -277,6 +303,32 @@ class Engine:
             self._states[tp] = state
         self._paused -= assigned
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in assigned))
+        if self._ledger_loader is not None:
+            await self._load_ledgers(assigned)
+
+    async def _load_ledgers(self, assigned: set[TP]) -> None:
+        """Restore the ledger of the assigned input partitions before any of their records is
+        processed (the consumer may already fetch them: they are paused and held meanwhile)."""
+        assert self._ledger_loader is not None
+        mine = {tp for tp in assigned if tp.topic == self._topics.input}
+        states = [self._states[tp] for tp in mine]
+        for state in states:
+            state.held = []
+        self._source.pause(mine)
+        try:
+            ledgers = await self._ledger_loader({tp.partition for tp in mine})
+        except Exception as exc:
+            # Without the ledger a replay would message customers again: stop instead.
+            log.exception("ledger_load_failed", error=type(exc).__name__)
+            self.failure = exc
+            self.request_stop()
+            return  # the partitions stay paused with their records held; nothing is committed
+        for state in states:
+            held, state.held = state.held or [], None
+            state.ledger = ledgers.get(state.tp.partition, PartitionLedger())
+            for record in held:
+                self._intake(record)
+        self._source.resume(mine - self._paused)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         await self.drain(revoked, self._limits.drain_timeout_s)
@@ -332,6 +384,9 @@ class Engine:
         state = self._states.get(TP(record.topic, record.partition))
         if state is None or state.draining:
             return  # a record of a partition we no longer own: the next owner reads it
+        if state.held is not None:
+            state.held.append(record)
+            return
         state.tracker.track(record.offset)
         size = len(record.value) if record.value is not None else 0
         state.sizes[record.offset] = size
@@ -402,8 +457,12 @@ class Engine:
     async def _execute(self, job: Job) -> None:
         account = job.provider.account
         try:
+            if self._delivery is not None and not job.attempts and await self._screen(job):
+                return
             async with self._account_sems[account], self._global:
                 if job.state.draining:
+                    return
+                if self._delivery is not None and self._coalesce_now(job):
                     return
                 stopped = self._stopped.get(account)
                 if stopped is not None and not job.probe:
@@ -488,16 +547,136 @@ class Engine:
                 outcome.detail or "permanent provider error",
             )
         else:
+            ledger_update = None
+            state = job.state
+            if state.ledger is not None and kind.is_success and self._topics.ledger:
+                value = state.ledger.record(job.event.order_id, job.lane[1], delivery_of(job.event))
+                ledger_update = (self._topics.ledger, job.event.order_id.encode(), value)
             await self._publish_result(
-                job.state, job.record, job.event, provider, outcome, job.attempts, job.consumed_at
+                job.state,
+                job.record,
+                job.event,
+                provider,
+                outcome,
+                job.attempts,
+                job.consumed_at,
+                ledger_update=ledger_update,
             )
 
     def _finish_lane(self, job: Job) -> None:
-        nxt = self._lanes.complete(job.lane)
+        if self._coalesces(job):
+            nxt, superseded = self._lanes.complete_coalescing(job.lane)
+            if job.state.draining:
+                return
+            for old in superseded:
+                self._spawn_verdict(old, ResultOutcome.SUPERSEDED, _SUPERSEDED_DETAIL)
+        else:
+            nxt = self._lanes.complete(job.lane)
         if nxt is not None:
             if job.state.draining:
                 return
             self._start(nxt)
+
+    # ------------------------------------------------------------------ replay protection
+
+    def _coalesces(self, job: Job) -> bool:
+        d = self._delivery
+        return d is not None and d.coalesces(job.provider.account, job.provider.kind)
+
+    async def _screen(self, job: Job) -> bool:
+        """Decide before sending: duplicate, stale, expired, invalid transition, dry run.
+        Returns True when the job was finished here (its outcome published, nothing sent)."""
+        assert self._delivery is not None
+        ledger = job.state.ledger
+        last = ledger.last(job.event.order_id, job.lane[1]) if ledger is not None else None
+        verdict = judge(
+            job.event,
+            last,
+            provider_kind=job.provider.kind,
+            now=datetime.now(UTC),
+            max_age=self._max_age,
+            guard=self._delivery.transition_guard,
+        )
+        if verdict is Verdict.SEND:
+            if self._coalesce_now(job):
+                return True
+            if self._delivery.transition_guard == "warn" and would_be_rejected(
+                job.provider.kind, last
+            ):
+                log.warning(
+                    "transition_will_be_rejected",
+                    order_id=job.event.order_id,
+                    account=job.provider.account,
+                    last_status=last.status if last else None,
+                )
+            if not self._delivery.dry_run:
+                return False
+            self._finish_lane(job)
+            await self._publish_verdict(job, ResultOutcome.DRY_RUN, "dry run: built, not sent")
+            return True
+        self._finish_lane(job)
+        if verdict is Verdict.INVALID_TRANSITION:
+            self._count(verdict.value)
+            await self._publish_error(
+                job.state,
+                job.record,
+                job,
+                None,
+                ErrorClass.INVALID_TRANSITION,
+                f"{job.provider.kind} rejects any status after {last.status if last else '?'}"
+                " (transition guard: enforce)",
+            )
+        else:
+            detail = f"last delivered {last.event_id}" if last is not None else None
+            await self._publish_verdict(job, ResultOutcome(verdict.value), detail)
+        return True
+
+    def _coalesce_now(self, job: Job) -> bool:
+        """Supersede ``job`` (and all but the newest queued event) when newer ones wait."""
+        if job.probe or not (self._coalesces(job) and self._lanes.queued(job.lane)):
+            return False
+        nxt, superseded = self._lanes.complete_coalescing(job.lane)
+        for old in (job, *superseded):
+            self._spawn_verdict(old, ResultOutcome.SUPERSEDED, _SUPERSEDED_DETAIL)
+        if nxt is not None:
+            self._start(nxt)
+        return True
+
+    def _count(self, name: str) -> None:
+        self.verdicts[name] = self.verdicts.get(name, 0) + 1
+
+    def _spawn_verdict(self, job: Job, outcome: ResultOutcome, detail: str | None) -> None:
+        state = job.state
+        state.activate()
+
+        async def publish() -> None:
+            try:
+                await self._publish_verdict(job, outcome, detail)
+            finally:
+                state.deactivate()
+
+        self._spawn(state, publish())
+
+    async def _publish_verdict(self, job: Job, outcome: ResultOutcome, detail: str | None) -> None:
+        self._count(outcome.value)
+        record = job.record
+        result = ResultRecord(
+            event_id=job.event.event_id,
+            order_id=job.event.order_id,
+            outcome=outcome,
+            provider=job.provider.kind,
+            account=job.provider.account,
+            attempts=job.attempts,
+            source=SourceCoordinates(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+            traceparent=job.event.traceparent,
+            detail=detail,
+            recorded_at=datetime.now(UTC),
+        )
+        self.stats.results += 1
+        self._obs.outcome(job.provider.kind, job.provider.account, outcome.value)
+        await self._publish(job.state, record, self._topics.results, result.to_bytes())
 
     # ------------------------------------------------------------------ account stops
 
@@ -587,6 +766,8 @@ class Engine:
         outcome: ProviderOutcome,
         attempts: int,
         since: float,
+        *,
+        ledger_update: tuple[str, bytes, bytes] | None = None,
     ) -> None:
         result = ResultRecord(
             event_id=event.event_id,
@@ -608,7 +789,9 @@ class Engine:
         )
         self.stats.results += 1
         self._obs.outcome(provider.kind, provider.account, result.outcome.value)
-        await self._publish(state, record, self._topics.results, result.to_bytes())
+        await self._publish(
+            state, record, self._topics.results, result.to_bytes(), ledger_update=ledger_update
+        )
 
     async def _publish_error(
         self,
@@ -670,12 +853,28 @@ class Engine:
                 state.deactivate()
 
     async def _publish(
-        self, state: PartitionState, record: ConsumedRecord, topic: str, value: bytes
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        topic: str,
+        value: bytes,
+        *,
+        ledger_update: tuple[str, bytes, bytes] | None = None,
     ) -> None:
-        """Hand the outcome to the producer; the offset is done only when the broker acks it."""
+        """Hand the outcome to the producer; the offset is done only when the broker acks it.
+
+        A ledger update goes first, to the input record's partition (co-partitioned topics).
+        """
         while True:
             try:
+                if ledger_update is not None:
+                    ledger_topic, ledger_key, ledger_value = ledger_update
+                    ledger_fut = await self._sink.send(
+                        ledger_topic, ledger_value, key=ledger_key, partition=record.partition
+                    )
                 fut = await self._sink.send(topic, value, key=record.key)
+                if ledger_update is not None:
+                    await asyncio.shield(ledger_fut)
                 await asyncio.shield(fut)
             except asyncio.CancelledError:
                 raise
@@ -712,13 +911,27 @@ class Engine:
             point = state.tracker.commit_point
             if point is not None and state.tracker.needs_commit:
                 offsets[tp] = point
-        if not offsets:
+        if self._transactions is not None:
+            if self.failure is not None:
+                return  # never commit offsets past outcomes of a failed transaction
+            started = time.monotonic()
+            try:
+                await self._transactions.commit_transaction(offsets)
+            except Exception as exc:
+                log.exception("transaction_failed", error=type(exc).__name__)
+                self.failure = exc
+                self.request_stop()
+                return
+        elif not offsets:
             return
-        started = time.monotonic()
-        try:
-            await self._source.commit(offsets)
-        except CommitRejectedError as exc:
-            log.warning("commit_rejected", reason=str(exc))
+        else:
+            started = time.monotonic()
+            try:
+                await self._source.commit(offsets)
+            except CommitRejectedError as exc:
+                log.warning("commit_rejected", reason=str(exc))
+                return
+        if not offsets:
             return
         self._obs.commit_latency(time.monotonic() - started)
         self.stats.commits += 1
@@ -762,6 +975,9 @@ class Engine:
         if to_resume:
             self._source.resume(to_resume)
         self._paused = want
+
+
+_SUPERSEDED_DETAIL = "a newer event of the order was queued behind it"
 
 
 class _UnroutableError(Exception):
