@@ -1,7 +1,7 @@
 """The ``order-connector`` command: loads configuration once and hands it down.
 
-Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive. Exit codes: 0 ok, 1 failure,
-2 usage or configuration error.
+Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive.
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
 """
 
 from __future__ import annotations
