@@ -76,6 +76,10 @@ class LimitSettings(_Strict):
     max_buffered_records: int = Field(default=20_000, ge=1)
     max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_poll_records: int = Field(default=1_000, ge=1)
+    # Records between the commit point and the newest record taken in (a slow order at the
+    # head of a partition holds the commit point while the rest flows past it). Bounds the
+    # offset tracker, the outcomes a transaction holds back, and the re-work after a crash.
+    max_uncommitted_records: int = Field(default=200_000, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     # After an account is stopped by a configuration/auth error, one event probes it this often.

@@ -75,6 +75,7 @@ class RecordSink(Protocol):
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]: ...
 
     async def flush(self) -> None: ...
@@ -85,6 +86,10 @@ class TransactionCommitter(Protocol):
     committed atomically. Raises when the transaction failed (nothing of it is visible)."""
 
     async def commit_transaction(self, offsets: dict[TP, int]) -> None: ...
+
+    def discard_held(self, partitions: set[TP]) -> None:
+        """Forget outcomes held back for ``partitions`` (revoked: their next owner redoes them)."""
+        ...
 
 
 LedgerLoader = Callable[[set[int]], Awaitable[dict[int, PartitionLedger]]]
@@ -355,6 +360,8 @@ class Engine:
                 for task in list(state.tasks):
                     task.cancel()
         await self._commit({s.tp: s for s in states})
+        if self._transactions is not None:
+            self._transactions.discard_held({s.tp for s in states})
         drained = {s.tp.partition for s in states if s.tp.topic == self._topics.input}
         self._lanes.remove_where(lambda key: key[0] in drained)
         for state in states:
@@ -870,9 +877,15 @@ class Engine:
                 if ledger_update is not None:
                     ledger_topic, ledger_key, ledger_value = ledger_update
                     ledger_fut = await self._sink.send(
-                        ledger_topic, ledger_value, key=ledger_key, partition=record.partition
+                        ledger_topic,
+                        ledger_value,
+                        key=ledger_key,
+                        partition=record.partition,
+                        source=(state.tp, record.offset),
                     )
-                fut = await self._sink.send(topic, value, key=record.key)
+                fut = await self._sink.send(
+                    topic, value, key=record.key, source=(state.tp, record.offset)
+                )
                 if ledger_update is not None:
                     await asyncio.shield(ledger_fut)
                 await asyncio.shield(fut)
@@ -947,6 +960,7 @@ class Engine:
         live = [s for s in self._states.values() if not s.draining]
         share_records = max(1, limits.max_buffered_records // max(1, len(live)))
         share_bytes = max(1, limits.max_buffered_bytes // max(1, len(live)))
+        share_span = max(1, limits.max_uncommitted_records // max(1, len(live)))
         over = (
             self._buffered_records >= limits.max_buffered_records
             or self._buffered_bytes >= limits.max_buffered_bytes
@@ -958,7 +972,11 @@ class Engine:
         want: set[TP] = set()
         for s in live:
             outstanding = s.tracker.outstanding
-            full = outstanding >= share_records or s.buffered_bytes >= share_bytes
+            full = (
+                outstanding >= share_records
+                or s.buffered_bytes >= share_bytes
+                or _uncommitted_span(s.tracker) >= share_span
+            )
             if s.tp in self._paused:
                 # Resume once this partition is back under half its share and the total is low.
                 if full or outstanding >= share_records // 2 or not low:
@@ -978,6 +996,14 @@ class Engine:
 
 
 _SUPERSEDED_DETAIL = "a newer event of the order was queued behind it"
+
+
+def _uncommitted_span(tracker: OffsetTracker) -> int:
+    """Records taken in since the commit point: what a crash would make us redo."""
+    last, point = tracker.last_tracked, tracker.commit_point
+    if last is None or point is None:
+        return 0
+    return last + 1 - point
 
 
 class _UnroutableError(Exception):

@@ -42,8 +42,12 @@ class KafkaProducer:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
-        """Hand a record to the batcher; the returned future resolves when the broker acks."""
+        """Hand a record to the batcher; the returned future resolves when the broker acks.
+
+        ``source`` (the input record's coordinates) matters only to the transactional producer.
+        """
         fut: asyncio.Future[object] = await self._producer.send(
             topic,
             value=value,
@@ -62,6 +66,11 @@ class TransactionFailedError(RuntimeError):
 
     Fatal for the process: its in-memory progress includes outcomes that were never committed.
     """
+
+
+_Pending = tuple[
+    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
+]
 
 
 class TransactionalProducer:
@@ -90,9 +99,9 @@ class TransactionalProducer:
             compression_type=None,
             **client_kwargs(settings),
         )
-        self._pending: list[
-            tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None]
-        ] = []
+        self._pending: list[_Pending] = []
+        # Per input partition, the offset below which outcomes may be written (committed).
+        self._released: dict[TP, int] = {}
         self._failed: BaseException | None = None
         self.transactions = 0
 
@@ -111,10 +120,13 @@ class TransactionalProducer:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
-        self._pending.append((topic, value, key, list(headers) if headers else None, partition))
+        self._pending.append(
+            (topic, value, key, list(headers) if headers else None, partition, source)
+        )
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -122,10 +134,32 @@ class TransactionalProducer:
     async def flush(self) -> None:
         """Nothing to do: records become visible only through ``commit_transaction``."""
 
+    def discard_held(self, partitions: set[TP]) -> None:
+        """Drop held outcomes of revoked partitions: their offsets were never committed, so
+        the partitions' next owner produces them again."""
+        self._pending = [p for p in self._pending if p[5] is None or p[5][0] not in partitions]
+        for tp in partitions:
+            self._released.pop(tp, None)
+
     async def commit_transaction(self, offsets: dict[TP, int]) -> None:
-        """Write every record buffered so far and ``offsets`` in one transaction."""
-        # Swap before the first await: offsets were computed from records buffered until now.
-        batch, self._pending = self._pending, []
+        """Write ``offsets`` and the buffered records they cover in one transaction.
+
+        An outcome is written only together with (or after) the offset that covers its input
+        record: an outcome of a record above the commit point stays buffered, or a crash
+        would leave it visible while its input is processed again (two outcomes).
+        """
+        # Split before the first await: offsets were computed from records buffered until now.
+        self._released.update(offsets)
+        released = self._released
+        batch: list[_Pending] = []
+        held: list[_Pending] = []
+        for item in self._pending:
+            src = item[5]
+            if src is None or src[1] < released.get(src[0], -1):
+                batch.append(item)
+            else:
+                held.append(item)
+        self._pending = held
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
         if not batch and not offsets:
@@ -133,7 +167,7 @@ class TransactionalProducer:
         producer = self._producer
         try:
             async with producer.transaction():
-                for topic, value, key, headers, partition in batch:
+                for topic, value, key, headers, partition, _ in batch:
                     await producer.send(
                         topic, value=value, key=key, headers=headers, partition=partition
                     )
