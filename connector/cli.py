@@ -89,9 +89,14 @@ def _run(path: Path, level: str) -> int:
         print(f"configuration invalid: {exc}", file=sys.stderr)
         return 2
     configure_logging(level=level, secrets=config.secret_values(), json=True)
-    app = ConnectorApp(config)
-    asyncio.run(app.run(install_signal_handlers=True))
-    return 0
+
+    async def serve() -> int:
+        # aiokafka clients must be built inside the running loop.
+        app = ConnectorApp(config)
+        await app.run(install_signal_handlers=True)
+        return 1 if app.engine.failure is not None else 0
+
+    return asyncio.run(serve())
 
 
 if __name__ == "__main__":

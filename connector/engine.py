@@ -481,7 +481,10 @@ class Engine:
                     if wait > 0:
                         await asyncio.sleep(wait)
                 outcome = await self._attempt(job)
-            await self._settle(job, outcome)
+                # The slot stays taken until the outcome (and ledger entry) is acknowledged:
+                # sent-but-not-durable requests, the ones a crash repeats, never exceed the
+                # in-flight limit.
+                await self._settle(job, outcome)
         finally:
             job.state.deactivate()
 
