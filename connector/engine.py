@@ -88,6 +88,7 @@ class EngineObserver(Protocol):
     def outcome(self, provider: str, account: str, outcome: str) -> None: ...
     def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
     def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    def request_started(self, provider: str) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
     def gauges(
@@ -112,6 +113,9 @@ class _NullObserver:
         pass
 
     def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def request_started(self, provider: str) -> None:
         pass
 
     def request_latency(self, provider: str, seconds: float) -> None:
@@ -458,6 +462,7 @@ class Engine:
             job.first_attempt_at = datetime.now(UTC)
             job.first_attempt_mono = time.monotonic()
         self._in_flight += 1
+        self._obs.request_started(job.provider.kind)  # request_latency marks its end
         started = time.monotonic()
         try:
             response = await self._sender.send(job.request, timeout=job.provider.settings.request_timeout_s)
