@@ -114,7 +114,8 @@ class KafkaWebhookSink:
             report_status=ReportStatus(report.status.value),
             provider=report.provider,
             account=account,
-            provider_message_id=report.message_id,
+            # The id the send answered with (YCloud: its own id, not the wamid).
+            provider_message_id=report.provider_message_id or report.message_id,
             provider_error_code=first.code if first else None,
             source=source,
             traceparent=traceparent,
