@@ -52,12 +52,15 @@ class TopicTail:
     async def start(self) -> None:
         await self._consumer.start()
         try:
-            if self.topic not in await self._consumer.topics():
-                raise TopicMissingError(f"topic {self.topic} does not exist")
+            await self._require_topic()
         except BaseException:
             await self._consumer.stop()
             raise
         self._task = asyncio.create_task(self._run(), name=f"tail-{self.topic}")
+
+    async def _require_topic(self) -> None:
+        if self.topic not in await self._consumer.topics():
+            raise TopicMissingError(f"topic {self.topic} does not exist")
 
     async def _run(self) -> None:
         while True:
