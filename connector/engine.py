@@ -592,8 +592,13 @@ class Engine:
             log.warning("template_paused", template=name, language=language, reason=reason)
 
     def release_template(self, name: str, language: str | None, *, reason: str) -> None:
-        """Resume template ``name`` (``language`` None: every language) and its parked sends."""
-        keys = [k for k in self._held_templates if k[0] == name and language in (None, k[1])]
+        """Resume template ``name`` and its parked sends: ``language`` None resumes every
+        language; a language resumes its own hold and an every-language hold."""
+        keys = [
+            k
+            for k in self._held_templates
+            if k[0] == name and (language is None or k[1] in (None, language))
+        ]
         for key in keys:
             hold = self._held_templates.pop(key)
             if hold.probe_timer is not None:
