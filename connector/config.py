@@ -62,6 +62,8 @@ class TopicNames(_Strict):
     errors: str = "order.status.errors"
     # The compacted delivery ledger, co-partitioned with ``input``; None turns the ledger off.
     ledger: str | None = "order.status.ledger"
+    # Compacted: provider message id -> (event, order, account), for webhooks on any replica.
+    correlation: str = "order.status.correlation"
 
 
 class RoutingSettings(_Strict):
@@ -84,6 +86,9 @@ class LimitSettings(_Strict):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     # After an account is stopped by a configuration/auth error, one event probes it this often.
     account_probe_interval_s: float = Field(default=30.0, gt=0)
+    # While a template is paused (Meta 132015/132016 or a PAUSED webhook), one parked event
+    # probes it this often; APPROVED/REINSTATED webhooks resume it at once.
+    template_probe_interval_s: float = Field(default=300.0, gt=0)
 
 
 class RetrySettings(_Strict):
@@ -100,9 +105,57 @@ class HttpSettings(_Strict):
 
 
 class ServerSettings(_Strict):
+    """The daemon's HTTP server: probes, /metrics and webhook routes (port 0 picks a free one)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    sink_timeout_s: float = Field(default=10.0, gt=0)
+    dedupe_max_entries: int = Field(default=100_000, ge=1)
+    dedupe_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # /readyz: how often the broker is asked for metadata, and how long an answer may take.
+    kafka_check_interval_s: float = Field(default=5.0, gt=0)
+    kafka_check_timeout_s: float = Field(default=5.0, gt=0)
+    lag_interval_s: float = Field(default=10.0, gt=0)
+
+
+class MetaWebhookSettings(_Strict):
+    app_secret: SecretStr
+    verify_token: SecretStr
+
+
+class YCloudWebhookSettings(_Strict):
+    secret: SecretStr
+    tolerance_s: float = Field(default=300.0, gt=0)
+
+
+class ZapiWebhookToken(_Strict):
+    """The secret token in one Z-API account's callback URL ``/webhooks/zapi/<token>``."""
+
+    account: str
+    token: SecretStr
+
+
+class WebhookSettings(_Strict):
+    """Which webhook routes are served (a provider left out has no route) and their secrets."""
+
+    meta: MetaWebhookSettings | None = None
+    ycloud: YCloudWebhookSettings | None = None
+    zapi: list[ZapiWebhookToken] = Field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return self.meta is not None or self.ycloud is not None or bool(self.zapi)
+
+
+class CorrelationSettings(_Strict):
+    """Message id -> event/order correlation kept in ``topics.correlation``."""
+
+    enabled: bool = True
+    cache_max_entries: int = Field(default=200_000, ge=1)
+    # A webhook can overtake the correlation record of its own send; wait this long for it.
+    wait_s: float = Field(default=5.0, ge=0)
 
 
 class DeliverySettings(_Strict):
@@ -142,6 +195,19 @@ class ConnectorConfig(_Strict):
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+
+    @model_validator(mode="after")
+    def _zapi_tokens_name_zapi_accounts(self) -> ConnectorConfig:
+        zapi_accounts = {a.name for a in self.accounts if a.provider == "zapi"}
+        named = [t.account for t in self.webhooks.zapi]
+        wrong = sorted({n for n in named if n not in zapi_accounts})
+        if wrong:
+            raise ValueError(f"webhooks.zapi names accounts that are not Z-API: {', '.join(wrong)}")
+        if len(set(named)) != len(named):
+            raise ValueError("webhooks.zapi names an account twice")
+        return self
 
     @model_validator(mode="after")
     def _routes_name_accounts(self) -> ConnectorConfig:

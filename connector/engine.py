@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+import orjson
 import structlog
 
 from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("connector.engine")
 
 LaneKey = tuple[int, str]  # (input partition, provider target key)
+TemplateKey = tuple[str, str | None]  # (template name, language; None = every language)
 
 _RESULT_OF_KIND = {
     OutcomeKind.ACCEPTED: ResultOutcome.ACCEPTED,
@@ -101,6 +103,8 @@ class EngineObserver(Protocol):
     def record_consumed(self, tp: TP) -> None: ...
     def outcome(self, provider: str, account: str, outcome: str) -> None: ...
     def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    def request_started(self, provider: str) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
     def gauges(
@@ -122,6 +126,12 @@ class _NullObserver:
         pass
 
     def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        pass
+
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def request_started(self, provider: str) -> None:
         pass
 
     def request_latency(self, provider: str, seconds: float) -> None:
@@ -180,10 +190,18 @@ class Job:
     first_attempt_mono: float | None = None
     timer: asyncio.TimerHandle | None = None
     probe: bool = False
+    template_probe: bool = False
 
 
 @dataclass(slots=True)
 class _StoppedAccount:
+    reason: str
+    parked: deque[Job] = field(default_factory=deque)
+    probe_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _TemplateHold:
     reason: str
     parked: deque[Job] = field(default_factory=deque)
     probe_timer: asyncio.TimerHandle | None = None
@@ -218,9 +236,14 @@ class Engine:
         delivery: DeliverySettings | None = None,
         ledger_loader: LedgerLoader | None = None,
         transactions: TransactionCommitter | None = None,
+        on_accepted: Callable[[ResultRecord], Awaitable[None]] | None = None,
+        ledger_sink: RecordSink | None = None,
     ) -> None:
+        """``on_accepted`` is awaited before a result that names a provider message id is
+        published (the app records the message-id correlation there); it must not raise."""
         self._source = source
         self._sink = sink
+        self._ledger_sink = ledger_sink or sink
         self._sender = sender
         self._providers = providers
         self._routing = routing
@@ -242,6 +265,8 @@ class Engine:
             if rate:
                 self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
         self._stopped: dict[str, _StoppedAccount] = {}
+        self._held_templates: dict[TemplateKey, _TemplateHold] = {}
+        self._on_accepted = on_accepted
         self._waiting_retry: set[Job] = set()
         self._paused: set[TP] = set()
         self._stopping = asyncio.Event()
@@ -266,6 +291,11 @@ class Engine:
     @property
     def stopped_accounts(self) -> dict[str, str]:
         return {name: s.reason for name, s in self._stopped.items()}
+
+    @property
+    def held_templates(self) -> dict[TemplateKey, str]:
+        """Templates whose sends are parked, with the reason."""
+        return {key: hold.reason for key, hold in self._held_templates.items()}
 
     @property
     def assigned(self) -> set[TP]:
@@ -378,6 +408,8 @@ class Engine:
         draining = {id(s) for s in states}
         for stopped in self._stopped.values():
             stopped.parked = deque(j for j in stopped.parked if id(j.state) not in draining)
+        for hold in self._held_templates.values():
+            hold.parked = deque(j for j in hold.parked if id(j.state) not in draining)
         # Jobs waiting on a retry timer are in flight in their lane but hold no task.
         for job in list(self._waiting_retry):
             if id(job.state) in draining and job.timer is not None:
@@ -475,10 +507,16 @@ class Engine:
                 if stopped is not None and not job.probe:
                     stopped.parked.append(job)
                     return
+                if self._held_templates and not job.template_probe:
+                    hold = self._hold_of(job)
+                    if hold is not None:
+                        self._park_on_template(hold, job)
+                        return
                 bucket = self._buckets.get(account)
                 if bucket is not None:
                     wait = bucket.reserve(time.monotonic())
                     if wait > 0:
+                        self._obs.rate_limit_wait(job.provider.kind, account, wait)
                         await asyncio.sleep(wait)
                 outcome = await self._attempt(job)
                 # The slot stays taken until the outcome (and ledger entry) is acknowledged:
@@ -495,6 +533,7 @@ class Engine:
             job.first_attempt_at = datetime.now(UTC)
             job.first_attempt_mono = time.monotonic()
         self._in_flight += 1
+        self._obs.request_started(job.provider.kind)  # request_latency marks its end
         started = time.monotonic()
         try:
             response = await self._sender.send(
@@ -516,6 +555,13 @@ class Engine:
         was_probe, job.probe = job.probe, False
         if was_probe and kind is not OutcomeKind.CONFIGURATION:
             self._resume_account(provider.account)  # the account answered: auth works again
+        if job.template_probe:
+            job.template_probe = False
+            key = template_of(job)
+            if key is not None and not outcome.pause_template:
+                self.release_template(key[0], key[1], reason="probe answered")
+        if outcome.pause_template and self._hold_after_outcome(job, outcome):
+            return  # parked: the event waits for the template, it does not fail
         if kind is OutcomeKind.RETRYABLE:
             elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at)
             delay = self._retry.next_delay(job.attempts, elapsed, outcome.retry_after, self._rand())
@@ -729,6 +775,70 @@ class Engine:
         for job in stopped.parked:
             self._start(job)
 
+    # ------------------------------------------------------------------ template holds
+
+    def hold_template(self, name: str, language: str | None, reason: str) -> None:
+        """Park sends that use template ``name`` (``language`` None: every language)."""
+        key = (name, language)
+        if key not in self._held_templates:
+            self._held_templates[key] = _TemplateHold(reason=reason)
+            log.warning("template_paused", template=name, language=language, reason=reason)
+
+    def release_template(self, name: str, language: str | None, *, reason: str) -> None:
+        """Resume template ``name`` and its parked sends: ``language`` None resumes every
+        language; a language resumes its own hold and an every-language hold."""
+        keys = [
+            k
+            for k in self._held_templates
+            if k[0] == name and (language is None or k[1] in (None, language))
+        ]
+        for key in keys:
+            hold = self._held_templates.pop(key)
+            if hold.probe_timer is not None:
+                hold.probe_timer.cancel()
+            log.info(
+                "template_resumed", template=name, language=key[1], reason=reason,
+                parked=len(hold.parked),
+            )  # fmt: skip
+            for job in hold.parked:
+                self._start(job)
+
+    def _hold_of(self, job: Job) -> _TemplateHold | None:
+        key = template_of(job)
+        if key is None:
+            return None
+        return self._held_templates.get(key) or self._held_templates.get((key[0], None))
+
+    def _hold_after_outcome(self, job: Job, outcome: ProviderOutcome) -> bool:
+        key = template_of(job)
+        if key is None:
+            return False
+        reason = f"{outcome.error_code or outcome.http_status}: {outcome.detail or ''}".strip()
+        self.hold_template(key[0], key[1], reason)
+        hold = self._hold_of(job)
+        assert hold is not None
+        self._park_on_template(hold, job, front=True)
+        return True
+
+    def _park_on_template(self, hold: _TemplateHold, job: Job, *, front: bool = False) -> None:
+        if front:
+            hold.parked.appendleft(job)
+        else:
+            hold.parked.append(job)
+        if hold.probe_timer is None:
+            hold.probe_timer = asyncio.get_running_loop().call_later(
+                self._limits.template_probe_interval_s, self._probe_template, hold
+            )
+
+    def _probe_template(self, hold: _TemplateHold) -> None:
+        hold.probe_timer = None
+        while hold.parked:
+            job = hold.parked.popleft()
+            if not job.state.draining:
+                job.template_probe = True
+                self._start(job)
+                return
+
     # ------------------------------------------------------------------ publishing
 
     def _spawn_publish_error(
@@ -799,6 +909,8 @@ class Engine:
         )
         self.stats.results += 1
         self._obs.outcome(provider.kind, provider.account, result.outcome.value)
+        if self._on_accepted is not None and result.provider_message_id is not None:
+            await self._on_accepted(result)
         await self._publish(
             state, record, self._topics.results, result.to_bytes(), ledger_update=ledger_update
         )
@@ -879,7 +991,7 @@ class Engine:
             try:
                 if ledger_update is not None:
                     ledger_topic, ledger_key, ledger_value = ledger_update
-                    ledger_fut = await self._sink.send(
+                    ledger_fut = await self._ledger_sink.send(
                         ledger_topic,
                         ledger_value,
                         key=ledger_key,
@@ -1011,6 +1123,24 @@ def _uncommitted_span(tracker: OffsetTracker) -> int:
 
 class _UnroutableError(Exception):
     pass
+
+
+def template_of(job: Job) -> TemplateKey | None:
+    """The WhatsApp template a job's request sends (Meta and YCloud bodies), else None."""
+    content = job.request.content
+    if b'"template"' not in content:
+        return None
+    try:
+        body = orjson.loads(content)
+        template = body["template"]
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else language
+        name = template["name"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    return (name, code if isinstance(code, str) else None)
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:
