@@ -217,7 +217,10 @@ class ConnectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self._spawn(log)
+
+    def _spawn(self, log: Any) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
