@@ -82,7 +82,7 @@ class Pipeline:
         return await produce(self.kafka, self.topics.input, items)
 
     async def outcomes(
-        self, expected: int, *, deadline_s: float = 120.0
+        self, expected: int, *, deadline_s: float = 120.0, isolation: str = "read_uncommitted"
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Read results and errors until together they hold ``expected`` records."""
         results: list[dict[str, Any]] = []
@@ -90,10 +90,18 @@ class Pipeline:
         with anyio.fail_after(deadline_s):
             while True:
                 res = await read_topic(
-                    self.kafka, self.topics.results, idle_timeout_s=0.5, deadline_s=deadline_s
+                    self.kafka,
+                    self.topics.results,
+                    idle_timeout_s=0.5,
+                    deadline_s=deadline_s,
+                    isolation_level=isolation,
                 )
                 err = await read_topic(
-                    self.kafka, self.topics.errors, idle_timeout_s=0.5, deadline_s=deadline_s
+                    self.kafka,
+                    self.topics.errors,
+                    idle_timeout_s=0.5,
+                    deadline_s=deadline_s,
+                    isolation_level=isolation,
                 )
                 results = [orjson.loads(r.value or b"{}") for r in res]
                 errors = [orjson.loads(r.value or b"{}") for r in err]
