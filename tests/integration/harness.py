@@ -263,6 +263,25 @@ class ConnectorProcess:
             self.proc.wait(timeout=10)
 
 
+def assert_logs_hold_no_secret(
+    config: ConnectorConfig, procs: Iterable[ConnectorProcess], *, phones: Iterable[str] = ()
+) -> int:
+    """Scan every process log for every configured secret and full phone number; return the
+    number of log lines scanned (so a test can tell an empty log from a clean one)."""
+    needles = [s for s in config.secret_values() if len(s) >= 6]
+    assert needles, "the config holds no secret to look for"
+    phone_list = [p for p in phones if p]
+    lines = 0
+    for proc in procs:
+        text = proc.log_path.read_text(encoding="utf-8", errors="replace")
+        lines += text.count("\n")
+        for secret in needles:
+            assert secret not in text, f"{proc.name} logged a configured secret"
+        for phone in phone_list:
+            assert phone.lstrip("+") not in text, f"{proc.name} logged an unmasked phone"
+    return lines
+
+
 def config_secret(config: ConnectorConfig, account_name: str, key: str) -> str | None:
     for account in config.accounts:
         if account.name == account_name:
@@ -277,6 +296,7 @@ __all__ = [
     "ConnectorProcess",
     "DeliveryCheck",
     "Pipeline",
+    "assert_logs_hold_no_secret",
     "check_deliveries",
     "make_pipeline",
     "outcome_counts",

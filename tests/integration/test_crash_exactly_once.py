@@ -16,6 +16,7 @@ from connector.workload import WorkloadSpec, build_orders, interleave
 from tests.integration.harness import (
     DEMO_ACCOUNTS,
     ConnectorProcess,
+    assert_logs_hold_no_secret,
     check_deliveries,
     make_pipeline,
     outcome_counts,
@@ -82,6 +83,9 @@ async def test_repeated_kill_minus_9_keeps_every_invariant(
             for proc in procs:
                 proc.ensure_stopped()
 
+        phones = {e.recipient.phone for e in events if e.recipient is not None}
+        scanned = assert_logs_hold_no_secret(config, procs, phones=phones)
+        assert scanned > 20  # the processes did log (start, assignment, ledger, stop)
         done = {r["event_id"] for r in results} | {e["event_id"] for e in errors}
         assert done == {e.event_id for e in events}, "lost events"
         check = check_deliveries(scripts, sandbox.requests())
