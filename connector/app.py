@@ -244,46 +244,46 @@ class ConnectorApp:
             log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
 
     async def _run_inside(self) -> None:
-        if self.config.topics.ledger:
-            await check_co_partitioned(
-                self.config.kafka, self.config.topics.input, self.config.topics.ledger
-            )
-        if self.ledger_reader is not None:
-            await self.ledger_reader.start()
         background: list[asyncio.Task[None]] = []
         try:
+            if self.config.topics.ledger:
+                await check_co_partitioned(
+                    self.config.kafka, self.config.topics.input, self.config.topics.ledger
+                )
+            if self.ledger_reader is not None:
+                await self.ledger_reader.start()
             await self.producer.start()
             if self.ledger_producer is not None:
                 await self.ledger_producer.start()
             if self._web is not None:
                 await self._web.start(self.config.server.host, self.config.server.port)
             await self.consumer.start()
-            try:
-                await self._check_kafka()
-                await self._start_correlation()
-                background = [
-                    self._every(self.config.server.kafka_check_interval_s, self._check_kafka),
-                    self._every(self.config.server.lag_interval_s, self._update_lag),
-                ]
-                self.started.set()
-                log.info(
-                    "connector_started",
-                    group_id=self.config.kafka.group_id,
-                    input_topic=self.config.topics.input,
-                    accounts=sorted(self.providers),
-                    web=self._web.url if self._web is not None else None,
-                )
-                await self.engine.run()
-            finally:
-                for task in background:
-                    task.cancel()
-                for task in background:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                if self._tail is not None:
-                    await self._tail.stop()
-                await self.consumer.stop()
+            await self._check_kafka()
+            await self._start_correlation()
+            background = [
+                self._every(self.config.server.kafka_check_interval_s, self._check_kafka),
+                self._every(self.config.server.lag_interval_s, self._update_lag),
+            ]
+            self.started.set()
+            log.info(
+                "connector_started",
+                group_id=self.config.kafka.group_id,
+                input_topic=self.config.topics.input,
+                accounts=sorted(self.providers),
+                web=self._web.url if self._web is not None else None,
+            )
+            await self.engine.run()
         finally:
+            # Everything is closed whether or not it got started (aiokafka clients warn
+            # about objects that were built but never stopped).
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self._tail is not None:
+                await self._tail.stop()
+            await self.consumer.stop()
             if self._web is not None:
                 await self._web.stop()
             for producer in (self.producer, self.ledger_producer):

@@ -36,6 +36,7 @@ async def create_topics(bootstrap: str, prefix: str) -> TopicNames:
         input=f"{prefix}order.status.changed",
         results=f"{prefix}order.status.results",
         errors=f"{prefix}order.status.errors",
+        ledger=f"{prefix}order.status.ledger",
         correlation=f"{prefix}order.status.correlation",
     )
 
