@@ -185,9 +185,12 @@ async def test_replay_a_time_window_into_a_fresh_group_then_from_offsets(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     async with stack(kafka_bootstrap, unique_name, tmp_path) as s:
-        before = list(interleave(workload(6, seed=31)))
-        window = list(interleave(workload(9, seed=32)))
-        after = list(interleave(workload(5, seed=33)))
+        # No Zonos: its sandbox order ids (9999-n) repeat across seeds, which would turn a
+        # later seed's sends into already_done answers the sandbox does not record.
+        no_zonos = {k: v for k, v in DEMO_ACCOUNTS.items() if k != "zonos"}
+        before = list(interleave(workload(6, seed=31, accounts=no_zonos)))
+        window = list(interleave(workload(9, seed=32, accounts=no_zonos)))
+        after = list(interleave(workload(5, seed=33, accounts=no_zonos)))
         window_start = await produce_then_mark(s.pipe, before)
         window_end = await produce_then_mark(s.pipe, window) - 1
         await s.pipe.produce(after)
