@@ -245,6 +245,21 @@ async def _finished(app: ConnectorApp, source: BoundedSource, plan: ReplayPlan) 
     return True
 
 
+async def _unfinished_partitions(
+    config: ConnectorConfig, plan: ReplayPlan, *, settle_s: float = 10.0
+) -> list[int]:
+    """Open partitions whose committed offset is short of the stop offset. The drain on stop
+    committed what was processed; a transactional commit becomes visible to offset reads a
+    moment after the transaction ends, so ask again until ``settle_s`` passes."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        committed = await committed_offsets(config.kafka, plan.group, config.topics.input)
+        unfinished = [p for p in plan.open_partitions() if committed.get(p, -1) < plan.stop[p]]
+        if not unfinished or time.monotonic() >= deadline:
+            return unfinished
+        await asyncio.sleep(0.2)
+
+
 def _bar(done: int, total: int, sent: int, seconds: float, width: int = 30) -> str:
     filled = int(width * min(1.0, done / total)) if total else width
     return (
@@ -275,6 +290,7 @@ async def run_replay(
     tty = out.isatty()
     started = time.monotonic()
     last_print = 0.0
+    line = ""
     runner = asyncio.create_task(app.run(install_signal_handlers=install_signal_handlers))
     try:
         while not runner.done():
@@ -293,16 +309,15 @@ async def run_replay(
         with contextlib.suppress(Exception):
             await runner
     elapsed = time.monotonic() - started
-    line = _bar(progress.done, plan.offsets, app.engine.stats.sent_requests, elapsed)
-    print(f"\r{line}" if tty else line, file=out, flush=True)
+    final = _bar(progress.done, plan.offsets, app.engine.stats.sent_requests, elapsed)
+    if tty or final != line:
+        print(f"\r{final}" if tty else final, file=out, flush=True)
     failure: str | None = None
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
         failure = repr(runner.exception())
     elif app.engine.failure is not None:
         failure = repr(app.engine.failure)
-    # The drain on stop committed what was processed: check the group reached every stop.
-    committed = await committed_offsets(config.kafka, plan.group, config.topics.input)
-    unfinished = [p for p in plan.open_partitions() if committed.get(p, -1) < plan.stop[p]]
+    unfinished = await _unfinished_partitions(config, plan)
     return ReplaySummary(
         group=plan.group,
         offsets=plan.offsets,
