@@ -627,10 +627,14 @@ def redrive_main(argv: list[str]) -> int:
     except TopicAdminError as exc:
         print(f"redrive failed: {exc}", file=sys.stderr)
         return 1
+    did = (
+        f"would re-drive {counts['selected']} (dry run)"
+        if args.dry_run
+        else f"re-drove {counts['redriven']}"
+    )
     print(
-        f"redrive{' (dry run)' if args.dry_run else ''}: read {counts['errors_read']} error "
-        f"records, selected {counts['selected']}, re-drove {counts['redriven']}, "
-        f"skipped {counts['already_redriven']} already re-driven",
+        f"redrive: read {counts['errors_read']} error records, selected {counts['selected']}, "
+        f"{did}, skipped {counts['already_redriven']} already re-driven",
         file=sys.stderr,
     )
     print(orjson.dumps(dict(sorted(counts.items()))).decode())
