@@ -16,7 +16,7 @@ import structlog
 
 from connector.config import ConnectorConfig
 from connector.correlation import CorrelationCache, CorrelationWriter
-from connector.engine import Engine, EngineObserver
+from connector.engine import Engine, EngineObserver, RecordSource
 from connector.engine_metrics import EngineMetrics
 from connector.health import CheckResult, HealthModel
 from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
@@ -58,7 +58,14 @@ class ConnectorApp:
     routes on ``server.host:server.port`` (``web_url`` once ``started`` is set).
     """
 
-    def __init__(self, config: ConnectorConfig, *, observer: EngineObserver | None = None) -> None:
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        *,
+        observer: EngineObserver | None = None,
+        source_filter: Callable[[KafkaConsumer], RecordSource] | None = None,
+    ) -> None:
+        """``source_filter`` wraps the consumer the engine reads from (replay bounds)."""
         self.config = config
         self.metrics = ConnectorMetrics()
         self.health = HealthModel()
@@ -106,7 +113,7 @@ class ConnectorApp:
                 cache=self.correlations,
             )
         self.engine = Engine(
-            source=self.consumer,
+            source=source_filter(self.consumer) if source_filter else self.consumer,
             sink=self.producer,
             sender=self.sender,
             providers=self.providers,

@@ -301,6 +301,15 @@ class Engine:
     def assigned(self) -> set[TP]:
         return {tp for tp, s in self._states.items() if not s.draining}
 
+    def backlog(self) -> dict[TP, int]:
+        """Per assigned partition: records taken in (or held while its ledger loads) whose
+        outcome is not acknowledged yet. Zero means every record returned so far is done."""
+        return {
+            tp: s.tracker.outstanding + len(s.held or ())
+            for tp, s in self._states.items()
+            if not s.draining
+        }
+
     def request_stop(self) -> None:
         self._stopping.set()
 

@@ -14,177 +14,396 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, load_config
 from connector.errors import ConfigError
-from connector.kafka.admin import KafkaAdmin
+from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
-from connector.kafka.consumer import TP, ConsumedRecord, read_topic
+from connector.kafka.consumer import TP, ConsumedRecord, KafkaConsumer, read_topic
+from connector.kafka.group_offsets import (
+    GroupOffsetsError,
+    commit_offsets,
+    committed_offsets,
+    group_state,
+    offsets_at,
+    partition_bounds,
+)
 from connector.kafka.producer import KafkaProducer
+from connector.logs import configure_logging
 from connector.topics import TopicSpec
 
 DEFAULT_REPLAY_MAX_AGE_S = 7 * 24 * 3600.0
 REDRIVE_HEADER = "x-redriven-from"
 
 
+class ReplayRefusedError(Exception):
+    """The replay cannot start as asked (message says why); nothing was changed."""
+
+
 # ---------------------------------------------------------------------------------- replay
 
 
 def _parse_time(text: str) -> int:
-    """ISO 8601 (with offset) to epoch milliseconds."""
-    moment = datetime.fromisoformat(text)
+    """ISO 8601 with a zone (``2026-01-01T00:00Z``) to epoch milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. 2026-01-01T00:00Z")
     return int(moment.timestamp() * 1000)
 
 
 def _parse_offsets(text: str) -> dict[int, int]:
+    """``P:O,P:O`` to {partition: offset}."""
     out: dict[int, int] = {}
     for part in text.split(","):
-        p, _, o = part.partition(":")
+        p, sep, o = part.strip().partition(":")
+        if not (sep and p.strip().isdigit() and o.strip().isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected PARTITION:OFFSET (e.g. 0:120,3:0)"
+            )
         out[int(p)] = int(o)
     return out
 
 
-async def plan_offsets(
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """Per input partition, the first offset to process and the first offset not to process."""
+
+    group: str
+    start: dict[int, int]
+    stop: dict[int, int]
+
+    @property
+    def offsets(self) -> int:
+        return sum(max(0, self.stop[p] - self.start[p]) for p in self.stop)
+
+    def open_partitions(self) -> list[int]:
+        return [p for p in sorted(self.stop) if self.stop[p] > self.start[p]]
+
+
+async def plan_replay(
     config: ConnectorConfig,
+    group: str,
     *,
-    from_time_ms: int | None,
-    from_offsets: dict[int, int] | None,
-    until_ms: int | None,
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Start and stop offsets per input partition (stop = first offset not to process)."""
-    consumer = AIOKafkaConsumer(
-        group_id=None, enable_auto_commit=False, **client_kwargs(config.kafka)
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(config.topics.input)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(config.topics.input) or set()
-        tps = [TopicPartition(config.topics.input, p) for p in sorted(parts)]
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        start = {tp.partition: begin[tp] for tp in tps}
-        if from_time_ms is not None:
-            found = await consumer.offsets_for_times(dict.fromkeys(tps, from_time_ms))
-            start = {tp.partition: (found[tp].offset if found[tp] else end[tp]) for tp in tps}
-        if from_offsets is not None:
-            start.update(from_offsets)
-        stop = {tp.partition: end[tp] for tp in tps}
-        if until_ms is not None:
-            found = await consumer.offsets_for_times(dict.fromkeys(tps, until_ms))
-            stop = {tp.partition: (found[tp].offset if found[tp] else end[tp]) for tp in tps}
-    finally:
-        await consumer.stop()
-    return start, stop
+    from_time_ms: int | None = None,
+    from_offsets: dict[int, int] | None = None,
+    until_ms: int | None = None,
+) -> ReplayPlan:
+    """Start offsets (beginning, ``from_time_ms`` or ``from_offsets``) and stop offsets (the end
+    now, or the first record after ``until_ms``). With ``from_offsets``, partitions not listed
+    continue from the group's committed offset (none: nothing is processed there)."""
+    topic = config.topics.input
+    begin, end = await partition_bounds(config.kafka, topic)
+    stop = dict(end)
+    if until_ms is not None:
+        found = await offsets_at(config.kafka, topic, end, until_ms + 1)  # inclusive
+        stop = {p: end[p] if o is None else o for p, o in found.items()}
+    start = dict(begin)
+    if from_time_ms is not None:
+        found = await offsets_at(config.kafka, topic, end, from_time_ms)
+        start = {p: end[p] if o is None else o for p, o in found.items()}
+    if from_offsets is not None:
+        unknown = sorted(set(from_offsets) - set(end))
+        if unknown:
+            raise ReplayRefusedError(
+                f"--from-offsets names partitions {unknown} that {topic} does not have "
+                f"(it has 0..{max(end)})"
+            )
+        committed = await committed_offsets(config.kafka, group, topic)
+        start = {p: committed.get(p, stop[p]) for p in end}
+        for p, o in from_offsets.items():
+            start[p] = min(max(o, begin[p]), end[p])
+    start = {p: min(start[p], stop[p]) for p in end}
+    return ReplayPlan(group=group, start=start, stop=stop)
 
 
-async def reset_group(config: ConnectorConfig, group: str, start: dict[int, int]) -> None:
-    """Commit ``start`` for ``group`` (the group must have no running members)."""
-    consumer = AIOKafkaConsumer(
-        group_id=group, enable_auto_commit=False, **client_kwargs(config.kafka)
-    )
-    await consumer.start()
-    try:
-        tps = {TopicPartition(config.topics.input, p): o for p, o in start.items()}
-        consumer.assign(list(tps))
-        await consumer.commit(tps)
-    finally:
-        await consumer.stop()
+class BoundedSource:
+    """The engine's record source during a replay: records at or past their partition's stop
+    offset are dropped (neither processed nor committed) and that partition stays paused."""
 
-
-class _BoundedSource:
-    """Wraps the engine's record source: drops records at or past each partition's stop offset
-    (so they are neither processed nor committed) and pauses those partitions."""
-
-    def __init__(self, inner: Any, stop: dict[int, int]) -> None:
-        self._inner = inner
+    def __init__(self, consumer: KafkaConsumer, stop: dict[int, int], topic: str) -> None:
+        self.consumer = consumer
         self._stop = stop
-        self.finished: set[int] = set()
+        self._topic = topic
+        self._finished: set[TP] = set()
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[ConsumedRecord]:
-        records = await self._inner.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        kept = []
+        records = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        kept: list[ConsumedRecord] = []
+        reached: set[TP] = set()
         for r in records:
-            if r.offset >= self._stop.get(r.partition, 1 << 62):
-                if r.partition not in self.finished:
-                    self.finished.add(r.partition)
-                    self._inner.pause([TP(r.topic, r.partition)])
-                continue
-            kept.append(r)
+            if r.offset >= self._stop.get(r.partition, 0):
+                reached.add(TP(r.topic, r.partition))
+            else:
+                kept.append(r)
+        if reached:
+            self._finished |= reached
+            self.consumer.pause(reached)
         return kept
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def assignment(self) -> set[TP]:
+        return self.consumer.assignment()
+
+    def pause(self, partitions: Iterable[TP]) -> None:
+        self.consumer.pause(partitions)
+
+    def resume(self, partitions: Iterable[TP]) -> None:
+        self.consumer.resume(set(partitions) - self._finished)
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        await self.consumer.commit(offsets)
 
 
-async def replay(
-    config: ConnectorConfig, start: dict[int, int], stop: dict[int, int], *, out: Any
-) -> Counter[str]:
-    total = sum(max(0, stop[p] - start.get(p, 0)) for p in stop)
-    app = ConnectorApp(config)
-    bounded = _BoundedSource(app.engine._source, stop)
-    app.engine._source = bounded
-    runner = asyncio.create_task(app.run())
+class ReplayProgress:
+    """Engine observer that counts consumed records and outcomes by kind (nothing else)."""
+
+    def __init__(self) -> None:
+        self.consumed = 0
+        self.outcomes: Counter[str] = Counter()
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    def record_consumed(self, tp: TP) -> None:
+        self.consumed += 1
+
+    def outcome(self, provider: str, account: str, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        pass
+
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def request_started(self, provider: str) -> None:
+        pass
+
+    def request_latency(self, provider: str, seconds: float) -> None:
+        pass
+
+    def commit_latency(self, seconds: float) -> None:
+        pass
+
+    def gauges(
+        self,
+        *,
+        in_flight: int,
+        open_lanes: int,
+        buffered_records: int,
+        buffered_bytes: int,
+        paused_partitions: int,
+    ) -> None:
+        pass
+
+
+@dataclass
+class ReplaySummary:
+    group: str
+    offsets: int
+    outcomes: dict[str, int]
+    sent_requests: int
+    seconds: float
+    complete: bool
+    unfinished_partitions: list[int] = field(default_factory=list)
+    failure: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "offsets": self.offsets,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "total_outcomes": sum(self.outcomes.values()),
+            "sent_requests": self.sent_requests,
+            "seconds": round(self.seconds, 2),
+            "complete": self.complete,
+            "unfinished_partitions": self.unfinished_partitions,
+            "failure": self.failure,
+        }
+
+
+async def _finished(app: ConnectorApp, source: BoundedSource, plan: ReplayPlan) -> bool:
+    """Every open partition is assigned, read up to its stop offset and has no outcome due."""
+    topic = app.config.topics.input
+    backlog = app.engine.backlog()
+    for p in plan.open_partitions():
+        tp = TP(topic, p)
+        if backlog.get(tp, 1) != 0:
+            return False
+        if await source.consumer.position(tp) < plan.stop[p]:
+            return False
+    return True
+
+
+async def _unfinished_partitions(
+    config: ConnectorConfig, plan: ReplayPlan, *, settle_s: float = 10.0
+) -> list[int]:
+    """Open partitions whose committed offset is short of the stop offset. The drain on stop
+    committed what was processed; a transactional commit becomes visible to offset reads a
+    moment after the transaction ends, so ask again until ``settle_s`` passes."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        committed = await committed_offsets(config.kafka, plan.group, config.topics.input)
+        unfinished = [p for p in plan.open_partitions() if committed.get(p, -1) < plan.stop[p]]
+        if not unfinished or time.monotonic() >= deadline:
+            return unfinished
+        await asyncio.sleep(0.2)
+
+
+def _bar(done: int, total: int, sent: int, seconds: float, width: int = 30) -> str:
+    filled = int(width * min(1.0, done / total)) if total else width
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} outcomes, "
+        f"{sent} sent, {seconds:.0f}s"
+    )
+
+
+async def run_replay(
+    config: ConnectorConfig,
+    plan: ReplayPlan,
+    *,
+    out: TextIO,
+    progress_interval_s: float = 1.0,
+    install_signal_handlers: bool = False,
+) -> ReplaySummary:
+    """Process ``plan`` with a connector in this process; stop when it is done (or on a
+    signal), committing what was processed. ``config`` must already name ``plan.group``."""
+    progress = ReplayProgress()
+    sources: list[BoundedSource] = []
+
+    def bounded(consumer: KafkaConsumer) -> BoundedSource:
+        sources.append(BoundedSource(consumer, plan.stop, config.topics.input))
+        return sources[-1]
+
+    app = ConnectorApp(config, observer=progress, source_filter=bounded)
+    source = sources[0]
+    tty = out.isatty()
     started = time.monotonic()
+    last_print = 0.0
+    line = ""
+    runner = asyncio.create_task(app.run(install_signal_handlers=install_signal_handlers))
     try:
-        while True:
-            await asyncio.sleep(1.0)
-            if runner.done():
-                break
-            stats = app.engine.stats
-            done = stats.results + stats.errors
-            width = 30
-            filled = int(width * min(1.0, done / total)) if total else width
-            print(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} outcomes, "
-                f"{stats.sent_requests} sent, {time.monotonic() - started:.0f}s",
-                end="",
-                file=out,
-                flush=True,
-            )
-            states = app.engine._states
-            if done >= total and all(
-                (s.tracker.committed or 0) >= stop.get(tp.partition, 0)
-                or stop.get(tp.partition, 0) <= start.get(tp.partition, 0)
-                for tp, s in states.items()
-            ):
+        while not runner.done():
+            await asyncio.wait({runner}, timeout=0.1)
+            now = time.monotonic()
+            if now - last_print >= progress_interval_s:
+                last_print = now
+                line = _bar(
+                    progress.done, plan.offsets, app.engine.stats.sent_requests, now - started
+                )
+                print(f"\r{line}" if tty else line, end="" if tty else "\n", file=out, flush=True)
+            if app.started.is_set() and await _finished(app, source, plan):
                 break
     finally:
         app.request_stop()
         with contextlib.suppress(Exception):
             await runner
-    print(file=out)
-    counts: Counter[str] = Counter(app.engine.verdicts)
-    counts["outcomes"] = app.engine.stats.results + app.engine.stats.errors
-    counts["sent_requests"] = app.engine.stats.sent_requests
-    counts["errors"] = app.engine.stats.errors
-    return counts
+    elapsed = time.monotonic() - started
+    final = _bar(progress.done, plan.offsets, app.engine.stats.sent_requests, elapsed)
+    if tty or final != line:
+        print(f"\r{final}" if tty else final, file=out, flush=True)
+    failure: str | None = None
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        failure = repr(runner.exception())
+    elif app.engine.failure is not None:
+        failure = repr(app.engine.failure)
+    unfinished = await _unfinished_partitions(config, plan)
+    return ReplaySummary(
+        group=plan.group,
+        offsets=plan.offsets,
+        outcomes=dict(progress.outcomes),
+        sent_requests=app.engine.stats.sent_requests,
+        seconds=elapsed,
+        complete=not unfinished and failure is None,
+        unfinished_partitions=unfinished,
+        failure=failure,
+    )
+
+
+def _replay_config(base: ConnectorConfig, group: str, *, dry_run: bool, max_age_s: float) -> Any:
+    transactional_id = base.delivery.transactional_id
+    if transactional_id is not None and group != base.kafka.group_id:
+        # Never fence the running daemon's producer from a replay into another group.
+        transactional_id = f"{transactional_id}-replay-{group}"
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"group_id": group}),
+            "delivery": base.delivery.model_copy(
+                update={
+                    "dry_run": dry_run,
+                    "max_event_age_s": max_age_s or None,
+                    "transactional_id": transactional_id,
+                }
+            ),
+            "server": base.server.model_copy(update={"enabled": False}),
+        }
+    )
+
+
+async def _prepare(args: argparse.Namespace, base: ConnectorConfig) -> ReplayPlan:
+    """Check the group may be replayed into, plan the offsets and reset the group to them."""
+    group = args.group or args.new_group
+    if group is None:
+        group = base.kafka.group_id
+        if args.dry_run:
+            group = f"{group}-dry-run-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    if args.dry_run and group == base.kafka.group_id:
+        raise ReplayRefusedError(
+            "a dry run commits offsets without sending: it must not use the configured group "
+            f"{group!r} (leave out --group, or name a fresh one)"
+        )
+    if base.topics.ledger is None and not args.dry_run:
+        raise ReplayRefusedError(
+            "topics.ledger is off: a replay would send every event to the providers again"
+        )
+    state, members = await group_state(base.kafka, group)
+    if members:
+        raise ReplayRefusedError(
+            f"group {group!r} has {members} running member(s) ({state}): stop them first, "
+            "or replay into a fresh group with --group NEW"
+        )
+    if args.new_group and await committed_offsets(base.kafka, group, base.topics.input):
+        raise ReplayRefusedError(f"--new-group {group!r} already has committed offsets")
+    plan = await plan_replay(
+        base,
+        group,
+        from_time_ms=args.from_time,
+        from_offsets=args.from_offsets,
+        until_ms=args.until,
+    )
+    await commit_offsets(base.kafka, group, base.topics.input, plan.start)
+    return plan
 
 
 def replay_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="order-connector replay",
-        description="Reprocess input history; the ledger skips what was delivered.",
+        description=(
+            "Reprocess input history; the ledger turns what was delivered into skipped_* "
+            "results. Prints progress to stderr and a JSON summary to stdout."
+        ),
     )
     parser.add_argument("--config", type=Path, required=True)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--from-beginning", action="store_true", help="(default)")
     where.add_argument("--from-time", type=_parse_time, help="ISO time with zone")
     where.add_argument("--from-offsets", type=_parse_offsets, help="P:O,P:O,...")
-    parser.add_argument("--until", type=_parse_time, help="stop before records after this time")
+    parser.add_argument("--until", type=_parse_time, help="process records up to this time")
     who = parser.add_mutually_exclusive_group()
-    who.add_argument("--group", help="reset and use this group (stop its members first)")
-    who.add_argument("--new-group", help="replay into a fresh group with this id")
+    who.add_argument(
+        "--group", help="replay into this group (default: kafka.group_id); stop its members"
+    )
+    who.add_argument("--new-group", help="like --group, refused if it has committed offsets")
     parser.add_argument(
         "--dry-run", action="store_true", help="publish dry_run results, send nothing"
     )
@@ -192,40 +411,48 @@ def replay_main(argv: list[str]) -> int:
         "--max-age-s",
         type=float,
         default=DEFAULT_REPLAY_MAX_AGE_S,
-        help="events older are 'expired' (0 = off)",
+        help="events older are 'expired' (default 7 days; 0 = off)",
     )
+    parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     try:
         base = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration invalid: {exc}", file=sys.stderr)
         return 2
-    group = args.new_group or args.group or base.kafka.group_id
-    config = base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(update={"group_id": group}),
-            "delivery": base.delivery.model_copy(
-                update={"dry_run": args.dry_run, "max_event_age_s": args.max_age_s or None}
-            ),
-            "server": base.server.model_copy(update={"enabled": False}),
-        }
-    )
+    configure_logging(level=args.log_level, secrets=base.secret_values(), stream=sys.stderr)
 
-    async def go() -> Counter[str]:
-        start, stop = await plan_offsets(
-            config, from_time_ms=args.from_time, from_offsets=args.from_offsets, until_ms=args.until
-        )
-        await reset_group(config, group, start)
+    async def go() -> ReplaySummary | None:
+        try:
+            plan = await _prepare(args, base)
+        except (ReplayRefusedError, GroupOffsetsError) as exc:
+            print(f"replay refused: {exc}", file=sys.stderr)
+            return None
+        config = _replay_config(base, plan.group, dry_run=args.dry_run, max_age_s=args.max_age_s)
         print(
-            f"replaying {config.topics.input} into group {group}: "
-            f"{sum(max(0, stop[p] - start[p]) for p in stop)} records",
+            f"replaying {config.topics.input} into group {plan.group}: {plan.offsets} offsets in "
+            f"{len(plan.open_partitions())} of {len(plan.stop)} partitions"
+            f"{' (dry run)' if args.dry_run else ''}",
             file=sys.stderr,
         )
-        return await replay(config, start, stop, out=sys.stderr)
+        return await run_replay(config, plan, out=sys.stderr, install_signal_handlers=True)
 
-    counts = asyncio.run(go())
-    print(orjson.dumps(dict(sorted(counts.items()))).decode())
-    return 0
+    summary = asyncio.run(go())
+    if summary is None:
+        return 2
+    print(
+        f"replay {'done' if summary.complete else 'INCOMPLETE'}: "
+        f"{sum(summary.outcomes.values())} outcomes, {summary.sent_requests} provider requests"
+        + (
+            f", unfinished partitions {summary.unfinished_partitions}"
+            if not summary.complete
+            else ""
+        )
+        + (f", failure {summary.failure}" if summary.failure else ""),
+        file=sys.stderr,
+    )
+    print(orjson.dumps(summary.to_json()).decode())
+    return 0 if summary.complete else 1
 
 
 # ---------------------------------------------------------------------------------- redrive
@@ -240,7 +467,11 @@ def _select(
 ) -> bool:
     if classes and error.get("error_class") not in classes:
         return False
-    if providers and error.get("provider") not in providers:
+    if (
+        providers
+        and error.get("provider") not in providers
+        and error.get("account") not in providers
+    ):
         return False
     if error.get("original_value") is None or error.get("source") is None:
         return False  # nothing to re-drive (asynchronous provider errors have no input record)
@@ -251,21 +482,23 @@ def _select(
 
 
 async def _ensure_log_topic(config: ConnectorConfig, topic: str) -> None:
+    """Create the compacted redrive log if missing, replicated like the errors topic."""
     options = client_kwargs(config.kafka)
     bootstrap = options.pop("bootstrap_servers")
     options.pop("client_id", None)
     async with KafkaAdmin(bootstrap, **options) as admin:
         if topic in await admin.list_topics():
             return
+        errors = (await admin.describe_topics([config.topics.errors])).get(config.topics.errors)
         await admin.create_topics(
             [
                 TopicSpec(
                     logical_name=topic,
                     name=topic,
                     role="state",
-                    key="error coordinates",
+                    key="errors topic:partition:offset",
                     partitions=1,
-                    replication_factor=1,
+                    replication_factor=errors.replication_factor if errors else 1,
                     configs={"cleanup.policy": "compact"},
                 )
             ]
@@ -287,28 +520,47 @@ async def redrive(
 
     The redrive log (compacted, key = ``errors-topic:partition:offset``) remembers what was
     re-driven; the input copy carries the same coordinates in the ``x-redriven-from`` header.
+    Input records are acknowledged before their log entries are written: a crash in between
+    re-drives them again, and the ledger then reports a delivered copy as skipped_duplicate.
     """
     log_topic = log_topic or f"{config.topics.errors}.redrive-log"
     await _ensure_log_topic(config, log_topic)
-    done = {r.key for r in await read_topic(config.kafka, log_topic, idle_timeout_s=1.0) if r.key}
-    errors = await read_topic(config.kafka, config.topics.errors, idle_timeout_s=1.0)
+    done = {
+        r.key
+        for r in await read_topic(
+            config.kafka, log_topic, idle_timeout_s=1.0, isolation_level="read_committed"
+        )
+        if r.key
+    }
+    errors = await read_topic(
+        config.kafka, config.topics.errors, idle_timeout_s=1.0, isolation_level="read_committed"
+    )
     wanted_classes, wanted_providers = set(classes), set(providers)
     counts: Counter[str] = Counter()
+    picked: list[tuple[bytes, dict[str, Any]]] = []
+    for record in errors:
+        counts["errors_read"] += 1
+        try:
+            error = orjson.loads(record.value or b"{}")
+        except orjson.JSONDecodeError:
+            counts["unreadable"] += 1
+            continue
+        if not _select(error, wanted_classes, wanted_providers, since_ms, until_ms):
+            continue
+        coords = f"{record.topic}:{record.partition}:{record.offset}".encode()
+        if coords in done:
+            counts["already_redriven"] += 1
+            continue
+        counts["selected"] += 1
+        picked.append((coords, error))
+    if dry_run or not picked:
+        counts["redriven"] += 0
+        return counts
     producer = KafkaProducer(config.kafka)
     await producer.start()
     try:
-        for record in errors:
-            counts["errors_read"] += 1
-            error = orjson.loads(record.value or b"{}")
-            if not _select(error, wanted_classes, wanted_providers, since_ms, until_ms):
-                continue
-            coords = f"{record.topic}:{record.partition}:{record.offset}".encode()
-            if coords in done:
-                counts["already_redriven"] += 1
-                continue
-            counts["selected"] += 1
-            if dry_run:
-                continue
+        acks = []
+        for coords, error in picked:
             key = base64.b64decode(error["original_key"]) if error.get("original_key") else None
             value = base64.b64decode(error["original_value"])
             headers = [
@@ -317,14 +569,13 @@ async def redrive(
                 if h["key"] != REDRIVE_HEADER
             ]
             headers.append((REDRIVE_HEADER, coords))
-            await (await producer.send(config.topics.input, value, key=key, headers=headers))
-            await (
-                await producer.send(
-                    log_topic, orjson.dumps({"redriven_at": time.time()}), key=coords
-                )
-            )
-            done.add(coords)
-            counts["redriven"] += 1
+            acks.append(await producer.send(config.topics.input, value, key=key, headers=headers))
+        await asyncio.gather(*acks)
+        now = orjson.dumps({"redriven_at": datetime.now(UTC).isoformat()})
+        await asyncio.gather(
+            *[await producer.send(log_topic, now, key=coords) for coords, _ in picked]
+        )
+        counts["redriven"] += len(picked)
     finally:
         await producer.stop()
     return counts
@@ -333,33 +584,58 @@ async def redrive(
 def redrive_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="order-connector redrive",
-        description="Re-publish error records to the input after a fix.",
+        description=(
+            "Re-publish error records (original key, value and headers) to the input after a "
+            "fix; an error record is never re-driven twice. Prints a JSON summary to stdout."
+        ),
     )
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument(
         "--class", dest="classes", action="append", default=[], help="error class (repeatable)"
     )
-    parser.add_argument("--provider", dest="providers", action="append", default=[])
-    parser.add_argument("--since", type=_parse_time)
-    parser.add_argument("--until", type=_parse_time)
+    parser.add_argument(
+        "--provider",
+        dest="providers",
+        action="append",
+        default=[],
+        help="provider kind or account name (repeatable)",
+    )
+    parser.add_argument("--since", type=_parse_time, help="errors recorded at or after (ISO)")
+    parser.add_argument("--until", type=_parse_time, help="errors recorded at or before (ISO)")
     parser.add_argument("--log-topic", default=None, help="default: <errors topic>.redrive-log")
     parser.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration invalid: {exc}", file=sys.stderr)
         return 2
-    counts = asyncio.run(
-        redrive(
-            config,
-            classes=args.classes,
-            providers=args.providers,
-            since_ms=args.since,
-            until_ms=args.until,
-            log_topic=args.log_topic,
-            dry_run=args.dry_run,
+    configure_logging(level=args.log_level, secrets=config.secret_values(), stream=sys.stderr)
+    try:
+        counts = asyncio.run(
+            redrive(
+                config,
+                classes=args.classes,
+                providers=args.providers,
+                since_ms=args.since,
+                until_ms=args.until,
+                log_topic=args.log_topic,
+                dry_run=args.dry_run,
+            )
         )
+    except TopicAdminError as exc:
+        print(f"redrive failed: {exc}", file=sys.stderr)
+        return 1
+    did = (
+        f"would re-drive {counts['selected']} (dry run)"
+        if args.dry_run
+        else f"re-drove {counts['redriven']}"
+    )
+    print(
+        f"redrive: read {counts['errors_read']} error records, selected {counts['selected']}, "
+        f"{did}, skipped {counts['already_redriven']} already re-driven",
+        file=sys.stderr,
     )
     print(orjson.dumps(dict(sorted(counts.items()))).decode())
     return 0

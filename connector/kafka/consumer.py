@@ -128,6 +128,10 @@ class KafkaConsumer:
         if tps:
             self._consumer.resume(*tps)
 
+    async def position(self, tp: TP) -> int:
+        """The offset of the next record ``getmany`` will return for an assigned partition."""
+        return int(await self._consumer.position(TopicPartition(*tp)))
+
     def paused(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self._consumer.paused()}
 
