@@ -54,6 +54,9 @@ def connector_config(
         "topics": topics.model_dump(),
         "accounts": sandbox_accounts(sandbox.provider_url, sandbox.config, max_in_flight=8),
         "limits": {"commit_interval_s": 0.2, "drain_timeout_s": 5},
+        # Send what the provider will refuse: these tests need Meta's asynchronous 2046/2047
+        # (the guard would stop them before sending) and every event sent (no coalescing).
+        "delivery": {"transition_guard": "off", "coalesce_providers": []},
         "retry": {"max_attempts": 3, "base_s": 0.05, "max_elapsed_s": 5},
         "server": {"port": 0, "kafka_check_interval_s": 0.3, "kafka_check_timeout_s": 1.0,
                    "lag_interval_s": 0.3},
