@@ -150,9 +150,13 @@ async def serve(config: SandboxConfig, host: str, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    async with SandboxServer(config) as sandbox:
+    sandbox = SandboxServer(config)
+    await sandbox.start(host, port)
+    try:
         print(f"sandbox listening on {sandbox.url}", flush=True)
         await stop.wait()
+    finally:
+        await sandbox.stop()
 
 
 def main(argv: list[str]) -> int:

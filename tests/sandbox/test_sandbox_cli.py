@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
+from connector.devbroker import free_port
 from connector.sandbox.cli import build_parser, config_from_args, main
 
 from .conftest import META_HEADERS, meta_body
@@ -55,9 +56,10 @@ def test_invalid_config_exits_2(tmp_path: Path) -> None:
     assert main(["--config", str(bad)]) == 2
 
 
-async def test_runs_in_its_own_process() -> None:
+async def test_runs_in_its_own_process_on_the_port_it_was_given() -> None:
+    port = free_port()
     proc = await anyio.open_process(
-        [sys.executable, "-m", "connector.sandbox", "--port", "0", "--loop", "asyncio"],
+        [sys.executable, "-m", "connector.sandbox", "--port", str(port), "--loop", "asyncio"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=subprocess.DEVNULL,
     )
@@ -68,7 +70,7 @@ async def test_runs_in_its_own_process() -> None:
             while not line.endswith(b"\n"):
                 line += await proc.stdout.receive(1)
         text = line.decode().strip()
-        assert text.startswith("sandbox listening on http://127.0.0.1:")
+        assert text == f"sandbox listening on http://127.0.0.1:{port}"
         base = text.split()[-1]
         async with aiohttp.ClientSession() as session:
             async with session.post(
