@@ -118,7 +118,9 @@ class EngineObserver(Protocol):
     ) -> None: ...
 
 
-class _NullObserver:
+class NullObserver:
+    """An observer that ignores everything; subclass it to watch only what you need."""
+
     def record_consumed(self, tp: TP) -> None:
         pass
 
@@ -250,7 +252,7 @@ class Engine:
         self._topics = topics
         self._limits = limits
         self._retry = retry
-        self._obs: EngineObserver = observer or _NullObserver()
+        self._obs: EngineObserver = observer or NullObserver()
         self._rand = rand
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()

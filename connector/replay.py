@@ -23,6 +23,7 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, load_config
+from connector.engine import NullObserver
 from connector.errors import ConfigError
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
@@ -163,7 +164,7 @@ class BoundedSource:
         await self.consumer.commit(offsets)
 
 
-class ReplayProgress:
+class ReplayProgress(NullObserver):
     """Engine observer that counts consumed records and outcomes by kind (nothing else)."""
 
     def __init__(self) -> None:
@@ -179,32 +180,6 @@ class ReplayProgress:
 
     def outcome(self, provider: str, account: str, outcome: str) -> None:
         self.outcomes[outcome] += 1
-
-    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
-        pass
-
-    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
-        pass
-
-    def request_started(self, provider: str) -> None:
-        pass
-
-    def request_latency(self, provider: str, seconds: float) -> None:
-        pass
-
-    def commit_latency(self, seconds: float) -> None:
-        pass
-
-    def gauges(
-        self,
-        *,
-        in_flight: int,
-        open_lanes: int,
-        buffered_records: int,
-        buffered_bytes: int,
-        paused_partitions: int,
-    ) -> None:
-        pass
 
 
 @dataclass

@@ -7,14 +7,15 @@ Every gap is an explicit entry in a provider's default table, overridable per ac
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Annotated, ClassVar, Final
+from collections.abc import Iterable, Mapping
+from typing import Annotated, ClassVar, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.errors import UnknownStatusError, UnmappedStatusError
 from connector.events import CanonicalStatus, OrderStatusChanged, normalise_status
 from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.classify import SecretScrubber
 
 SKIP: Final = "skip"
 ERROR: Final = "error"
@@ -157,4 +158,41 @@ class StatusMapper:
         )
 
 
-__all__ = ["ERROR", "SKIP", "AccountSettings", "StatusMapper"]
+SettingsT = TypeVar("SettingsT", bound=AccountSettings)
+
+
+class AccountAdapter(Generic[SettingsT]):
+    """What every adapter shares: its account settings, status mapper and secret scrubber."""
+
+    __slots__ = ("_scrubber", "_settings", "_status")
+
+    def __init__(
+        self,
+        settings: SettingsT,
+        *,
+        secrets: Iterable[str],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._status = (
+            StatusMapper(settings, aliases=aliases) if aliases else StatusMapper(settings)
+        )
+        self._scrubber = SecretScrubber(list(secrets))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(account={self._settings.name!r})"
+
+    @property
+    def account(self) -> str:
+        return self._settings.name
+
+    @property
+    def settings(self) -> SettingsT:
+        return self._settings
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this account's secrets removed (for exception messages from the sender)."""
+        return self._scrubber.scrub(text)
+
+
+__all__ = ["ERROR", "SKIP", "AccountAdapter", "AccountSettings", "StatusMapper"]

@@ -32,10 +32,9 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from connector.errors import InvalidFieldError, MissingFieldError
 from connector.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import SKIP, AccountSettings, StatusMapper
+from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
-    SecretScrubber,
     as_code,
     by_http_status,
     clip,
@@ -225,15 +224,13 @@ def template_identity(
     return name, language
 
 
-class MetaCloudProvider:
+class MetaCloudProvider(AccountAdapter[MetaAccount]):
     """Sends ``order_status`` updates through the Meta WhatsApp Cloud API (or a compatible BSP)."""
 
     kind: ClassVar[str] = "meta"
-    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
+    __slots__ = ("_endpoint",)
 
     def __init__(self, settings: MetaAccount) -> None:
-        self._settings = settings
-        self._status = StatusMapper(settings)
         version = settings.api_version.strip("/")
         segments = [settings.base_url] + ([version] if version else [])
         url = "/".join([*segments, settings.phone_number_id, "messages"])
@@ -243,27 +240,12 @@ class MetaCloudProvider:
             auth = "Basic " + base64.b64encode(pair).decode("ascii")
         else:
             auth = f"Bearer {token}"
+        super().__init__(settings, secrets=[token, auth.split(" ", 1)[1]])
         self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
-        self._scrubber = SecretScrubber([token, auth.split(" ", 1)[1]])
-
-    def __repr__(self) -> str:
-        return f"MetaCloudProvider(account={self._settings.name!r})"
-
-    @property
-    def account(self) -> str:
-        return self._settings.name
-
-    @property
-    def settings(self) -> MetaAccount:
-        return self._settings
 
     def target_key(self, event: OrderStatusChanged) -> str:
         ref = event.whatsapp.reference_id if event.whatsapp is not None else event.order_id
         return f"meta:{self._settings.phone_number_id}:{ref}"
-
-    def scrub(self, text: str) -> str:
-        """``text`` with this account's secrets removed (for exception messages from the sender)."""
-        return self._scrubber.scrub(text)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

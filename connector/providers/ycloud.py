@@ -26,10 +26,9 @@ import orjson
 from pydantic import Field, SecretStr
 
 from connector.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import SKIP, AccountSettings, StatusMapper
+from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
-    SecretScrubber,
     as_code,
     by_http_status,
     clip,
@@ -78,38 +77,22 @@ class YCloudAccount(AccountSettings):
     rate_per_second: Annotated[float, Field(gt=0)] | None = 80.0
 
 
-class YCloudProvider:
+class YCloudProvider(AccountAdapter[YCloudAccount]):
     """Sends ``order_status`` templates through YCloud; ``externalId`` carries the event id."""
 
     kind: ClassVar[str] = "ycloud"
-    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
+    __slots__ = ("_endpoint",)
 
     def __init__(self, settings: YCloudAccount) -> None:
-        self._settings = settings
-        self._status = StatusMapper(settings)
         key = settings.api_key.get_secret_value()
+        super().__init__(settings, secrets=[key])
         self._endpoint = Endpoint(
             settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
         )
-        self._scrubber = SecretScrubber([key])
-
-    def __repr__(self) -> str:
-        return f"YCloudProvider(account={self._settings.name!r})"
-
-    @property
-    def account(self) -> str:
-        return self._settings.name
-
-    @property
-    def settings(self) -> YCloudAccount:
-        return self._settings
 
     def target_key(self, event: OrderStatusChanged) -> str:
         ref = event.whatsapp.reference_id if event.whatsapp is not None else event.order_id
         return f"ycloud:{self._settings.sender}:{ref}"
-
-    def scrub(self, text: str) -> str:
-        return self._scrubber.scrub(text)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

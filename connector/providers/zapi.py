@@ -28,10 +28,9 @@ from pydantic import Field, SecretStr
 
 from connector.errors import MissingFieldError
 from connector.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import SKIP, AccountSettings, StatusMapper
+from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
-    SecretScrubber,
     by_http_status,
     clip,
     json_object,
@@ -81,41 +80,25 @@ class _RedactedUrlRequest(httpx.Request):
         return f"<Request('{self.method}', '[z-api url redacted]')>"
 
 
-class ZApiProvider:
+class ZApiProvider(AccountAdapter[ZApiAccount]):
     """Sends Z-API ``order-status-update`` requests with the whole order re-sent each time."""
 
     kind: ClassVar[str] = "zapi"
-    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
+    __slots__ = ("_endpoint",)
 
     def __init__(self, settings: ZApiAccount) -> None:
-        self._settings = settings
-        self._status = StatusMapper(settings)
         token = settings.instance_token.get_secret_value()
         client = settings.client_token.get_secret_value()
+        super().__init__(settings, secrets=[token, client])
         self._endpoint = Endpoint(
             f"{settings.base_url}/instances/{settings.instance_id}/token/{token}"
             "/order-status-update",
             [("Client-Token", client), JSON_CONTENT_TYPE],
         )
-        self._scrubber = SecretScrubber([token, client])
-
-    def __repr__(self) -> str:
-        return f"ZApiProvider(account={self._settings.name!r})"
-
-    @property
-    def account(self) -> str:
-        return self._settings.name
-
-    @property
-    def settings(self) -> ZApiAccount:
-        return self._settings
 
     def target_key(self, event: OrderStatusChanged) -> str:
         ref = event.zapi.reference_id if event.zapi is not None else event.order_id
         return f"zapi:{self._settings.instance_id}:{ref}"
-
-    def scrub(self, text: str) -> str:
-        return self._scrubber.scrub(text)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

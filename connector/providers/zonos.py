@@ -29,10 +29,9 @@ from pydantic import Field, SecretStr
 
 from connector.errors import InvalidFieldError, MissingFieldError
 from connector.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import SKIP, AccountSettings, StatusMapper
+from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
-    SecretScrubber,
     by_http_status,
     clip,
     json_object,
@@ -93,17 +92,18 @@ class ZonosAccount(AccountSettings):
     )
 
 
-class ZonosProvider:
+class ZonosProvider(AccountAdapter[ZonosAccount]):
     """Sends ``updateVendorOrderStatus`` to Zonos/iGlobal and reads its HTTP-200 errors."""
 
     kind: ClassVar[str] = "zonos"
-    __slots__ = ("_endpoint", "_prefix", "_scrubber", "_secret", "_settings", "_status")
+    __slots__ = ("_endpoint", "_prefix", "_secret")
 
     def __init__(self, settings: ZonosAccount) -> None:
-        self._settings = settings
         spelling = settings.labels_printed_status
-        self._status = StatusMapper(
-            settings, aliases={LABELS_PRINTED: spelling, LABELS_PRINTED_DATE: spelling}
+        super().__init__(
+            settings,
+            secrets=[settings.secret.get_secret_value()],
+            aliases={LABELS_PRINTED: spelling, LABELS_PRINTED_DATE: spelling},
         )
         self._endpoint = Endpoint(
             f"{settings.base_url}/v1/updateVendorOrderStatus",
@@ -111,18 +111,6 @@ class ZonosProvider:
         )
         self._secret = settings.secret
         self._prefix = settings.store + "-"
-        self._scrubber = SecretScrubber([settings.secret.get_secret_value()])
-
-    def __repr__(self) -> str:
-        return f"ZonosProvider(account={self._settings.name!r})"
-
-    @property
-    def account(self) -> str:
-        return self._settings.name
-
-    @property
-    def settings(self) -> ZonosAccount:
-        return self._settings
 
     def _order_number(self, order_id: str) -> str:
         return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
@@ -130,9 +118,6 @@ class ZonosProvider:
     def target_key(self, event: OrderStatusChanged) -> str:
         order_id = event.zonos.order_id if event.zonos is not None else event.order_id
         return f"zonos:{self._settings.store}:{self._order_number(order_id)}"
-
-    def scrub(self, text: str) -> str:
-        return self._scrubber.scrub(text)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
