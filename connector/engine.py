@@ -590,7 +590,6 @@ class Engine:
                 self._waiting_retry.add(job)
                 job.timer = asyncio.get_running_loop().call_later(delay, self._start, job)
                 return
-            self._finish_lane(job)
             await self._publish_error(
                 job.state,
                 job.record,
@@ -598,12 +597,17 @@ class Engine:
                 outcome,
                 ErrorClass.RETRIES_EXHAUSTED,
                 f"retry budget exhausted after {job.attempts} attempts: {outcome.detail or ''}",
+                after_enqueue=lambda: self._finish_lane(job),
             )
             return
         if kind is OutcomeKind.CONFIGURATION:
             self._stop_account(job, outcome)
             return
-        self._finish_lane(job)
+        # The lane moves on once this outcome is handed to the producer, not before: outcomes
+        # and ledger entries of one order then reach Kafka in the order of its input records.
+        def next_in_lane() -> None:
+            self._finish_lane(job)
+
         if kind is OutcomeKind.PERMANENT:
             await self._publish_error(
                 job.state,
@@ -612,6 +616,7 @@ class Engine:
                 outcome,
                 ErrorClass.PERMANENT,
                 outcome.detail or "permanent provider error",
+                after_enqueue=next_in_lane,
             )
         else:
             ledger_update = None
@@ -628,6 +633,7 @@ class Engine:
                 job.attempts,
                 job.consumed_at,
                 ledger_update=ledger_update,
+                after_enqueue=next_in_lane,
             )
 
     def _finish_lane(self, job: Job) -> None:
@@ -678,10 +684,13 @@ class Engine:
                 )
             if not self._delivery.dry_run:
                 return False
-            self._finish_lane(job)
-            await self._publish_verdict(job, ResultOutcome.DRY_RUN, "dry run: built, not sent")
+            await self._publish_verdict(
+                job,
+                ResultOutcome.DRY_RUN,
+                "dry run: built, not sent",
+                after_enqueue=lambda: self._finish_lane(job),
+            )
             return True
-        self._finish_lane(job)
         if verdict is Verdict.INVALID_TRANSITION:
             self._count(verdict.value)
             await self._publish_error(
@@ -692,10 +701,16 @@ class Engine:
                 ErrorClass.INVALID_TRANSITION,
                 f"{job.provider.kind} rejects any status after {last.status if last else '?'}"
                 " (transition guard: enforce)",
+                after_enqueue=lambda: self._finish_lane(job),
             )
         else:
             detail = f"last delivered {last.event_id}" if last is not None else None
-            await self._publish_verdict(job, ResultOutcome(verdict.value), detail)
+            await self._publish_verdict(
+                job,
+                ResultOutcome(verdict.value),
+                detail,
+                after_enqueue=lambda: self._finish_lane(job),
+            )
         return True
 
     def _coalesce_now(self, job: Job) -> bool:
@@ -724,7 +739,14 @@ class Engine:
 
         self._spawn(state, publish())
 
-    async def _publish_verdict(self, job: Job, outcome: ResultOutcome, detail: str | None) -> None:
+    async def _publish_verdict(
+        self,
+        job: Job,
+        outcome: ResultOutcome,
+        detail: str | None,
+        *,
+        after_enqueue: Callable[[], None] | None = None,
+    ) -> None:
         self._count(outcome.value)
         record = job.record
         result = ResultRecord(
@@ -743,7 +765,9 @@ class Engine:
         )
         self.stats.results += 1
         self._obs.outcome(job.provider.kind, job.provider.account, outcome.value)
-        await self._publish(job.state, record, self._topics.results, result.to_bytes())
+        await self._publish(
+            job.state, record, self._topics.results, result.to_bytes(), after_enqueue=after_enqueue
+        )
 
     # ------------------------------------------------------------------ account stops
 
@@ -899,6 +923,7 @@ class Engine:
         since: float,
         *,
         ledger_update: tuple[str, bytes, bytes] | None = None,
+        after_enqueue: Callable[[], None] | None = None,
     ) -> None:
         result = ResultRecord(
             event_id=event.event_id,
@@ -923,7 +948,12 @@ class Engine:
         if self._on_accepted is not None and result.provider_message_id is not None:
             await self._on_accepted(result)
         await self._publish(
-            state, record, self._topics.results, result.to_bytes(), ledger_update=ledger_update
+            state,
+            record,
+            self._topics.results,
+            result.to_bytes(),
+            ledger_update=ledger_update,
+            after_enqueue=after_enqueue,
         )
 
     async def _publish_error(
@@ -936,6 +966,7 @@ class Engine:
         reason: str,
         *,
         active: bool = False,
+        after_enqueue: Callable[[], None] | None = None,
     ) -> None:
         try:
             event = job.event if job else None
@@ -980,7 +1011,9 @@ class Engine:
                 log.warning(
                     "invalid_event", reason=reason, partition=record.partition, offset=record.offset
                 )
-            await self._publish(state, record, self._topics.errors, error.to_bytes())
+            await self._publish(
+                state, record, self._topics.errors, error.to_bytes(), after_enqueue=after_enqueue
+            )
         finally:
             if active:
                 state.deactivate()
@@ -993,10 +1026,12 @@ class Engine:
         value: bytes,
         *,
         ledger_update: tuple[str, bytes, bytes] | None = None,
+        after_enqueue: Callable[[], None] | None = None,
     ) -> None:
         """Hand the outcome to the producer; the offset is done only when the broker acks it.
 
         A ledger update goes first, to the input record's partition (co-partitioned topics).
+        ``after_enqueue`` runs once both are queued in the producer, before the acks arrive.
         """
         while True:
             try:
@@ -1012,6 +1047,9 @@ class Engine:
                 fut = await self._sink.send(
                     topic, value, key=record.key, source=(state.tp, record.offset)
                 )
+                if after_enqueue is not None:
+                    then, after_enqueue = after_enqueue, None
+                    then()
                 if ledger_update is not None:
                     await asyncio.shield(ledger_fut)
                 await asyncio.shield(fut)

@@ -481,6 +481,15 @@ async def _ensure_log_topic(config: ConnectorConfig, topic: str) -> None:
         await admin.wait_for_topics([topic])
 
 
+def _source_order(item: tuple[bytes, dict[str, Any]]) -> tuple[str, int, int]:
+    source = item[1].get("source") or {}
+    return (
+        str(source.get("topic", "")),
+        int(source.get("partition", -1)),
+        int(source.get("offset", -1)),
+    )
+
+
 async def redrive(
     config: ConnectorConfig,
     *,
@@ -528,6 +537,9 @@ async def redrive(
             continue
         counts["selected"] += 1
         picked.append((coords, error))
+    # Re-drive in the order of the original input records, so each order's events reach the
+    # input topic again in their own order whatever order their errors were published in.
+    picked.sort(key=_source_order)
     if dry_run or not picked:
         counts["redriven"] += 0
         return counts
