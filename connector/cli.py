@@ -83,8 +83,13 @@ def _run(path: Path, level: str) -> int:
         print(f"configuration invalid: {exc}", file=sys.stderr)
         return 2
     configure_logging(level=level, secrets=config.secret_values(), json=True)
-    app = ConnectorApp(config)
-    asyncio.run(app.run(install_signal_handlers=True))
+
+    async def serve() -> None:
+        # aiokafka clients must be built inside the running loop.
+        app = ConnectorApp(config)
+        await app.run(install_signal_handlers=True)
+
+    asyncio.run(serve())
     return 0
 
 
