@@ -6,8 +6,8 @@ Owns process lifecycle: start order, SIGTERM/SIGINT drain, and closing everythin
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import signal
 
 import structlog

@@ -283,10 +283,22 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         )
         progress = _Progress(total)
         readers = asyncio.gather(
-            read_topic(kafka, topics.results, expected=None, idle_timeout_s=1e9,
-                       deadline_s=600, on_batch=progress.on_results),
-            read_topic(kafka, topics.errors, expected=None, idle_timeout_s=1e9,
-                       deadline_s=600, on_batch=progress.on_errors),
+            read_topic(
+                kafka,
+                topics.results,
+                expected=None,
+                idle_timeout_s=1e9,
+                deadline_s=600,
+                on_batch=progress.on_results,
+            ),
+            read_topic(
+                kafka,
+                topics.errors,
+                expected=None,
+                idle_timeout_s=1e9,
+                deadline_s=600,
+                on_batch=progress.on_errors,
+            ),
         )
         try:
             deadline = started + 600

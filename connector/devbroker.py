@@ -275,7 +275,7 @@ class LocalKafka:
         self._cache_dir = cache_dir
         self._maven_repo = maven_repo
         self._owns_data_dir = data_dir is None
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="order-connector-kafka-"))
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="order-connector-kafka-"))
         self.port = port or free_port()
         self.controller_port = free_port()
         self._heap = heap
@@ -362,10 +362,9 @@ class LocalKafka:
                     lib,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    self._cluster_id,
-                    "-c",
-                    str(config),
+                    # "=" form: a base64 id may start with "-" and look like an option.
+                    f"--cluster-id={self._cluster_id}",
+                    f"--config={config}",
                     "--ignore-formatted",
                     heap="256m",
                 ),
@@ -472,7 +471,7 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
     if not host and not Path("/var/run/docker.sock").exists():
         return False
     try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415  (dev dependency)
+        import docker  # type: ignore[import-untyped]
 
         client = docker.from_env(timeout=max(1, int(timeout_s)))
         try:
@@ -485,7 +484,7 @@ def docker_engine_answers(timeout_s: float = 2.0) -> bool:
 
 @contextlib.contextmanager
 def _testcontainers_kafka() -> Iterator[str]:
-    from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415  (dev dependency)
+    from testcontainers.community.kafka import KafkaContainer
 
     container: Any = KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft()
     with container as kafka:

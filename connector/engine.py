@@ -428,7 +428,9 @@ class Engine:
         self._in_flight += 1
         started = time.monotonic()
         try:
-            response = await self._sender.send(job.request, timeout=job.provider.settings.request_timeout_s)
+            response = await self._sender.send(
+                job.request, timeout=job.provider.settings.request_timeout_s
+            )
         except RetryableDeliveryError as exc:
             return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
         finally:

@@ -5,12 +5,13 @@ library exceptions into ``TransportFailure``. Never classifies answers; never lo
 """
 
 # ASYNC109: ``send(timeout=...)`` is the per-request budget the sender itself enforces.
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import http.cookiejar
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
@@ -214,7 +215,9 @@ class HttpxSender:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
         trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network, e.g. ``httpx.MockTransport`` in unit tests."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_response_bytes = max_response_bytes
@@ -230,6 +233,7 @@ class HttpxSender:
             verify=verify,
             trust_env=trust_env,
             cookies=http.cookiejar.CookieJar(policy=refuse_all),
+            transport=transport,
         )
 
     async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
@@ -334,14 +338,15 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _os_reason(exc: BaseException) -> str:
-    """The OS error text (e.g. "Connection refused") found on ``exc`` or its causes."""
+    """The OS error (e.g. "Connection refused (ECONNREFUSED)") on ``exc`` or its causes."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
             break
         if isinstance(seen, aiohttp.ClientConnectorError):
             seen = seen.os_error
-        if isinstance(seen, OSError) and seen.strerror:
-            return str(seen.strerror)
+        if isinstance(seen, OSError) and seen.errno:
+            # os.strerror, never seen.strerror: asyncio's text quotes the peer address
+            return f"{os.strerror(seen.errno)} ({errno.errorcode.get(seen.errno, seen.errno)})"
         seen = seen.__cause__ or seen.__context__
     return "connection failed"

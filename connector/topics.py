@@ -290,7 +290,8 @@ class TopicPlan(BaseModel):
         return not self.creates and not self.drifts
 
 
-def _same_config_value(key: str, expected: str, actual: str | None) -> bool:
+def same_config_value(key: str, expected: str, actual: str | None) -> bool:
+    """Whether a broker's config value satisfies the spec's (list-valued keys ignore order)."""
     if actual is None:
         return False
     if key == "cleanup.policy":  # a list: "compact,delete" equals "delete,compact"
@@ -333,7 +334,7 @@ def plan(spec: TopicsSpec, existing: Mapping[str, TopicState]) -> TopicPlan:
             )
         for key, expected in sorted(topic.configs.items()):
             actual = state.configs.get(key)
-            if not _same_config_value(key, expected, actual):
+            if not same_config_value(key, expected, actual):
                 found.append(
                     Drift(
                         topic=topic.name,

@@ -24,6 +24,8 @@ from connector.events import (
 )
 
 S = CanonicalStatus
+# A vendor-settable Zonos state outside the canonical six, sent as ``native_status``.
+ZONOS_SHIPMENT_READY = "VENDOR_SHIPMENT_READY"
 
 # Realistic lifecycles per provider family (every one is a valid Meta transition sequence).
 _WHATSAPP_FLOWS: tuple[tuple[S, ...], ...] = (
@@ -76,13 +78,14 @@ def _items(rng: random.Random, n: int) -> tuple[OrderItem, ...]:
     )
 
 
-def _flow(rng: random.Random, provider: str, spec: WorkloadSpec) -> tuple[S, ...]:
+def _flow(rng: random.Random, provider: str, spec: WorkloadSpec) -> tuple[S | str, ...]:
     if spec.events_per_order is not None:
-        cycle = (
-            (S.PROCESSING, S.PARTIALLY_SHIPPED, S.SHIPPED)
-            if provider in ("meta", "ycloud")
-            else (S.PROCESSING, S.SHIPPED)
-        )
+        # Statuses that may follow each other any number of times on every provider.
+        cycle: tuple[S | str, ...] = {
+            "meta": (S.PROCESSING, S.PARTIALLY_SHIPPED, S.SHIPPED),
+            "ycloud": (S.PROCESSING, S.PARTIALLY_SHIPPED, S.SHIPPED),
+            "zapi": (S.PENDING, S.PROCESSING, S.SHIPPED),
+        }.get(provider, (S.PROCESSING, ZONOS_SHIPMENT_READY))
         return tuple(cycle[i % len(cycle)] for i in range(spec.events_per_order))
     flows = {"meta": _WHATSAPP_FLOWS, "ycloud": _WHATSAPP_FLOWS, "zapi": _ZAPI_FLOWS}.get(
         provider, _ZONOS_FLOWS
@@ -116,10 +119,11 @@ def build_orders(spec: WorkloadSpec) -> list[OrderScript]:
                     event_id=f"{order_id}-e{seq}",
                     occurred_at=t0 + timedelta(minutes=seq),
                     order_id=order_id,
-                    status=status,
+                    status=status if isinstance(status, S) else None,
+                    native_status=None if isinstance(status, S) else status,
                     sequence=seq,
                     account=account,
-                    description=f"Your order is {status.value.replace('_', ' ')}",
+                    description=f"Your order is {str(status).lower().replace('_', ' ')}",
                     payment_status=PaymentStatus.PAID if paid else PaymentStatus.PENDING,
                     recipient=Recipient(phone=phone, locale="pt_BR"),
                     order=OrderDetails(currency="BRL", items=items),

@@ -16,7 +16,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from connector.topics import DriftKind, TopicPlan, TopicSpec, TopicsSpec, TopicState, plan
+from connector.topics import (
+    DriftKind,
+    TopicPlan,
+    TopicRole,
+    TopicSpec,
+    TopicsSpec,
+    TopicState,
+    plan,
+    same_config_value,
+)
 
 _NO_ERROR: Final = 0
 _UNKNOWN_TOPIC: Final = 3
@@ -173,6 +182,23 @@ class KafkaAdmin:
                         "alter configs", name, resource["error_code"], resource["error_message"]
                     )
 
+    async def wait_for_configs(
+        self, name: str, expected: Mapping[str, str], *, timeout_s: float = 30.0
+    ) -> None:
+        """Return once the broker serves `expected` for the topic.
+
+        The controller commits a config change before the broker's metadata cache shows it,
+        so a describe right after an alter can still return the old value.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            effective = (await self._describe_configs([name])).get(name, ({}, {}))[0]
+            if all(same_config_value(k, v, effective.get(k)) for k, v in expected.items()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"configs of {name!r} not visible within {timeout_s}s")
+            await asyncio.sleep(0.05)
+
     async def wait_for_topics(self, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
         """Return once every named topic is in the metadata with a leader for each partition."""
         wanted = sorted(set(names))
@@ -193,6 +219,31 @@ class KafkaAdmin:
                     f"topics not ready within {timeout_s}s: {sorted(set(wanted) - ready)}"
                 )
             await asyncio.sleep(0.05)
+
+
+async def ensure_topic(
+    bootstrap_servers: str,
+    name: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    configs: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> str:
+    """Create one topic outside any spec (tests, demo) unless it exists; wait until usable."""
+    topic = TopicSpec(
+        logical_name=name,
+        name=name,
+        role=TopicRole.STATE,
+        key="",
+        partitions=partitions,
+        replication_factor=replication_factor,
+        configs=dict(configs or {}),
+    )
+    async with KafkaAdmin(bootstrap_servers) as admin:
+        await admin.create_topics([topic])
+        await admin.wait_for_topics([name], timeout_s=timeout_s)
+    return name
 
 
 async def apply_topics(
@@ -235,5 +286,7 @@ async def apply_topics(
                 await admin.set_topic_configs(
                     name, {**existing[name].overrides, **by_name[name].configs}
                 )
+            for name in sorted(drifted):
+                await admin.wait_for_configs(name, by_name[name].configs)
             fixed = [d for d in planned.drifts if d.kind is DriftKind.CONFIG]
         return planned.model_copy(update={"dry_run": False, "fixed": tuple(fixed)})

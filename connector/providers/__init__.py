@@ -4,9 +4,10 @@ account. Everything here is pure (no I/O); sending lives elsewhere.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from connector.providers.account import ERROR, SKIP, AccountSettings
 from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
@@ -18,6 +19,17 @@ from connector.providers.zonos import ZonosAccount, ZonosProvider
 AccountConfig = Annotated[
     MetaAccount | YCloudAccount | ZApiAccount | ZonosAccount, Field(discriminator="provider")
 ]
+
+# hide_input_in_errors: pydantic applies it from the outermost validator only, so any model that
+# embeds AccountConfig (the daemon's settings) must set it too, or errors echo tokens.
+_ACCOUNT_ADAPTER: TypeAdapter[AccountConfig] = TypeAdapter(
+    AccountConfig, config=ConfigDict(hide_input_in_errors=True)
+)
+
+
+def parse_account(data: Mapping[str, Any]) -> AccountConfig:
+    """Validate one account mapping; errors name the field and never echo the input."""
+    return _ACCOUNT_ADAPTER.validate_python(data)
 
 
 def build_provider(account: AccountConfig) -> Provider:
@@ -48,4 +60,5 @@ __all__ = [
     "ZonosAccount",
     "ZonosProvider",
     "build_provider",
+    "parse_account",
 ]

@@ -43,11 +43,11 @@ from connector.providers.classify import (
     retry_after,
     unclassifiable,
 )
+from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
 META_STATUSES: Final = frozenset(s.value for s in CanonicalStatus)
 DESCRIPTION_LIMIT: Final = 120
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.-]{1,35}")
-JSON_HEADERS: Final = (("Content-Type", "application/json"),)
 
 # --- Meta error codes (support/error-codes). Retryable codes map to a fixed wait, None (the
 # --- engine's backoff policy) or PAIR_RATE (4**attempt seconds, Meta's rule for 131056).
@@ -210,13 +210,6 @@ def whatsapp_reference_id(event: OrderStatusChanged) -> str:
     return ref
 
 
-def recipient_phone(event: OrderStatusChanged) -> str:
-    """The recipient in E.164 (``+`` and digits), or MissingFieldError."""
-    if event.recipient is None:
-        raise MissingFieldError("missing required field 'recipient.phone'", field="recipient.phone")
-    return event.recipient.phone
-
-
 def template_identity(
     event: OrderStatusChanged, default_name: str | None, default_language: str
 ) -> tuple[str, str]:
@@ -236,21 +229,21 @@ class MetaCloudProvider:
     """Sends ``order_status`` updates through the Meta WhatsApp Cloud API (or a compatible BSP)."""
 
     kind: ClassVar[str] = "meta"
-    __slots__ = ("_headers", "_scrubber", "_settings", "_status", "_url")
+    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
 
     def __init__(self, settings: MetaAccount) -> None:
         self._settings = settings
         self._status = StatusMapper(settings)
         version = settings.api_version.strip("/")
         segments = [settings.base_url] + ([version] if version else [])
-        self._url = "/".join([*segments, settings.phone_number_id, "messages"])
+        url = "/".join([*segments, settings.phone_number_id, "messages"])
         token = settings.access_token.get_secret_value()
         if settings.auth_scheme == "basic":
             pair = f"{settings.basic_username}:{token}".encode()
             auth = "Basic " + base64.b64encode(pair).decode("ascii")
         else:
             auth = f"Bearer {token}"
-        self._headers = (("Authorization", auth), *JSON_HEADERS)
+        self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
         self._scrubber = SecretScrubber([token, auth.split(" ", 1)[1]])
 
     def __repr__(self) -> str:
@@ -307,7 +300,7 @@ class MetaCloudProvider:
                 },
                 "biz_opaque_callback_data": event.event_id,
             }
-        return httpx.Request("POST", self._url, headers=self._headers, content=orjson.dumps(body))
+        return self._endpoint.post(orjson.dumps(body))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         try:

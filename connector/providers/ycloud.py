@@ -38,15 +38,14 @@ from connector.providers.classify import (
     unclassifiable,
 )
 from connector.providers.meta import (
-    JSON_HEADERS,
     META_STATUSES,
     meta_code_outcome,
     order_status_order,
     order_status_template,
-    recipient_phone,
     template_identity,
     whatsapp_reference_id,
 )
+from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 _PATHS = {"sendDirectly": "/v2/whatsapp/messages/sendDirectly", "queued": "/v2/whatsapp/messages"}
@@ -83,14 +82,15 @@ class YCloudProvider:
     """Sends ``order_status`` templates through YCloud; ``externalId`` carries the event id."""
 
     kind: ClassVar[str] = "ycloud"
-    __slots__ = ("_headers", "_scrubber", "_settings", "_status", "_url")
+    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
 
     def __init__(self, settings: YCloudAccount) -> None:
         self._settings = settings
         self._status = StatusMapper(settings)
-        self._url = settings.base_url + _PATHS[settings.endpoint]
         key = settings.api_key.get_secret_value()
-        self._headers = (*JSON_HEADERS, ("X-API-Key", key))
+        self._endpoint = Endpoint(
+            settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
+        )
         self._scrubber = SecretScrubber([key])
 
     def __repr__(self) -> str:
@@ -128,7 +128,7 @@ class YCloudProvider:
             ),
             "externalId": event.event_id,
         }
-        return httpx.Request("POST", self._url, headers=self._headers, content=orjson.dumps(body))
+        return self._endpoint.post(orjson.dumps(body))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         try:

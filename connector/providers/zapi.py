@@ -38,7 +38,7 @@ from connector.providers.classify import (
     retry_after,
     unclassifiable,
 )
-from connector.providers.meta import JSON_HEADERS, recipient_phone
+from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
 ZAPI_STATUSES: Final = frozenset({"pending", "processing", "shipped", "completed", "canceled"})
 _PATH_SEGMENT = r"^[A-Za-z0-9_-]+$"
@@ -85,18 +85,18 @@ class ZApiProvider:
     """Sends Z-API ``order-status-update`` requests with the whole order re-sent each time."""
 
     kind: ClassVar[str] = "zapi"
-    __slots__ = ("_headers", "_scrubber", "_settings", "_status", "_url")
+    __slots__ = ("_endpoint", "_scrubber", "_settings", "_status")
 
     def __init__(self, settings: ZApiAccount) -> None:
         self._settings = settings
         self._status = StatusMapper(settings)
         token = settings.instance_token.get_secret_value()
         client = settings.client_token.get_secret_value()
-        self._url = (
+        self._endpoint = Endpoint(
             f"{settings.base_url}/instances/{settings.instance_id}/token/{token}"
-            "/order-status-update"
+            "/order-status-update",
+            [("Client-Token", client), JSON_CONTENT_TYPE],
         )
-        self._headers = (("Client-Token", client), *JSON_HEADERS)
         self._scrubber = SecretScrubber([token, client])
 
     def __repr__(self) -> str:
@@ -171,8 +171,8 @@ class ZApiProvider:
             body["message"] = message
         return _RedactedUrlRequest(
             "POST",
-            self._url,
-            headers=self._headers,
+            self._endpoint.url,
+            headers=self._endpoint.headers,
             content=orjson.dumps(body, default=_decimal_as_json_number),
         )
 

@@ -38,6 +38,7 @@ from connector.providers.classify import (
     json_object,
     unclassifiable,
 )
+from connector.providers.request import JSON_CONTENT_TYPE, Endpoint
 
 LABELS_PRINTED: Final = "VENDOR_LABELS_PRINTED"
 LABELS_PRINTED_DATE: Final = "VENDOR_LABELS_PRINTED_DATE"
@@ -96,7 +97,7 @@ class ZonosProvider:
     """Sends ``updateVendorOrderStatus`` to Zonos/iGlobal and reads its HTTP-200 errors."""
 
     kind: ClassVar[str] = "zonos"
-    __slots__ = ("_headers", "_prefix", "_scrubber", "_secret", "_settings", "_status", "_url")
+    __slots__ = ("_endpoint", "_prefix", "_scrubber", "_secret", "_settings", "_status")
 
     def __init__(self, settings: ZonosAccount) -> None:
         self._settings = settings
@@ -104,8 +105,10 @@ class ZonosProvider:
         self._status = StatusMapper(
             settings, aliases={LABELS_PRINTED: spelling, LABELS_PRINTED_DATE: spelling}
         )
-        self._url = f"{settings.base_url}/v1/updateVendorOrderStatus"
-        self._headers = (("Accept", "application/json"), ("Content-Type", "application/json"))
+        self._endpoint = Endpoint(
+            f"{settings.base_url}/v1/updateVendorOrderStatus",
+            [("Accept", "application/json"), JSON_CONTENT_TYPE],
+        )
         self._secret = settings.secret
         self._prefix = settings.store + "-"
         self._scrubber = SecretScrubber([settings.secret.get_secret_value()])
@@ -153,7 +156,7 @@ class ZonosProvider:
             "orderId": refs.order_id,
             "orderStatus": status,
         }
-        return httpx.Request("POST", self._url, headers=self._headers, content=orjson.dumps(body))
+        return self._endpoint.post(orjson.dumps(body))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         try:

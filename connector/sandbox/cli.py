@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
     runner: Any = asyncio.run
     if args.loop in ("auto", "uvloop"):
         try:
-            import uvloop  # noqa: PLC0415 - optional speed-up
+            import uvloop
 
             runner = uvloop.run
         except ImportError:

@@ -71,7 +71,7 @@ class LatencyConfig(_Model):
             return lambda: seconds
         if self.kind == "uniform":
             low, high = self.min_ms / 1000, self.max_ms / 1000
-            return lambda: random.uniform(low, high)  # noqa: S311 - simulation, not crypto
+            return lambda: random.uniform(low, high)
         mu = math.log(self.p50_ms / 1000)
         sigma = (math.log(self.p99_ms) - math.log(self.p50_ms)) / 2.3263478740408408  # z(0.99)
         return lambda: random.lognormvariate(mu, sigma)
@@ -191,6 +191,15 @@ class Rule(_Model):
     message: str | None = None
     hold_s: float = Field(default=30.0, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _check_code(self) -> Rule:
+        numeric = self.action == "async_error" or (
+            self.provider == "meta" and self.action == "error"
+        )
+        if numeric and self.code is not None and not self.code.isdigit():
+            raise ValueError(f"{self.action} needs a numeric Meta error code, got {self.code!r}")
+        return self
 
 
 class OrderSeed(_Model):

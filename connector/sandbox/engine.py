@@ -249,7 +249,7 @@ class SandboxEngine:
     async def serve(self, provider: str, handler: Handler, request: web.Request) -> web.Response:
         plan = self.plans[provider]
         if plan.before:
-            roll = random.random()  # noqa: S311 - fault simulation, not crypto
+            roll = random.random()
             if roll < plan.before:
                 if roll < plan.reset_before:
                     return self._reset(provider, request)
@@ -265,7 +265,7 @@ class SandboxEngine:
                 return self._reset(provider, request)
             return await self._hold(provider, reply.hold_s)
         if reply.accepted and plan.after:
-            roll = random.random()  # noqa: S311
+            roll = random.random()
             if roll < plan.after:
                 if roll < plan.reset_after:
                     return self._reset(provider, request)

@@ -244,7 +244,8 @@ class SandboxServer:
             config = self.set_config(patch)
         except ValidationError as exc:
             return _bad_request(
-                "invalid config", exc.errors(include_input=False, include_url=False)
+                "invalid config",
+                exc.errors(include_input=False, include_url=False, include_context=False),
             )
         return _json(config.model_dump(mode="json"))
 
@@ -257,7 +258,10 @@ class SandboxServer:
         try:
             rules = [Rule.model_validate(item) for item in items]
         except ValidationError as exc:
-            return _bad_request("invalid rule", exc.errors(include_input=False, include_url=False))
+            return _bad_request(
+                "invalid rule",
+                exc.errors(include_input=False, include_url=False, include_context=False),
+            )
         for rule in rules:
             self.engine.add_rule(rule)
         return _json({"rules": self.engine.rules.snapshot()})
@@ -273,7 +277,8 @@ class SandboxServer:
             seeds = [OrderSeed.model_validate(item) for item in items]
         except ValidationError as exc:
             return _bad_request(
-                "invalid order seed", exc.errors(include_input=False, include_url=False)
+                "invalid order seed",
+                exc.errors(include_input=False, include_url=False, include_context=False),
             )
         for seed in seeds:
             self.seed_order(seed)

@@ -1,0 +1,108 @@
+"""Result and error records, and the committed JSON Schemas in topics/schemas."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from connector.errors import ErrorClass
+from connector.results import (
+    ErrorRecord,
+    ResultOutcome,
+    ResultRecord,
+    SourceCoordinates,
+    encode_bytes,
+    original_headers,
+)
+from connector.schemas import SCHEMAS, export_schemas, render_schema
+
+COMMITTED = Path(__file__).resolve().parents[2] / "topics" / "schemas"
+SOURCE = SourceCoordinates(topic="order.status.changed", partition=3, offset=1234)
+
+
+def test_result_record_serialises_to_json_bytes() -> None:
+    record = ResultRecord(
+        event_id="evt-1",
+        order_id="o-1",
+        outcome=ResultOutcome.ACCEPTED,
+        provider="meta",
+        account="meta-main",
+        provider_message_id="wamid.X",
+        http_status=200,
+        attempts=1,
+        latency_ms=12.5,
+        source=SOURCE,
+        recorded_at=datetime(2025, 6, 1, tzinfo=UTC),
+    )
+    data = json.loads(record.to_bytes())
+    assert data["outcome"] == "accepted"
+    assert data["source"] == {"topic": "order.status.changed", "partition": 3, "offset": 1234}
+    assert data["recorded_at"] == "2025-06-01T00:00:00Z"
+    assert ResultRecord.model_validate_json(record.to_bytes()) == record
+
+
+def test_status_report_needs_report_status_and_only_then() -> None:
+    ResultRecord(
+        event_id="e", order_id="o", outcome=ResultOutcome.STATUS_REPORT, report_status="read"
+    )
+    with pytest.raises(ValidationError):
+        ResultRecord(event_id="e", order_id="o", outcome=ResultOutcome.STATUS_REPORT)
+    with pytest.raises(ValidationError):
+        ResultRecord(event_id="e", order_id="o", outcome="accepted", report_status="read")
+
+
+def test_error_record_keeps_the_original_bytes_in_base64() -> None:
+    value = b'{"broken": \xff'
+    record = ErrorRecord(
+        event_id=None,
+        order_id=None,
+        error_class=ErrorClass.INVALID_EVENT,
+        reason="event is not a JSON object",
+        source=SOURCE,
+        original_key=encode_bytes(b"o-1"),
+        original_value=encode_bytes(value),
+        original_headers=original_headers([("traceparent", b"00-x"), ("empty", None)]),
+    )
+    data = json.loads(record.to_bytes())
+    assert base64.b64decode(data["original_value"]) == value
+    assert base64.b64decode(data["original_key"]) == b"o-1"
+    assert data["original_headers"] == [
+        {"key": "traceparent", "value": base64.b64encode(b"00-x").decode()},
+        {"key": "empty", "value": None},
+    ]
+    assert data["error_class"] == "invalid_event"
+
+
+def test_records_have_no_secret_like_fields() -> None:
+    for model in (ResultRecord, ErrorRecord):
+        names = set(model.model_fields)
+        assert not {
+            n for n in names if any(w in n for w in ("secret", "token", "key_value", "password"))
+        }
+
+
+def test_records_reject_unknown_fields() -> None:
+    with pytest.raises(ValidationError):
+        ResultRecord(event_id="e", order_id="o", outcome="accepted", access_token="x")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("file_name", sorted(SCHEMAS))
+def test_committed_schema_matches_its_model(file_name: str) -> None:
+    model, mode = SCHEMAS[file_name]
+    committed = (COMMITTED / file_name).read_text(encoding="utf-8")
+    assert committed == render_schema(model, mode, file_name), (
+        f"{file_name} is stale: run `python -m connector.schemas` and commit the result"
+    )
+
+
+def test_export_is_deterministic(tmp_path: Path) -> None:
+    first = [p.read_bytes() for p in export_schemas(tmp_path / "a")]
+    second = [p.read_bytes() for p in export_schemas(tmp_path / "b")]
+    assert first == second
+    assert all(text.endswith(b"}\n") for text in first)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(SCHEMAS)
