@@ -43,9 +43,6 @@ from connector.workload import WorkloadSpec, build_orders, interleave
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_TARGET_MS_PER_EVENT = 0.5
-# Zonos refuses any change once an order is VENDOR_END_OF_DAY_COMPLETE (the default for
-# "shipped"); the cycled workload ships and re-processes, so ship to SHIPMENT_READY instead.
-ZONOS_STATUS_MAP = {"shipped": "VENDOR_SHIPMENT_READY"}
 SECRET_FIELDS = ("access_token", "api_key", "instance_token", "client_token", "secret")
 
 
@@ -380,8 +377,6 @@ def connector_config(
     )
     env: dict[str, str] = {}
     for account in accounts:
-        if account["provider"] == "zonos":
-            account["status_map"] = dict(ZONOS_STATUS_MAP)
         for name in SECRET_FIELDS:
             if name in account:
                 var = f"BENCH_{account['name'].upper().replace('-', '_')}_{name.upper()}"
@@ -400,11 +395,7 @@ def connector_config(
 
 def plain_accounts(sandbox: SandboxProcess) -> list[dict[str, Any]]:
     """Account settings for the baseline (same adapters, literal secrets, in-process)."""
-    accounts = sandbox_accounts(sandbox.provider_url, SandboxConfig(), request_timeout_s=10.0)
-    for account in accounts:
-        if account["provider"] == "zonos":
-            account["status_map"] = dict(ZONOS_STATUS_MAP)
-    return accounts
+    return sandbox_accounts(sandbox.provider_url, SandboxConfig(), request_timeout_s=10.0)
 
 
 @dataclass(slots=True)
