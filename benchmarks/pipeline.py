@@ -737,7 +737,7 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     started = time.monotonic()
     progress(f"building the workload: {args.events} events over {args.orders} orders")
     workload = build_workload(args.events, args.orders, args.seed)
-    baseline_events = min(args.baseline_events or args.events, args.events)
+    baseline_events = min(args.baseline_events, args.events)
     baseline_orders = max(1, baseline_events * args.orders // args.events)
     capacity = max(200_000, 2 * args.events + 10_000)
     sandbox = SandboxProcess(args.latency_ms, capacity)
@@ -802,15 +802,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Connector vs naive baseline, end to end; prints one JSON document.",
     )
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument(
+        "--orders", type=int, default=None, help="default: events / 10 (10 events per order)"
+    )
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--latency-ms", type=float, default=50.0, help="0: CPU-bound run")
     parser.add_argument(
         "--baseline-events",
         type=int,
-        default=20_000,
+        default=None,
         help="events (a prefix of the same workload, whole orders) for the naive baseline; "
-        "its rate is latency-bound, so 20,000 keep the run short; 0 skips it",
+        "its rate is latency-bound and steady, so the default min(10,000, events/5) keeps the "
+        "run short; pass --baseline-events EVENTS for the identical workload",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-connector", action="store_true")
@@ -840,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(baseline_main(sub.parse_args(argv[1:])))
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.orders is None:
+        args.orders = max(1, args.events // 10)
+    if args.baseline_events is None:
+        args.baseline_events = min(10_000, args.events // 5)
     # aiokafka warns on stderr while a fresh topic elects leaders; the producer retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with _broker() as bootstrap:
