@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -763,7 +764,7 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     a, b = systems.get("connector"), systems.get("naive_baseline")
     result: dict[str, Any] = {
         "benchmark": "pipeline",
-        "command": "python -m benchmarks.pipeline " + " ".join(args.argv),
+        "command": shlex.join(["python", "-m", "benchmarks.pipeline", *args.argv]),
         "params": {
             "events": args.events,
             "orders": args.orders,
