@@ -388,9 +388,12 @@ def _summarise(case: tuple[str, str, int], runs: list[dict[str, Any]]) -> dict[s
         return row
     for key in ("requests_per_s", "client_cpu_s_per_1k", "client_cpu_util", "server_cpu_util"):
         row[key] = _median([r[key] for r in ok])
+    # what one fully available core would sustain: robust to other load on a shared machine
+    row["requests_per_cpu_s"] = round(1000 / row["client_cpu_s_per_1k"])
     for key in ("p50_ms", "p99_ms"):
         row[key] = _median([r[key] for r in ok if r[key] is not None])
     row["errors"] = sum(r["errors"] for r in ok)
+    row["runs_with_completions"] = f"{len(ok)}/{len(runs)}"
     row["runs"] = [
         {k: r[k] for k in ("requests_per_s", "client_cpu_s_per_1k", "client_cpu_util")} for r in ok
     ]

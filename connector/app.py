@@ -1,6 +1,7 @@
 """Composition root: wires configuration, Kafka I/O, the engine, HTTP sending and the web server.
 
-Owns process lifecycle: start order, SIGTERM/SIGINT drain, and closing everything it opened.
+Owns process lifecycle: start order, SIGTERM/SIGINT drain, background probes (broker reachable,
+consumer lag) and closing everything it opened.
 """
 
 from __future__ import annotations
@@ -9,16 +10,32 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from connector.config import ConnectorConfig
+from connector.correlation import CorrelationCache, CorrelationWriter
 from connector.engine import Engine, EngineObserver
-from connector.kafka.consumer import TP, KafkaConsumer
-from connector.kafka.producer import KafkaProducer
-from connector.providers import build_provider
+from connector.engine_metrics import EngineMetrics
+from connector.health import CheckResult, HealthModel
+from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
+from connector.kafka.ledger_store import LedgerReader, check_co_partitioned
+from connector.kafka.producer import KafkaProducer, TransactionalProducer
+from connector.kafka.tail import TopicTail
+from connector.metrics import ConnectorMetrics
+from connector.providers import MetaAccount, YCloudAccount, build_provider
+from connector.results import ResultRecord
 from connector.retry import RetryPolicy
 from connector.sender import HttpSender, create_sender
+from connector.web import WebhookHandlers, WebServer, build_web_app
+from connector.webhook_sink import KafkaWebhookSink
+from connector.webhooks import (
+    MetaWebhookReceiver,
+    SeenWebhooks,
+    YCloudWebhookReceiver,
+    ZapiWebhookReceiver,
+)
 
 log = structlog.get_logger("connector.app")
 
@@ -35,12 +52,38 @@ def retry_policy(config: ConnectorConfig) -> RetryPolicy:
 
 
 class ConnectorApp:
-    """One connector process: ``await app.run()`` until ``app.request_stop()`` or a signal."""
+    """One connector process: ``await app.run()`` until ``app.request_stop()`` or a signal.
+
+    With ``server.enabled`` it serves /healthz, /readyz, /metrics and the configured webhook
+    routes on ``server.host:server.port`` (``web_url`` once ``started`` is set).
+    """
 
     def __init__(self, config: ConnectorConfig, *, observer: EngineObserver | None = None) -> None:
         self.config = config
+        self.metrics = ConnectorMetrics()
+        self.health = HealthModel()
         self.providers = {a.name: build_provider(a) for a in config.accounts}
-        self.producer = KafkaProducer(config.kafka)
+        delivery = config.delivery
+        self.producer: KafkaProducer | TransactionalProducer
+        if delivery.transactional:
+            self.producer = TransactionalProducer(
+                config.kafka,
+                transactional_id=delivery.transactional_id
+                or f"{config.kafka.group_id}-{config.kafka.client_id}",
+                group_id=config.kafka.group_id,
+                transaction_timeout_ms=delivery.transaction_timeout_ms,
+            )
+        else:
+            self.producer = KafkaProducer(config.kafka)
+        # In transactional mode the ledger (and correlation) entries of a delivery go out at
+        # once through a plain idempotent producer: a crash before the transaction commits then
+        # still knows what the provider got, and replays it as skipped_duplicate, not a resend.
+        self.ledger_producer: KafkaProducer | None = (
+            KafkaProducer(config.kafka) if delivery.transactional else None
+        )
+        self.ledger_reader = (
+            LedgerReader(config.kafka, config.topics.ledger) if config.topics.ledger else None
+        )
         self.sender: HttpSender = create_sender(
             config.http.client, max_connections=config.http.max_connections
         )
@@ -51,6 +94,17 @@ class ConnectorApp:
             on_revoked=self._on_revoked,
             on_assigned=self._on_assigned,
         )
+        serves_webhooks = config.server.enabled and config.webhooks.any
+        self.correlations: CorrelationCache | None = None
+        if serves_webhooks and config.correlation.enabled:
+            self.correlations = CorrelationCache(max_entries=config.correlation.cache_max_entries)
+        self.correlation_writer: CorrelationWriter | None = None
+        if config.correlation.enabled:
+            self.correlation_writer = CorrelationWriter(
+                self.ledger_producer or self.producer,
+                config.topics.correlation,
+                cache=self.correlations,
+            )
         self.engine = Engine(
             source=self.consumer,
             sink=self.producer,
@@ -60,17 +114,119 @@ class ConnectorApp:
             topics=config.topics,
             limits=config.limits,
             retry=retry_policy(config),
-            observer=observer,
+            observer=observer or EngineMetrics(self.metrics),
+            delivery=delivery,
+            ledger_loader=self.ledger_reader.load if self.ledger_reader is not None else None,
+            transactions=(
+                self.producer if isinstance(self.producer, TransactionalProducer) else None
+            ),
+            on_accepted=self._record_correlation if self.correlation_writer else None,
+            ledger_sink=self.ledger_producer,
         )
+        self.webhook_sink: KafkaWebhookSink | None = None
+        self._web: WebServer | None = None
+        if config.server.enabled:
+            handlers = self._webhook_handlers() if serves_webhooks else None
+            self._web = WebServer(
+                build_web_app(
+                    health=self.health,
+                    metrics=self.metrics,
+                    webhook_handlers=handlers,
+                    max_body_bytes=config.server.max_body_bytes,
+                )
+            )
+        self._tail: TopicTail | None = None
+        self._kafka_ok = False
+        self._register_checks()
         self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ wiring
+
+    def _webhook_handlers(self) -> WebhookHandlers:
+        cfg, server = self.config.webhooks, self.config.server
+        self.webhook_sink = KafkaWebhookSink(
+            self.producer,
+            results_topic=self.config.topics.results,
+            errors_topic=self.config.topics.errors,
+            cache=self.correlations,
+            templates=self.engine,
+            wait_s=self.config.correlation.wait_s,
+        )
+        accounts = self.config.accounts
+        meta = None
+        if cfg.meta is not None:
+            meta = MetaWebhookReceiver(
+                app_secret=cfg.meta.app_secret,
+                verify_token=cfg.meta.verify_token,
+                accounts={
+                    a.phone_number_id: a.name for a in accounts if isinstance(a, MetaAccount)
+                },
+            )
+        ycloud = None
+        if cfg.ycloud is not None:
+            ycloud = YCloudWebhookReceiver(
+                secret=cfg.ycloud.secret,
+                tolerance_s=cfg.ycloud.tolerance_s,
+                accounts={a.sender: a.name for a in accounts if isinstance(a, YCloudAccount)},
+            )
+        zapi = None
+        if cfg.zapi:
+            zapi = ZapiWebhookReceiver(tokens={t.account: t.token for t in cfg.zapi})
+        return WebhookHandlers(
+            sink=self.webhook_sink,
+            meta=meta,
+            ycloud=ycloud,
+            zapi=zapi,
+            seen=SeenWebhooks(max_entries=server.dedupe_max_entries, ttl_s=server.dedupe_ttl_s),
+            sink_timeout_s=server.sink_timeout_s,
+        )
+
+    async def _record_correlation(self, result: ResultRecord) -> None:
+        if self.correlation_writer is not None:  # None once the topic turned out missing
+            await self.correlation_writer.record(result)
+
+    def _register_checks(self) -> None:
+        health, engine = self.health, self.engine
+        health.set("kafka_connected", False, "not checked yet")
+
+        def partitions_assigned() -> CheckResult:
+            count = len(engine.assigned)
+            return (count > 0, f"{count} input partitions" if count else "none assigned")
+
+        def accounts_not_stopped() -> CheckResult:
+            stopped = engine.stopped_accounts
+            detail = "; ".join(f"{name}: {why}" for name, why in sorted(stopped.items()))
+            return (not stopped, detail or None)
+
+        def paused_templates() -> CheckResult:
+            # Informational: a paused template must not take the replica out of service
+            # (the webhook that resumes it has to reach us).
+            held = engine.held_templates
+            names = ", ".join(f"{n}/{lang or '*'}" for n, lang in sorted(held, key=str))
+            return (True, f"parked: {names}" if names else None)
+
+        health.register("partitions_assigned", partitions_assigned)
+        health.register("accounts_not_stopped", accounts_not_stopped)
+        health.register("paused_templates", paused_templates)
+
+    @property
+    def web_url(self) -> str:
+        if self._web is None:
+            raise RuntimeError("the web server is disabled (server.enabled = false)")
+        return self._web.url
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def _on_revoked(self, revoked: set[TP]) -> None:
         await self.engine.on_revoked(revoked)
+        for tp in revoked:
+            self.metrics.forget_partition(tp.topic, tp.partition)
 
     async def _on_assigned(self, assigned: set[TP]) -> None:
         await self.engine.on_assigned(assigned)
 
     def request_stop(self) -> None:
+        self.health.set("not_stopping", False, "shutting down")
         self.engine.request_stop()
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
@@ -78,29 +234,116 @@ class ConnectorApp:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        await self.producer.start()
         try:
+            await self._run_inside()
+        finally:
+            await self.sender.aclose()
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
+
+    async def _run_inside(self) -> None:
+        if self.config.topics.ledger:
+            await check_co_partitioned(
+                self.config.kafka, self.config.topics.input, self.config.topics.ledger
+            )
+        if self.ledger_reader is not None:
+            await self.ledger_reader.start()
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self.producer.start()
+            if self.ledger_producer is not None:
+                await self.ledger_producer.start()
+            if self._web is not None:
+                await self._web.start(self.config.server.host, self.config.server.port)
             await self.consumer.start()
             try:
+                await self._check_kafka()
+                await self._start_correlation()
+                background = [
+                    self._every(self.config.server.kafka_check_interval_s, self._check_kafka),
+                    self._every(self.config.server.lag_interval_s, self._update_lag),
+                ]
                 self.started.set()
                 log.info(
                     "connector_started",
                     group_id=self.config.kafka.group_id,
                     input_topic=self.config.topics.input,
                     accounts=sorted(self.providers),
+                    web=self._web.url if self._web is not None else None,
                 )
                 await self.engine.run()
             finally:
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if self._tail is not None:
+                    await self._tail.stop()
                 await self.consumer.stop()
         finally:
-            with contextlib.suppress(Exception):
-                await self.producer.flush()
-            await self.producer.stop()
-            await self.sender.aclose()
-            if install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
-            log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
+            if self._web is not None:
+                await self._web.stop()
+            for producer in (self.producer, self.ledger_producer):
+                if producer is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    await producer.flush()
+                await producer.stop()
+            if self.ledger_reader is not None:
+                await self.ledger_reader.stop()
+
+    async def _start_correlation(self) -> None:
+        """Follow the correlation topic (webhook replicas); write it only if it exists."""
+        topic = self.config.topics.correlation
+        if self.correlation_writer is None:
+            return
+        try:
+            exists = topic in await self.consumer.topic_names(
+                self.config.server.kafka_check_timeout_s
+            )
+        except KafkaUnreachableError:
+            exists = True  # let the writer try; the broker may be back by then
+        if not exists:
+            log.error("correlation_topic_missing", topic=topic)
+            self.correlation_writer = None  # sends must not wait on a topic that is not there
+            return
+        if self.correlations is not None:
+            self._tail = TopicTail(self.config.kafka, topic, self.correlations.load)
+            await self._tail.start()
+
+    def _every(self, interval_s: float, step: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await step()
+                except Exception as exc:  # a probe must never end the loop
+                    log.warning("background_step_failed", step=step.__name__, error=repr(exc))
+
+        return asyncio.create_task(loop(), name=f"every-{step.__name__}")
+
+    async def _check_kafka(self) -> None:
+        try:
+            await self.consumer.ping(self.config.server.kafka_check_timeout_s)
+        except KafkaUnreachableError as exc:
+            if self._kafka_ok:
+                log.warning("kafka_unreachable", error=str(exc))
+            self._kafka_ok = False
+            self.health.set("kafka_connected", False, f"no broker answered ({exc})")
+            return
+        if not self._kafka_ok:
+            log.info("kafka_reachable")
+        self._kafka_ok = True
+        self.health.set("kafka_connected", True)
+
+    async def _update_lag(self) -> None:
+        async with asyncio.timeout(self.config.server.kafka_check_timeout_s):
+            lag = await self.consumer.lag()
+        for tp, records in lag.items():
+            self.metrics.set_consumer_lag(tp.topic, tp.partition, records)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown_requested", signal=sig.name)

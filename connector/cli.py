@@ -1,7 +1,7 @@
 """The ``order-connector`` command: loads configuration once and hands it down.
 
-Sub-commands: run, check-config, topics, sandbox, demo. Exit codes: 0 ok, 1 failure,
-2 usage or configuration error.
+Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive.
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True)
     sub.add_parser("topics", help="topic contracts: apply (see 'topics --help')", add_help=False)
     sub.add_parser("sandbox", help="run the provider sandbox server", add_help=False)
+    sub.add_parser("replay", help="reprocess input history (see 'replay --help')", add_help=False)
+    sub.add_parser("redrive", help="re-publish error records to the input", add_help=False)
     demo = sub.add_parser("demo", help="broker + sandbox + connector + a realistic stream")
     demo.add_argument("--orders", type=int, default=1_200)
     demo.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from connector.topics_cli import topics_main
 
         return topics_main(args_list[1:])
+    if args_list and args_list[0] in ("replay", "redrive"):
+        from connector.replay import redrive_main, replay_main
+
+        return (replay_main if args_list[0] == "replay" else redrive_main)(args_list[1:])
     if args_list and args_list[0] == "sandbox":
         from connector.sandbox.cli import main as sandbox_main
 
@@ -102,13 +108,13 @@ def _run(path: Path, level: str) -> int:
     configure_logging(level=level, secrets=config.secret_values(), json=True)
     tune_gc()
 
-    async def serve() -> None:
+    async def serve() -> int:
         # aiokafka clients must be built inside the running loop.
         app = ConnectorApp(config)
         await app.run(install_signal_handlers=True)
+        return 1 if app.engine.failure is not None else 0
 
-    asyncio.run(serve())
-    return 0
+    return asyncio.run(serve())
 
 
 if __name__ == "__main__":

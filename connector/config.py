@@ -60,6 +60,10 @@ class TopicNames(_Strict):
     input: str = "order.status.changed"
     results: str = "order.status.results"
     errors: str = "order.status.errors"
+    # The compacted delivery ledger, co-partitioned with ``input``; None turns the ledger off.
+    ledger: str | None = "order.status.ledger"
+    # Compacted: provider message id -> (event, order, account), for webhooks on any replica.
+    correlation: str = "order.status.correlation"
 
 
 class RoutingSettings(_Strict):
@@ -74,10 +78,17 @@ class LimitSettings(_Strict):
     max_buffered_records: int = Field(default=20_000, ge=1)
     max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_poll_records: int = Field(default=1_000, ge=1)
+    # Records between the commit point and the newest record taken in (a slow order at the
+    # head of a partition holds the commit point while the rest flows past it). Bounds the
+    # offset tracker, the outcomes a transaction holds back, and the re-work after a crash.
+    max_uncommitted_records: int = Field(default=200_000, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     # After an account is stopped by a configuration/auth error, one event probes it this often.
     account_probe_interval_s: float = Field(default=30.0, gt=0)
+    # While a template is paused (Meta 132015/132016 or a PAUSED webhook), one parked event
+    # probes it this often; APPROVED/REINSTATED webhooks resume it at once.
+    template_probe_interval_s: float = Field(default=300.0, gt=0)
 
 
 class RetrySettings(_Strict):
@@ -94,9 +105,84 @@ class HttpSettings(_Strict):
 
 
 class ServerSettings(_Strict):
+    """The daemon's HTTP server: probes, /metrics and webhook routes (port 0 picks a free one)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    sink_timeout_s: float = Field(default=10.0, gt=0)
+    dedupe_max_entries: int = Field(default=100_000, ge=1)
+    dedupe_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # /readyz: how often the broker is asked for metadata, and how long an answer may take.
+    kafka_check_interval_s: float = Field(default=5.0, gt=0)
+    kafka_check_timeout_s: float = Field(default=5.0, gt=0)
+    lag_interval_s: float = Field(default=10.0, gt=0)
+
+
+class MetaWebhookSettings(_Strict):
+    app_secret: SecretStr
+    verify_token: SecretStr
+
+
+class YCloudWebhookSettings(_Strict):
+    secret: SecretStr
+    tolerance_s: float = Field(default=300.0, gt=0)
+
+
+class ZapiWebhookToken(_Strict):
+    """The secret token in one Z-API account's callback URL ``/webhooks/zapi/<token>``."""
+
+    account: str
+    token: SecretStr
+
+
+class WebhookSettings(_Strict):
+    """Which webhook routes are served (a provider left out has no route) and their secrets."""
+
+    meta: MetaWebhookSettings | None = None
+    ycloud: YCloudWebhookSettings | None = None
+    zapi: list[ZapiWebhookToken] = Field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return self.meta is not None or self.ycloud is not None or bool(self.zapi)
+
+
+class CorrelationSettings(_Strict):
+    """Message id -> event/order correlation kept in ``topics.correlation``."""
+
+    enabled: bool = True
+    cache_max_entries: int = Field(default=200_000, ge=1)
+    # A webhook can overtake the correlation record of its own send; wait this long for it.
+    wait_s: float = Field(default=5.0, ge=0)
+
+
+class DeliverySettings(_Strict):
+    """Replay protection and exactly-once publishing (docs/replay.md)."""
+
+    # Events older than this are published as ``expired`` and not sent. Off for ``run`` (a
+    # backlog after an outage must still go out); ``replay`` sets 7 days unless told otherwise.
+    max_event_age_s: float | None = Field(default=None, gt=0)
+    # Coalescing: only the newest queued event of an order is sent, the others are superseded.
+    # On by default for the WhatsApp providers (Meta pair limits; only the latest status
+    # matters to the customer); ``coalesce`` overrides it per account name.
+    coalesce_providers: frozenset[str] = frozenset({"meta", "ycloud"})
+    coalesce: dict[str, bool] = Field(default_factory=dict)
+    # What to do with a transition the provider will reject (Meta/YCloud: after completed or
+    # canceled): enforce = an invalid_transition error, warn = log and send, off = send.
+    transition_guard: Literal["enforce", "warn", "off"] = "enforce"
+    # Results, errors, ledger updates and input offsets in one Kafka transaction per commit.
+    transactional: bool = False
+    # Must be unique per running replica and stable across its restarts (a restart then
+    # fences and aborts the crashed process's open transaction at once).
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # Translate and publish ``dry_run`` results without calling providers.
+    dry_run: bool = False
+
+    def coalesces(self, account: str, provider_kind: str) -> bool:
+        return self.coalesce.get(account, provider_kind in self.coalesce_providers)
 
 
 class ConnectorConfig(_Strict):
@@ -108,6 +194,20 @@ class ConnectorConfig(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+
+    @model_validator(mode="after")
+    def _zapi_tokens_name_zapi_accounts(self) -> ConnectorConfig:
+        zapi_accounts = {a.name for a in self.accounts if a.provider == "zapi"}
+        named = [t.account for t in self.webhooks.zapi]
+        wrong = sorted({n for n in named if n not in zapi_accounts})
+        if wrong:
+            raise ValueError(f"webhooks.zapi names accounts that are not Z-API: {', '.join(wrong)}")
+        if len(set(named)) != len(named):
+            raise ValueError("webhooks.zapi names an account twice")
+        return self
 
     @model_validator(mode="after")
     def _routes_name_accounts(self) -> ConnectorConfig:

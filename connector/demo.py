@@ -33,6 +33,7 @@ from connector.sandbox.config import SandboxConfig
 from connector.workload import WorkloadSpec, build_orders, interleave
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "topics" / "topics.yaml"
+ASYNC_ERROR = "async_provider_error"
 DEMO_ACCOUNTS = {"meta": "meta-br", "ycloud": "ycloud-br", "zapi": "zapi-br", "zonos": "zonos-us"}
 
 
@@ -184,20 +185,34 @@ class _Progress:
         self.errors.extend(orjson.loads(r.value or b"{}") for r in batch)
 
     @property
+    def reports(self) -> list[dict[str, Any]]:
+        """Delivery reports that came back by webhook (not outcomes of input records)."""
+        return [r for r in self.results if r.get("outcome") == "status_report"]
+
+    @property
     def done(self) -> int:
-        return len(self.results) + len(self.errors)
+        """Outcomes of input records: webhook reports and async failures are extra."""
+        async_errors = sum(1 for e in self.errors if e.get("error_class") == ASYNC_ERROR)
+        return len(self.results) - len(self.reports) + len(self.errors) - async_errors
 
 
 def _summary(progress: _Progress, elapsed: float) -> str:
     by_provider: dict[str, Counter[str]] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
+    reports: dict[str, Counter[str]] = defaultdict(Counter)
     for r in progress.results:
         provider = r.get("provider") or "-"
+        if r["outcome"] == "status_report":
+            reports[provider][r["report_status"]] += 1
+            continue
         by_provider[provider][r["outcome"]] += 1
         if r.get("latency_ms") is not None and r["outcome"] in ("accepted", "delivered"):
             latencies[provider].append(float(r["latency_ms"]))
     for e in progress.errors:
-        by_provider[e.get("provider") or "(no provider)"][f"error:{e['error_class']}"] += 1
+        name = e["error_class"]
+        if name == ASYNC_ERROR:
+            name = f"{name}:{e.get('provider_error_code')}"  # 2046 / 2047 / ...
+        by_provider[e.get("provider") or "(no provider)"][f"error:{name}"] += 1
     lines = [
         "",
         f"{'provider':<14}{'delivered':>10}{'other ok':>10}{'errors':>8}"
@@ -216,6 +231,11 @@ def _summary(progress: _Progress, elapsed: float) -> str:
             f"{provider:<14}{delivered:>10}{other:>10}{sum(errors.values()):>8}"
             f"{p50:>9}{p99:>9}  {classes}"
         )
+    if reports:
+        lines.append("\ndelivery reports by webhook (sandbox -> connector -> results topic):")
+        for provider in sorted(reports):
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(reports[provider].items()))
+            lines.append(f"  {provider:<12}{shown}")
     lines.append(
         f"\n{progress.done} outcomes for {progress.expected} input records in {elapsed:.1f}s"
     )
@@ -232,6 +252,8 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         input=f"demo-{run}.order.status.changed",
         results=f"demo-{run}.order.status.results",
         errors=f"demo-{run}.order.status.errors",
+        ledger=f"demo-{run}.order.status.ledger",
+        correlation=f"demo-{run}.order.status.correlation",
     )
     kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{run}")
     print(f"kafka {bootstrap}: applying topic contracts (prefix demo-{run}.)", file=out)
@@ -249,13 +271,21 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         sandbox.add_rule({"provider": "ycloud", "action": "rate_limit", "count": 25})
         sandbox.add_rule({"provider": "meta", "action": "rate_limit", "count": 25})
         scripts = build_orders(
-            WorkloadSpec(orders=orders, accounts=DEMO_ACCOUNTS, invalid_transition_share=0.02)
+            WorkloadSpec(orders=orders, accounts=DEMO_ACCOUNTS, invalid_transition_share=0.05)
         )
         for script in scripts[:400]:
             zonos = script.events[0].zonos
             if zonos is not None and script.order_id.endswith("3"):
                 sandbox.seed_order(
                     {"provider": "zonos", "key": zonos.order_id, "status": "IGLOBAL_FRAUD_REVIEW"}
+                )
+            # Some Meta orders are paid: Meta accepts their cancel, then refuses it (2047).
+            refs = script.events[0].whatsapp
+            canceled = any(e.status == "canceled" for e in script.events)
+            paid = script.order_id.endswith(("0", "8"))
+            if script.provider == "meta" and refs and canceled and paid:
+                sandbox.seed_order(
+                    {"provider": "meta", "key": refs.reference_id, "payment_status": "paid"}
                 )
         config = ConnectorConfig.model_validate(
             {
@@ -264,11 +294,30 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
                 "accounts": sandbox_accounts(sandbox.provider_url, sandbox_config),
                 "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
                 "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
-                "server": ServerSettings(enabled=False).model_dump(),
+                "server": ServerSettings(port=0).model_dump(),
+                "webhooks": {
+                    "meta": {
+                        "app_secret": sandbox_config.credentials.meta_app_secret,
+                        "verify_token": "demo-verify-token",
+                    },
+                    "ycloud": {"secret": sandbox_config.credentials.ycloud_webhook_secret},
+                },
             }
         )
         app = ConnectorApp(config)
         runner = asyncio.create_task(app.run())
+        await asyncio.wait_for(app.started.wait(), 60)
+        # The sandbox reports 2046/2047 and delivery by signed webhook to the connector.
+        sandbox.set_config(
+            {
+                "webhooks": {
+                    "meta_url": f"{app.web_url}/webhooks/meta",
+                    "ycloud_url": f"{app.web_url}/webhooks/ycloud",
+                    "status_reports": ["delivered"],
+                }
+            }
+        )
+        print(f"connector web server at {app.web_url} (/readyz, /metrics, /webhooks/*)", file=out)
         events = list(interleave(scripts))
         bad = invalid_records()
         mixed: list[OrderStatusChanged | tuple[bytes | None, bytes]] = list(events)
@@ -313,6 +362,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
                     file=out,
                     flush=True,
                 )
+            await _wait_for_webhooks(sandbox, progress, deadline)
         finally:
             readers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -326,6 +376,15 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         ok = progress.done == total
         print("demo finished cleanly" if ok else "demo timed out", file=out)
         return 0 if ok else 1
+
+
+async def _wait_for_webhooks(sandbox: Any, progress: _Progress, deadline: float) -> None:
+    """Until every webhook the sandbox delivered is on the results topic (or the deadline)."""
+    while time.monotonic() < deadline:
+        hooks = sandbox.stats().get("webhooks", {})
+        if hooks.get("pending", 0) == 0 and len(progress.reports) >= hooks.get("delivered", 0):
+            return
+        await asyncio.sleep(0.2)
 
 
 def run_demo(orders: int = 1_200) -> int:

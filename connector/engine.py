@@ -12,16 +12,18 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+import orjson
 import structlog
 
 from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
 from connector.events import OrderStatusChanged, decode_event
 from connector.kafka.consumer import TP, CommitRejectedError, ConsumedRecord
+from connector.ledger import PartitionLedger, Verdict, delivery_of, judge, would_be_rejected
 from connector.ordering import LaneTable, OffsetTracker
 from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
 from connector.ratelimit import TokenBucket
@@ -38,12 +40,13 @@ from connector.retry import RetryPolicy
 if TYPE_CHECKING:
     import httpx
 
-    from connector.config import LimitSettings, RoutingSettings, TopicNames
+    from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
     from connector.sender import HttpSender
 
 log = structlog.get_logger("connector.engine")
 
 LaneKey = tuple[int, str]  # (input partition, provider target key)
+TemplateKey = tuple[str, str | None]  # (template name, language; None = every language)
 
 _RESULT_OF_KIND = {
     OutcomeKind.ACCEPTED: ResultOutcome.ACCEPTED,
@@ -74,9 +77,24 @@ class RecordSink(Protocol):
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]: ...
 
     async def flush(self) -> None: ...
+
+
+class TransactionCommitter(Protocol):
+    """A transactional sink: everything sent since the last call, plus ``offsets``, is
+    committed atomically. Raises when the transaction failed (nothing of it is visible)."""
+
+    async def commit_transaction(self, offsets: dict[TP, int]) -> None: ...
+
+    def discard_held(self, partitions: set[TP]) -> None:
+        """Forget outcomes held back for ``partitions`` (revoked: their next owner redoes them)."""
+        ...
+
+
+LedgerLoader = Callable[[set[int]], Awaitable[dict[int, PartitionLedger]]]
 
 
 class EngineObserver(Protocol):
@@ -85,6 +103,8 @@ class EngineObserver(Protocol):
     def record_consumed(self, tp: TP) -> None: ...
     def outcome(self, provider: str, account: str, outcome: str) -> None: ...
     def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    def request_started(self, provider: str) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
     def gauges(
@@ -106,6 +126,12 @@ class _NullObserver:
         pass
 
     def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        pass
+
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def request_started(self, provider: str) -> None:
         pass
 
     def request_latency(self, provider: str, seconds: float) -> None:
@@ -137,6 +163,8 @@ class PartitionState:
     sizes: dict[int, int] = field(default_factory=dict)  # offset -> value size while buffered
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     dropped: bool = False
+    ledger: PartitionLedger | None = None
+    held: list[ConsumedRecord] | None = None  # records that arrived while the ledger loaded
 
     def activate(self) -> None:
         self.active += 1
@@ -162,10 +190,18 @@ class Job:
     first_attempt_mono: float | None = None
     timer: asyncio.TimerHandle | None = None
     probe: bool = False
+    template_probe: bool = False
 
 
 @dataclass(slots=True)
 class _StoppedAccount:
+    reason: str
+    parked: deque[Job] = field(default_factory=deque)
+    probe_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _TemplateHold:
     reason: str
     parked: deque[Job] = field(default_factory=deque)
     probe_timer: asyncio.TimerHandle | None = None
@@ -197,9 +233,17 @@ class Engine:
         retry: RetryPolicy,
         observer: EngineObserver | None = None,
         rand: Callable[[], float] = random.random,
+        delivery: DeliverySettings | None = None,
+        ledger_loader: LedgerLoader | None = None,
+        transactions: TransactionCommitter | None = None,
+        on_accepted: Callable[[ResultRecord], Awaitable[None]] | None = None,
+        ledger_sink: RecordSink | None = None,
     ) -> None:
+        """``on_accepted`` is awaited before a result that names a provider message id is
+        published (the app records the message-id correlation there); it must not raise."""
         self._source = source
         self._sink = sink
+        self._ledger_sink = ledger_sink or sink
         self._sender = sender
         self._providers = providers
         self._routing = routing
@@ -221,6 +265,8 @@ class Engine:
             if rate:
                 self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
         self._stopped: dict[str, _StoppedAccount] = {}
+        self._held_templates: dict[TemplateKey, _TemplateHold] = {}
+        self._on_accepted = on_accepted
         self._waiting_retry: set[Job] = set()
         self._paused: set[TP] = set()
         self._stopping = asyncio.Event()
@@ -229,12 +275,27 @@ class Engine:
         self._in_flight = 0
         self.stats = EngineStats()
         self._publish_failures = 0
+        self._delivery = delivery
+        self._ledger_loader = ledger_loader
+        self._transactions = transactions
+        self._max_age = (
+            timedelta(seconds=delivery.max_event_age_s)
+            if delivery is not None and delivery.max_event_age_s is not None
+            else None
+        )
+        self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
+        self.failure: BaseException | None = None  # a fatal error (failed transaction)
 
     # ------------------------------------------------------------------ public surface
 
     @property
     def stopped_accounts(self) -> dict[str, str]:
         return {name: s.reason for name, s in self._stopped.items()}
+
+    @property
+    def held_templates(self) -> dict[TemplateKey, str]:
+        """Templates whose sends are parked, with the reason."""
+        return {key: hold.reason for key, hold in self._held_templates.items()}
 
     @property
     def assigned(self) -> set[TP]:
@@ -277,6 +338,32 @@ class Engine:
             self._states[tp] = state
         self._paused -= assigned
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in assigned))
+        if self._ledger_loader is not None:
+            await self._load_ledgers(assigned)
+
+    async def _load_ledgers(self, assigned: set[TP]) -> None:
+        """Restore the ledger of the assigned input partitions before any of their records is
+        processed (the consumer may already fetch them: they are paused and held meanwhile)."""
+        assert self._ledger_loader is not None
+        mine = {tp for tp in assigned if tp.topic == self._topics.input}
+        states = [self._states[tp] for tp in mine]
+        for state in states:
+            state.held = []
+        self._source.pause(mine)
+        try:
+            ledgers = await self._ledger_loader({tp.partition for tp in mine})
+        except Exception as exc:
+            # Without the ledger a replay would message customers again: stop instead.
+            log.exception("ledger_load_failed", error=type(exc).__name__)
+            self.failure = exc
+            self.request_stop()
+            return  # the partitions stay paused with their records held; nothing is committed
+        for state in states:
+            held, state.held = state.held or [], None
+            state.ledger = ledgers.get(state.tp.partition, PartitionLedger())
+            for record in held:
+                self._intake(record)
+        self._source.resume(mine - self._paused)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         await self.drain(revoked, self._limits.drain_timeout_s)
@@ -303,6 +390,8 @@ class Engine:
                 for task in list(state.tasks):
                     task.cancel()
         await self._commit({s.tp: s for s in states})
+        if self._transactions is not None:
+            self._transactions.discard_held({s.tp for s in states})
         drained = {s.tp.partition for s in states if s.tp.topic == self._topics.input}
         self._lanes.remove_where(lambda key: key[0] in drained)
         for state in states:
@@ -319,6 +408,8 @@ class Engine:
         draining = {id(s) for s in states}
         for stopped in self._stopped.values():
             stopped.parked = deque(j for j in stopped.parked if id(j.state) not in draining)
+        for hold in self._held_templates.values():
+            hold.parked = deque(j for j in hold.parked if id(j.state) not in draining)
         # Jobs waiting on a retry timer are in flight in their lane but hold no task.
         for job in list(self._waiting_retry):
             if id(job.state) in draining and job.timer is not None:
@@ -332,6 +423,9 @@ class Engine:
         state = self._states.get(TP(record.topic, record.partition))
         if state is None or state.draining:
             return  # a record of a partition we no longer own: the next owner reads it
+        if state.held is not None:
+            state.held.append(record)
+            return
         state.tracker.track(record.offset)
         size = len(record.value) if record.value is not None else 0
         state.sizes[record.offset] = size
@@ -402,20 +496,33 @@ class Engine:
     async def _execute(self, job: Job) -> None:
         account = job.provider.account
         try:
+            if self._delivery is not None and not job.attempts and await self._screen(job):
+                return
             async with self._account_sems[account], self._global:
                 if job.state.draining:
+                    return
+                if self._delivery is not None and self._coalesce_now(job):
                     return
                 stopped = self._stopped.get(account)
                 if stopped is not None and not job.probe:
                     stopped.parked.append(job)
                     return
+                if self._held_templates and not job.template_probe:
+                    hold = self._hold_of(job)
+                    if hold is not None:
+                        self._park_on_template(hold, job)
+                        return
                 bucket = self._buckets.get(account)
                 if bucket is not None:
                     wait = bucket.reserve(time.monotonic())
                     if wait > 0:
+                        self._obs.rate_limit_wait(job.provider.kind, account, wait)
                         await asyncio.sleep(wait)
                 outcome = await self._attempt(job)
-            await self._settle(job, outcome)
+                # The slot stays taken until the outcome (and ledger entry) is acknowledged:
+                # sent-but-not-durable requests, the ones a crash repeats, never exceed the
+                # in-flight limit.
+                await self._settle(job, outcome)
         finally:
             job.state.deactivate()
 
@@ -426,6 +533,7 @@ class Engine:
             job.first_attempt_at = datetime.now(UTC)
             job.first_attempt_mono = time.monotonic()
         self._in_flight += 1
+        self._obs.request_started(job.provider.kind)  # request_latency marks its end
         started = time.monotonic()
         try:
             response = await self._sender.send(
@@ -447,6 +555,13 @@ class Engine:
         was_probe, job.probe = job.probe, False
         if was_probe and kind is not OutcomeKind.CONFIGURATION:
             self._resume_account(provider.account)  # the account answered: auth works again
+        if job.template_probe:
+            job.template_probe = False
+            key = template_of(job)
+            if key is not None and not outcome.pause_template:
+                self.release_template(key[0], key[1], reason="probe answered")
+        if outcome.pause_template and self._hold_after_outcome(job, outcome):
+            return  # parked: the event waits for the template, it does not fail
         if kind is OutcomeKind.RETRYABLE:
             elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at)
             delay = self._retry.next_delay(job.attempts, elapsed, outcome.retry_after, self._rand())
@@ -488,16 +603,136 @@ class Engine:
                 outcome.detail or "permanent provider error",
             )
         else:
+            ledger_update = None
+            state = job.state
+            if state.ledger is not None and kind.is_success and self._topics.ledger:
+                value = state.ledger.record(job.event.order_id, job.lane[1], delivery_of(job.event))
+                ledger_update = (self._topics.ledger, job.event.order_id.encode(), value)
             await self._publish_result(
-                job.state, job.record, job.event, provider, outcome, job.attempts, job.consumed_at
+                job.state,
+                job.record,
+                job.event,
+                provider,
+                outcome,
+                job.attempts,
+                job.consumed_at,
+                ledger_update=ledger_update,
             )
 
     def _finish_lane(self, job: Job) -> None:
-        nxt = self._lanes.complete(job.lane)
+        if self._coalesces(job):
+            nxt, superseded = self._lanes.complete_coalescing(job.lane)
+            if job.state.draining:
+                return
+            for old in superseded:
+                self._spawn_verdict(old, ResultOutcome.SUPERSEDED, _SUPERSEDED_DETAIL)
+        else:
+            nxt = self._lanes.complete(job.lane)
         if nxt is not None:
             if job.state.draining:
                 return
             self._start(nxt)
+
+    # ------------------------------------------------------------------ replay protection
+
+    def _coalesces(self, job: Job) -> bool:
+        d = self._delivery
+        return d is not None and d.coalesces(job.provider.account, job.provider.kind)
+
+    async def _screen(self, job: Job) -> bool:
+        """Decide before sending: duplicate, stale, expired, invalid transition, dry run.
+        Returns True when the job was finished here (its outcome published, nothing sent)."""
+        assert self._delivery is not None
+        ledger = job.state.ledger
+        last = ledger.last(job.event.order_id, job.lane[1]) if ledger is not None else None
+        verdict = judge(
+            job.event,
+            last,
+            provider_kind=job.provider.kind,
+            now=datetime.now(UTC),
+            max_age=self._max_age,
+            guard=self._delivery.transition_guard,
+        )
+        if verdict is Verdict.SEND:
+            if self._coalesce_now(job):
+                return True
+            if self._delivery.transition_guard == "warn" and would_be_rejected(
+                job.provider.kind, last
+            ):
+                log.warning(
+                    "transition_will_be_rejected",
+                    order_id=job.event.order_id,
+                    account=job.provider.account,
+                    last_status=last.status if last else None,
+                )
+            if not self._delivery.dry_run:
+                return False
+            self._finish_lane(job)
+            await self._publish_verdict(job, ResultOutcome.DRY_RUN, "dry run: built, not sent")
+            return True
+        self._finish_lane(job)
+        if verdict is Verdict.INVALID_TRANSITION:
+            self._count(verdict.value)
+            await self._publish_error(
+                job.state,
+                job.record,
+                job,
+                None,
+                ErrorClass.INVALID_TRANSITION,
+                f"{job.provider.kind} rejects any status after {last.status if last else '?'}"
+                " (transition guard: enforce)",
+            )
+        else:
+            detail = f"last delivered {last.event_id}" if last is not None else None
+            await self._publish_verdict(job, ResultOutcome(verdict.value), detail)
+        return True
+
+    def _coalesce_now(self, job: Job) -> bool:
+        """Supersede ``job`` (and all but the newest queued event) when newer ones wait."""
+        if job.probe or not (self._coalesces(job) and self._lanes.queued(job.lane)):
+            return False
+        nxt, superseded = self._lanes.complete_coalescing(job.lane)
+        for old in (job, *superseded):
+            self._spawn_verdict(old, ResultOutcome.SUPERSEDED, _SUPERSEDED_DETAIL)
+        if nxt is not None:
+            self._start(nxt)
+        return True
+
+    def _count(self, name: str) -> None:
+        self.verdicts[name] = self.verdicts.get(name, 0) + 1
+
+    def _spawn_verdict(self, job: Job, outcome: ResultOutcome, detail: str | None) -> None:
+        state = job.state
+        state.activate()
+
+        async def publish() -> None:
+            try:
+                await self._publish_verdict(job, outcome, detail)
+            finally:
+                state.deactivate()
+
+        self._spawn(state, publish())
+
+    async def _publish_verdict(self, job: Job, outcome: ResultOutcome, detail: str | None) -> None:
+        self._count(outcome.value)
+        record = job.record
+        result = ResultRecord(
+            event_id=job.event.event_id,
+            order_id=job.event.order_id,
+            outcome=outcome,
+            provider=job.provider.kind,
+            account=job.provider.account,
+            attempts=job.attempts,
+            source=SourceCoordinates(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+            traceparent=job.event.traceparent,
+            detail=detail,
+            recorded_at=datetime.now(UTC),
+        )
+        self.stats.results += 1
+        self._obs.outcome(job.provider.kind, job.provider.account, outcome.value)
+        await self._publish(job.state, record, self._topics.results, result.to_bytes())
 
     # ------------------------------------------------------------------ account stops
 
@@ -539,6 +774,70 @@ class Engine:
         log.info("account_resumed", account=account)
         for job in stopped.parked:
             self._start(job)
+
+    # ------------------------------------------------------------------ template holds
+
+    def hold_template(self, name: str, language: str | None, reason: str) -> None:
+        """Park sends that use template ``name`` (``language`` None: every language)."""
+        key = (name, language)
+        if key not in self._held_templates:
+            self._held_templates[key] = _TemplateHold(reason=reason)
+            log.warning("template_paused", template=name, language=language, reason=reason)
+
+    def release_template(self, name: str, language: str | None, *, reason: str) -> None:
+        """Resume template ``name`` and its parked sends: ``language`` None resumes every
+        language; a language resumes its own hold and an every-language hold."""
+        keys = [
+            k
+            for k in self._held_templates
+            if k[0] == name and (language is None or k[1] in (None, language))
+        ]
+        for key in keys:
+            hold = self._held_templates.pop(key)
+            if hold.probe_timer is not None:
+                hold.probe_timer.cancel()
+            log.info(
+                "template_resumed", template=name, language=key[1], reason=reason,
+                parked=len(hold.parked),
+            )  # fmt: skip
+            for job in hold.parked:
+                self._start(job)
+
+    def _hold_of(self, job: Job) -> _TemplateHold | None:
+        key = template_of(job)
+        if key is None:
+            return None
+        return self._held_templates.get(key) or self._held_templates.get((key[0], None))
+
+    def _hold_after_outcome(self, job: Job, outcome: ProviderOutcome) -> bool:
+        key = template_of(job)
+        if key is None:
+            return False
+        reason = f"{outcome.error_code or outcome.http_status}: {outcome.detail or ''}".strip()
+        self.hold_template(key[0], key[1], reason)
+        hold = self._hold_of(job)
+        assert hold is not None
+        self._park_on_template(hold, job, front=True)
+        return True
+
+    def _park_on_template(self, hold: _TemplateHold, job: Job, *, front: bool = False) -> None:
+        if front:
+            hold.parked.appendleft(job)
+        else:
+            hold.parked.append(job)
+        if hold.probe_timer is None:
+            hold.probe_timer = asyncio.get_running_loop().call_later(
+                self._limits.template_probe_interval_s, self._probe_template, hold
+            )
+
+    def _probe_template(self, hold: _TemplateHold) -> None:
+        hold.probe_timer = None
+        while hold.parked:
+            job = hold.parked.popleft()
+            if not job.state.draining:
+                job.template_probe = True
+                self._start(job)
+                return
 
     # ------------------------------------------------------------------ publishing
 
@@ -587,6 +886,8 @@ class Engine:
         outcome: ProviderOutcome,
         attempts: int,
         since: float,
+        *,
+        ledger_update: tuple[str, bytes, bytes] | None = None,
     ) -> None:
         result = ResultRecord(
             event_id=event.event_id,
@@ -608,7 +909,11 @@ class Engine:
         )
         self.stats.results += 1
         self._obs.outcome(provider.kind, provider.account, result.outcome.value)
-        await self._publish(state, record, self._topics.results, result.to_bytes())
+        if self._on_accepted is not None and result.provider_message_id is not None:
+            await self._on_accepted(result)
+        await self._publish(
+            state, record, self._topics.results, result.to_bytes(), ledger_update=ledger_update
+        )
 
     async def _publish_error(
         self,
@@ -670,12 +975,34 @@ class Engine:
                 state.deactivate()
 
     async def _publish(
-        self, state: PartitionState, record: ConsumedRecord, topic: str, value: bytes
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        topic: str,
+        value: bytes,
+        *,
+        ledger_update: tuple[str, bytes, bytes] | None = None,
     ) -> None:
-        """Hand the outcome to the producer; the offset is done only when the broker acks it."""
+        """Hand the outcome to the producer; the offset is done only when the broker acks it.
+
+        A ledger update goes first, to the input record's partition (co-partitioned topics).
+        """
         while True:
             try:
-                fut = await self._sink.send(topic, value, key=record.key)
+                if ledger_update is not None:
+                    ledger_topic, ledger_key, ledger_value = ledger_update
+                    ledger_fut = await self._ledger_sink.send(
+                        ledger_topic,
+                        ledger_value,
+                        key=ledger_key,
+                        partition=record.partition,
+                        source=(state.tp, record.offset),
+                    )
+                fut = await self._sink.send(
+                    topic, value, key=record.key, source=(state.tp, record.offset)
+                )
+                if ledger_update is not None:
+                    await asyncio.shield(ledger_fut)
                 await asyncio.shield(fut)
             except asyncio.CancelledError:
                 raise
@@ -712,13 +1039,27 @@ class Engine:
             point = state.tracker.commit_point
             if point is not None and state.tracker.needs_commit:
                 offsets[tp] = point
-        if not offsets:
+        if self._transactions is not None:
+            if self.failure is not None:
+                return  # never commit offsets past outcomes of a failed transaction
+            started = time.monotonic()
+            try:
+                await self._transactions.commit_transaction(offsets)
+            except Exception as exc:
+                log.exception("transaction_failed", error=type(exc).__name__)
+                self.failure = exc
+                self.request_stop()
+                return
+        elif not offsets:
             return
-        started = time.monotonic()
-        try:
-            await self._source.commit(offsets)
-        except CommitRejectedError as exc:
-            log.warning("commit_rejected", reason=str(exc))
+        else:
+            started = time.monotonic()
+            try:
+                await self._source.commit(offsets)
+            except CommitRejectedError as exc:
+                log.warning("commit_rejected", reason=str(exc))
+                return
+        if not offsets:
             return
         self._obs.commit_latency(time.monotonic() - started)
         self.stats.commits += 1
@@ -734,6 +1075,7 @@ class Engine:
         live = [s for s in self._states.values() if not s.draining]
         share_records = max(1, limits.max_buffered_records // max(1, len(live)))
         share_bytes = max(1, limits.max_buffered_bytes // max(1, len(live)))
+        share_span = max(1, limits.max_uncommitted_records // max(1, len(live)))
         over = (
             self._buffered_records >= limits.max_buffered_records
             or self._buffered_bytes >= limits.max_buffered_bytes
@@ -745,7 +1087,11 @@ class Engine:
         want: set[TP] = set()
         for s in live:
             outstanding = s.tracker.outstanding
-            full = outstanding >= share_records or s.buffered_bytes >= share_bytes
+            full = (
+                outstanding >= share_records
+                or s.buffered_bytes >= share_bytes
+                or _uncommitted_span(s.tracker) >= share_span
+            )
             if s.tp in self._paused:
                 # Resume once this partition is back under half its share and the total is low.
                 if full or outstanding >= share_records // 2 or not low:
@@ -764,8 +1110,37 @@ class Engine:
         self._paused = want
 
 
+_SUPERSEDED_DETAIL = "a newer event of the order was queued behind it"
+
+
+def _uncommitted_span(tracker: OffsetTracker) -> int:
+    """Records taken in since the commit point: what a crash would make us redo."""
+    last, point = tracker.last_tracked, tracker.commit_point
+    if last is None or point is None:
+        return 0
+    return last + 1 - point
+
+
 class _UnroutableError(Exception):
     pass
+
+
+def template_of(job: Job) -> TemplateKey | None:
+    """The WhatsApp template a job's request sends (Meta and YCloud bodies), else None."""
+    content = job.request.content
+    if b'"template"' not in content:
+        return None
+    try:
+        body = orjson.loads(content)
+        template = body["template"]
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else language
+        name = template["name"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    return (name, code if isinstance(code, str) else None)
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:

@@ -145,7 +145,11 @@ class AiohttpSender:
                 timeout=self._timeout(timeout),
             ) as answer:
                 length = answer.content_length
-                if length is not None and length <= self._max_response_bytes:
+                if (
+                    length is not None
+                    and length <= self._max_response_bytes
+                    and hdrs.CONTENT_ENCODING not in answer.headers  # decoded size is unknown
+                ):
                     content = await answer.read()
                 else:
                     content, truncated = await self._read_capped(answer)

@@ -56,6 +56,10 @@ class CommitRejectedError(Exception):
     """The group rebalanced under us; the commit was not applied (the next owner re-reads)."""
 
 
+class KafkaUnreachableError(Exception):
+    """No broker answered a metadata request in time."""
+
+
 class KafkaConsumer:
     """A group member with manual commits. Call ``getmany`` continuously, even when paused."""
 
@@ -137,6 +141,23 @@ class KafkaConsumer:
             )
         except (CommitFailedError, IllegalStateError) as exc:
             raise CommitRejectedError(str(exc)) from exc
+
+    async def ping(self, timeout_s: float) -> None:
+        """Ask the cluster for metadata (one round trip); raise KafkaUnreachableError if none
+        of the known brokers answers within ``timeout_s``. Used by the readiness check."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._consumer.topics()
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnreachableError(type(exc).__name__) from None
+
+    async def topic_names(self, timeout_s: float) -> set[str]:
+        """Every topic the cluster shows us (raises KafkaUnreachableError)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return set(await self._consumer.topics())
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnreachableError(type(exc).__name__) from None
 
     async def lag(self) -> dict[TP, int]:
         """Records behind the high watermark per assigned partition (fetch position based)."""

@@ -1,4 +1,5 @@
-"""Typed wrapper around aiokafka's idempotent producer: sends return a broker-ack future."""
+"""Typed wrappers around aiokafka's producer: idempotent (sends return a broker-ack future) and
+transactional (outcomes and input offsets committed together). Nothing else imports aiokafka."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from connector.kafka.connection import client_kwargs
+from connector.kafka.consumer import TP
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
@@ -40,8 +42,12 @@ class KafkaProducer:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
-        """Hand a record to the batcher; the returned future resolves when the broker acks."""
+        """Hand a record to the batcher; the returned future resolves when the broker acks.
+
+        ``source`` (the input record's coordinates) matters only to the transactional producer.
+        """
         fut: asyncio.Future[object] = await self._producer.send(
             topic,
             value=value,
@@ -53,3 +59,123 @@ class KafkaProducer:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+class TransactionFailedError(RuntimeError):
+    """A transaction could not be committed; nothing of it is visible to read_committed readers.
+
+    Fatal for the process: its in-memory progress includes outcomes that were never committed.
+    """
+
+
+_Pending = tuple[
+    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
+]
+
+
+class TransactionalProducer:
+    """Buffers sends and writes them with the input offsets in one Kafka transaction.
+
+    ``send`` only buffers (its future is already resolved: the record counts as published
+    once the transaction that holds it commits). ``commit_transaction(offsets)`` writes the
+    buffer and ``offsets`` (sent to the transaction for ``group_id``) atomically.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        transactional_id: str,
+        group_id: str,
+        transaction_timeout_ms: int = 30_000,
+    ) -> None:
+        self._group_id = group_id
+        self._producer = AIOKafkaProducer(
+            transactional_id=transactional_id,
+            enable_idempotence=True,
+            transaction_timeout_ms=transaction_timeout_ms,
+            linger_ms=settings.linger_ms,
+            max_batch_size=256 * 1024,
+            compression_type=None,
+            **client_kwargs(settings),
+        )
+        self._pending: list[_Pending] = []
+        # Per input partition, the offset below which outcomes may be written (committed).
+        self._released: dict[TP, int] = {}
+        self._failed: BaseException | None = None
+        self.transactions = 0
+
+    async def start(self) -> None:
+        """Start; the broker fences any earlier producer with this id and aborts its open txn."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        source: tuple[TP, int] | None = None,
+    ) -> asyncio.Future[object]:
+        if self._failed is not None:
+            raise TransactionFailedError("an earlier transaction failed") from self._failed
+        self._pending.append(
+            (topic, value, key, list(headers) if headers else None, partition, source)
+        )
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def flush(self) -> None:
+        """Nothing to do: records become visible only through ``commit_transaction``."""
+
+    def discard_held(self, partitions: set[TP]) -> None:
+        """Drop held outcomes of revoked partitions: their offsets were never committed, so
+        the partitions' next owner produces them again."""
+        self._pending = [p for p in self._pending if p[5] is None or p[5][0] not in partitions]
+        for tp in partitions:
+            self._released.pop(tp, None)
+
+    async def commit_transaction(self, offsets: dict[TP, int]) -> None:
+        """Write ``offsets`` and the buffered records they cover in one transaction.
+
+        An outcome is written only together with (or after) the offset that covers its input
+        record: an outcome of a record above the commit point stays buffered, or a crash
+        would leave it visible while its input is processed again (two outcomes).
+        """
+        # Split before the first await: offsets were computed from records buffered until now.
+        self._released.update(offsets)
+        released = self._released
+        batch: list[_Pending] = []
+        held: list[_Pending] = []
+        for item in self._pending:
+            src = item[5]
+            if src is None or src[1] < released.get(src[0], -1):
+                batch.append(item)
+            else:
+                held.append(item)
+        self._pending = held
+        if self._failed is not None:
+            raise TransactionFailedError("an earlier transaction failed") from self._failed
+        if not batch and not offsets:
+            return
+        producer = self._producer
+        try:
+            async with producer.transaction():
+                for topic, value, key, headers, partition, _ in batch:
+                    await producer.send(
+                        topic, value=value, key=key, headers=headers, partition=partition
+                    )
+                if offsets:
+                    await producer.send_offsets_to_transaction(
+                        {TopicPartition(*tp): off for tp, off in offsets.items()}, self._group_id
+                    )
+        except Exception as exc:
+            self._failed = exc
+            raise TransactionFailedError(f"transaction failed: {type(exc).__name__}") from exc
+        self.transactions += 1

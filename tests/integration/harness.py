@@ -65,6 +65,9 @@ class Pipeline:
             "limits": {"commit_interval_s": 0.2, "drain_timeout_s": 10.0},
             "retry": {"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 1.0},
             "server": {"enabled": False},
+            # Every event is sent (these tests check per-order order on the provider side);
+            # coalescing has its own tests.
+            "delivery": {"coalesce_providers": []},
         }
         for key, value in sections.items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):
@@ -108,10 +111,17 @@ async def make_pipeline(
     sandbox: SandboxServer,
 ) -> Pipeline:
     topics = TopicNames(
-        input=unique_name("in"), results=unique_name("results"), errors=unique_name("errors")
+        input=unique_name("in"),
+        results=unique_name("results"),
+        errors=unique_name("errors"),
+        ledger=unique_name("ledger"),
     )
     for name in (topics.input, topics.results, topics.errors):
         await ensure_topic(bootstrap, name, partitions=partitions)
+    assert topics.ledger is not None
+    await ensure_topic(
+        bootstrap, topics.ledger, partitions=partitions, configs={"cleanup.policy": "compact"}
+    )
     return Pipeline(bootstrap, topics, unique_name("group"), sandbox, sandbox_config, partitions)
 
 
@@ -207,7 +217,10 @@ class ConnectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self._spawn(log)
+
+    def _spawn(self, log: Any) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -152,6 +152,7 @@ class FakeSink:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
         self.records.append((topic, value, key))
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()

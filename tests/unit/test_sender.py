@@ -73,6 +73,7 @@ class Web:
         app.router.add_post("/big", self.big)
         app.router.add_post("/big-chunked", self.big_chunked)
         app.router.add_post("/gzip", self.gzipped)
+        app.router.add_post("/gzip-bomb", self.gzip_bomb)
         app.router.add_post("/status/{code}", self.status)
         self.server = test_utils.TestServer(app, host="127.0.0.1", port=0)
 
@@ -122,6 +123,12 @@ class Web:
     async def gzipped(self, request: web.Request) -> web.Response:
         return web.Response(
             body=gzip.compress(b'{"id": "wamid.1", "ok": true}'),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    async def gzip_bomb(self, request: web.Request) -> web.Response:
+        return web.Response(  # ~1 KiB on the wire, 4 MiB once decoded
+            body=gzip.compress(b"0" * (4 << 20)),
             headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
         )
 
@@ -297,6 +304,13 @@ async def test_compressed_answer_arrives_decoded(sender: HttpSender, server: Web
         answer = await sender.send(httpx.Request("POST", server.url("/gzip")), timeout=5)
     assert answer.json() == {"id": "wamid.1", "ok": True}
     assert "content-encoding" not in answer.headers
+
+
+async def test_compressed_answer_is_capped_after_decoding(sender: HttpSender, server: Web) -> None:
+    with anyio.fail_after(5):
+        answer = await sender.send(httpx.Request("POST", server.url("/gzip-bomb")), timeout=5)
+    assert len(answer.content) == CAP
+    assert answer.extensions[BODY_TRUNCATED] is True
 
 
 async def test_concurrent_requests_reuse_pooled_connections(

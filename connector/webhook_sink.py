@@ -1,0 +1,142 @@
+"""The daemon's ``WebhookSink``: delivery reports become ``order.status.results`` records,
+failed ones also ``order.status.errors`` records, template changes pause or resume sends.
+
+Correlates each report with its event and order (echoed event id, then the message-id
+correlation cache). It publishes and waits for acks; raising makes the server answer 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from connector.correlation import CorrelationCache, CorrelationRecord
+from connector.errors import ErrorClass
+from connector.results import ErrorRecord, ReportStatus, ResultOutcome, ResultRecord
+from connector.webhooks import DeliveryStatus, StatusReport, TemplateStatusChange
+
+log = structlog.get_logger("connector.webhook_sink")
+
+
+class _Producer(Protocol):
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[object]: ...
+
+
+class TemplateControl(Protocol):
+    """What the sink needs from the engine."""
+
+    def hold_template(self, name: str, language: str | None, reason: str) -> None: ...
+    def release_template(self, name: str, language: str | None, *, reason: str) -> None: ...
+
+
+class KafkaWebhookSink:
+    """Publishes verified, deduplicated webhook content. ``results_topic``/``errors_topic`` are
+    real topic names; ``wait_s`` bounds the wait for a correlation not yet seen."""
+
+    def __init__(
+        self,
+        producer: _Producer,
+        *,
+        results_topic: str,
+        errors_topic: str,
+        cache: CorrelationCache | None,
+        templates: TemplateControl,
+        wait_s: float = 5.0,
+    ) -> None:
+        self._producer = producer
+        self._results_topic = results_topic
+        self._errors_topic = errors_topic
+        self._cache = cache
+        self._templates = templates
+        self._wait_s = wait_s
+        self.uncorrelated = 0
+
+    async def publish_reports(self, reports: Sequence[StatusReport]) -> None:
+        found = await asyncio.gather(*(self._correlate(r) for r in reports))
+        acks: list[asyncio.Future[object]] = []
+        for report, correlation in zip(reports, found, strict=True):
+            for topic, key, value in self._records(report, correlation):
+                headers = [("dedupe_key", report.dedupe_key.encode())]
+                if report.timestamp is not None:
+                    headers.append(("provider_timestamp", report.timestamp.isoformat().encode()))
+                if correlation is not None and correlation.traceparent:
+                    headers.append(("traceparent", correlation.traceparent.encode()))
+                acks.append(await self._producer.send(topic, value, key=key, headers=headers))
+        await asyncio.gather(*acks)
+
+    async def template_status(self, change: TemplateStatusChange) -> None:
+        reason = f"{change.provider} template {change.event}"
+        if change.reason:
+            reason = f"{reason}: {change.reason}"
+        if change.pauses_sending:
+            self._templates.hold_template(change.template_name, change.language, reason)
+        elif change.resumes_sending:
+            self._templates.release_template(change.template_name, change.language, reason=reason)
+
+    async def _correlate(self, report: StatusReport) -> CorrelationRecord | None:
+        if self._cache is None:
+            return None
+        ids = [i for i in (report.provider_message_id, report.message_id) if i]
+        found = await self._cache.wait_for(ids, self._wait_s)
+        if found is None:
+            self.uncorrelated += 1
+            log.warning("webhook_report_uncorrelated", **report.log_fields())
+        return found
+
+    def _records(
+        self, report: StatusReport, correlation: CorrelationRecord | None
+    ) -> list[tuple[str, bytes, bytes]]:
+        event_id = report.event_id or (correlation.event_id if correlation else None)
+        order_id = correlation.order_id if correlation else None
+        account = report.account or (correlation.account if correlation else None)
+        source = correlation.source if correlation else None
+        traceparent = correlation.traceparent if correlation else None
+        first = report.errors[0] if report.errors else None
+        detail = None
+        if first is not None:
+            detail = f"{first.code}: {first.title}" + (f" ({first.detail})" if first.detail else "")
+        key = (order_id or event_id or report.message_id).encode()
+        result = ResultRecord(
+            event_id=event_id,
+            order_id=order_id,
+            outcome=ResultOutcome.STATUS_REPORT,
+            report_status=ReportStatus(report.status.value),
+            provider=report.provider,
+            account=account,
+            # The id the send answered with (YCloud: its own id, not the wamid).
+            provider_message_id=report.provider_message_id or report.message_id,
+            provider_error_code=first.code if first else None,
+            source=source,
+            traceparent=traceparent,
+            detail=detail,
+        )
+        out = [(self._results_topic, key, result.to_bytes())]
+        if report.status is DeliveryStatus.FAILED:
+            error = ErrorRecord(
+                event_id=event_id,
+                order_id=order_id,
+                error_class=ErrorClass.ASYNC_PROVIDER_ERROR,
+                reason=f"{report.provider} reported the message failed: {detail or 'no code'}",
+                provider=report.provider,
+                account=account,
+                provider_error_code=first.code if first else None,
+                source=source,
+                traceparent=traceparent,
+            )
+            out.append((self._errors_topic, key, error.to_bytes()))
+            log.warning(
+                "async_provider_error", order_id=order_id, code=error.provider_error_code,
+                **report.log_fields(),
+            )  # fmt: skip
+        return out

@@ -1,0 +1,158 @@
+"""Paused templates park their events (never fail them) and resume them in order: from the
+provider's pause outcome (Meta 132015/132016), from template webhooks, and by probing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import anyio
+import httpx
+import orjson
+
+from connector.config import LimitSettings, RoutingSettings, TopicNames
+from connector.engine import Engine
+from connector.events import OrderStatusChanged
+from connector.kafka.consumer import TP, ConsumedRecord
+from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.retry import RetryPolicy
+from tests.unit.test_engine import INPUT, FakeSettings, FakeSink, FakeSource
+
+RESULTS, ERRORS = TopicNames().results, TopicNames().errors
+
+
+class TemplateProvider:
+    """Sends a Meta-shaped template body; template ``paused_tpl`` answers 132015 while paused."""
+
+    kind: ClassVar[str] = "meta"
+
+    def __init__(self) -> None:
+        self.settings = FakeSettings()
+
+    @property
+    def account(self) -> str:
+        return "acct"
+
+    def target_key(self, event: OrderStatusChanged) -> str:
+        return event.order_id
+
+    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+        template = event.description or "tpl"
+        body = {
+            "event": event.event_id,
+            "template": {
+                "name": template,
+                "language": {"policy": "deterministic", "code": "pt_BR"},
+            },
+        }
+        return httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+
+    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
+        if response.status_code == 200:
+            return ProviderOutcome(OutcomeKind.ACCEPTED, message_id="m", http_status=200)
+        return ProviderOutcome(
+            OutcomeKind.PERMANENT, http_status=400, error_code="132015", pause_template=True
+        )
+
+
+class TemplateSender:
+    def __init__(self) -> None:
+        self.paused = True
+        self.sent: list[str] = []
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        body = orjson.loads(request.content)
+        self.sent.append(body["event"])
+        status = 400 if self.paused and body["template"]["name"] == "paused_tpl" else 200
+        return httpx.Response(status, request=request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def record(offset: int, order: str, template: str) -> ConsumedRecord:
+    value = orjson.dumps(
+        {
+            "event_id": f"{order}-{offset}",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+            "order_id": order,
+            "status": "processing",
+            "account": "acct",
+            "description": template,
+        }
+    )
+    return ConsumedRecord(INPUT, 0, offset, order.encode(), value, (), 0)
+
+
+def build(
+    records: list[ConsumedRecord], probe_s: float = 60.0
+) -> tuple[Engine, FakeSink, TemplateSender, FakeSource]:
+    source = FakeSource({0: records})
+    sink = FakeSink()
+    sender = TemplateSender()
+    engine = Engine(
+        source=source,
+        sink=sink,
+        sender=sender,  # type: ignore[arg-type]
+        providers={"acct": TemplateProvider()},
+        routing=RoutingSettings(),
+        topics=TopicNames(input=INPUT),
+        limits=LimitSettings(commit_interval_s=0.01, template_probe_interval_s=probe_s),
+        retry=RetryPolicy(max_attempts=3, max_elapsed_s=5, base_s=0.01, cap_s=0.05, jitter=0),
+    )
+    return engine, sink, sender, source
+
+
+async def wait(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)  # polling under a deadline
+
+
+async def test_pause_outcome_parks_the_template_and_a_webhook_resumes_it_in_order() -> None:
+    records = [
+        record(0, "o1", "paused_tpl"),
+        record(1, "o1", "paused_tpl"),  # same order: waits behind the parked one
+        record(2, "o2", "paused_tpl"),
+        record(3, "o3", "other_tpl"),  # another template keeps flowing
+    ]
+    engine, sink, sender, source = build(records)
+    await engine.on_assigned({TP(INPUT, 0)})
+    task = asyncio.create_task(engine.run())
+    try:
+        await wait(lambda: engine.held_templates and len(sink.by_topic(RESULTS)) == 1)
+        assert engine.held_templates == {("paused_tpl", "pt_BR"): "132015:"}
+        assert sink.by_topic(ERRORS) == []
+        assert [r["event_id"] for r in sink.by_topic(RESULTS)] == ["o3-3"]
+        # o1-1 never reached the provider: its lane waits behind the parked o1-0.
+        assert "o1-1" not in sender.sent
+        assert source.commits.get(TP(INPUT, 0), 0) == 0  # parked offsets hold the watermark
+
+        sender.paused = False
+        engine.release_template("paused_tpl", None, reason="APPROVED")
+        await wait(lambda: len(sink.by_topic(RESULTS)) == 4)
+        assert engine.held_templates == {}
+        assert sink.by_topic(ERRORS) == []
+        done = [r["event_id"] for r in sink.by_topic(RESULTS)]
+        assert done.index("o1-0") < done.index("o1-1")
+        await wait(lambda: source.commits.get(TP(INPUT, 0)) == 4)
+    finally:
+        engine.request_stop()
+        await task
+
+
+async def test_webhook_pause_parks_before_sending_and_a_probe_resumes() -> None:
+    engine, sink, sender, _ = build([record(0, "o1", "paused_tpl")], probe_s=0.05)
+    sender.paused = False  # the provider already accepts again; only the probe can tell
+    engine.hold_template("paused_tpl", None, "meta template PAUSED")
+    await engine.on_assigned({TP(INPUT, 0)})
+    task = asyncio.create_task(engine.run())
+    try:
+        await wait(lambda: len(sink.by_topic(RESULTS)) == 1)
+        assert engine.held_templates == {}
+        assert sender.sent == ["o1-0"]  # parked first, then sent exactly once by the probe
+    finally:
+        engine.request_stop()
+        await task
