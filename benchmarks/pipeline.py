@@ -203,24 +203,31 @@ def _stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:
 # ----------------------------------------------------------------------------- Kafka helpers
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    from connector.kafka.admin import KafkaAdmin
-    from connector.topics import TopicRole, TopicSpec
+async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
+    """Apply the topic contracts under ``prefix`` (input and ledger get ``partitions``)."""
+    from connector.kafka.admin import apply_topics
+    from connector.topics import load_spec
 
-    specs = [
-        TopicSpec(
-            logical_name=name,
-            name=name,
-            role=TopicRole.INPUT,
-            key="order id",
-            partitions=partitions,
-            replication_factor=1,
-        )
-        for name in names
-    ]
-    async with KafkaAdmin(bootstrap) as admin:
-        await admin.create_topics(specs)
-        await admin.wait_for_topics(names)
+    spec = load_spec(ROOT / "topics" / "topics.yaml")
+    co_partitioned = {"order.status.changed", "order.status.ledger"}
+    spec = spec.model_copy(
+        update={
+            "topics": {
+                name: topic.model_copy(update={"partitions": partitions})
+                if name in co_partitioned
+                else topic
+                for name, topic in spec.topics.items()
+            }
+        }
+    )
+    await apply_topics(bootstrap, spec, dry_run=False, prefix=prefix, replication_factor=1)
+    return {
+        "input": f"{prefix}order.status.changed",
+        "results": f"{prefix}order.status.results",
+        "errors": f"{prefix}order.status.errors",
+        "ledger": f"{prefix}order.status.ledger",
+        "correlation": f"{prefix}order.status.correlation",
+    }
 
 
 async def produce_backlog(bootstrap: str, topic: str, workload: Workload) -> dict[str, float]:
@@ -362,11 +369,12 @@ def connector_config(
     *,
     bootstrap: str,
     group: str,
-    topics: dict[str, str],
+    topics: dict[str, str | None],
     sandbox: SandboxProcess,
     max_in_flight: int,
     account_in_flight: int,
     client: str,
+    coalesce: bool,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The connector's config file (secrets as ``env:`` references) and those variables."""
     accounts = sandbox_accounts(
@@ -389,6 +397,9 @@ def connector_config(
         "accounts": accounts,
         "limits": {"max_in_flight": max_in_flight, "commit_interval_s": 0.5},
         "http": {"client": client, "max_connections": max_in_flight},
+        # Every event must reach the provider for a like-for-like comparison with the baseline;
+        # production coalesces WhatsApp backlogs (docs/ordering.md), --coalesce measures that.
+        "delivery": {"coalesce_providers": ["meta", "ycloud"] if coalesce else []},
         "server": {"enabled": False},
     }
     return config, env
@@ -449,22 +460,21 @@ async def run_connector(
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     run = uuid.uuid4().hex[:6]
-    topics = {
-        "input": f"bench-{run}.connector.in",
-        "results": f"bench-{run}.connector.results",
-        "errors": f"bench-{run}.connector.errors",
-    }
-    await create_topics(bootstrap, list(topics.values()), args.partitions)
+    topics = await create_topics(bootstrap, f"bench-{run}.", args.partitions)
+    config_topics: dict[str, str | None] = dict(topics)
+    if args.no_ledger:
+        config_topics["ledger"] = None
     progress(f"connector: producing {len(workload.records)} events to {topics['input']}")
     produced_at = await produce_backlog(bootstrap, topics["input"], workload)
     config, secrets = connector_config(
         bootstrap=bootstrap,
         group=f"bench-{run}",
-        topics=topics,
+        topics=config_topics,
         sandbox=sandbox,
         max_in_flight=args.max_in_flight,
         account_in_flight=args.account_in_flight,
         client=args.http_client,
+        coalesce=args.coalesce,
     )
     config_path = workdir / f"connector-{run}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -514,6 +524,8 @@ async def run_connector(
     figures = {
         "system": "connector (python -m connector.cli run, separate process)",
         "http_client": args.http_client,
+        "ledger": not args.no_ledger,
+        "coalesce": args.coalesce,
         "max_in_flight": args.max_in_flight,
         "events": len(workload.records),
         "outcomes": dict(reader.outcomes),
@@ -562,8 +574,7 @@ async def run_baseline(
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     run = uuid.uuid4().hex[:6]
-    topic = f"bench-{run}.baseline.in"
-    await create_topics(bootstrap, [topic], args.partitions)
+    topic = (await create_topics(bootstrap, f"bench-{run}.", args.partitions))["input"]
     progress(f"baseline: producing {len(workload.records)} events to {topic}")
     produced_at = await produce_backlog(bootstrap, topic, workload)
     accounts_path = workdir / f"baseline-{run}.accounts.json"
@@ -818,6 +829,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-connector", action="store_true")
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="keep production coalescing for Meta/YCloud (backlogged events get superseded)",
+    )
+    parser.add_argument(
+        "--no-ledger", action="store_true", help="run the connector with topics.ledger off"
+    )
     parser.add_argument("--max-in-flight", type=int, default=512)
     parser.add_argument("--account-in-flight", type=int, default=256)
     parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp")
