@@ -375,6 +375,7 @@ def connector_config(
     account_in_flight: int,
     client: str,
     coalesce: bool,
+    correlation: bool,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The connector's config file (secrets as ``env:`` references) and those variables."""
     accounts = sandbox_accounts(
@@ -400,6 +401,7 @@ def connector_config(
         # Every event must reach the provider for a like-for-like comparison with the baseline;
         # production coalesces WhatsApp backlogs (docs/ordering.md), --coalesce measures that.
         "delivery": {"coalesce_providers": ["meta", "ycloud"] if coalesce else []},
+        "correlation": {"enabled": correlation},
         "server": {"enabled": False},
     }
     return config, env
@@ -475,6 +477,7 @@ async def run_connector(
         account_in_flight=args.account_in_flight,
         client=args.http_client,
         coalesce=args.coalesce,
+        correlation=not args.no_correlation,
     )
     config_path = workdir / f"connector-{run}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -526,6 +529,7 @@ async def run_connector(
         "http_client": args.http_client,
         "ledger": not args.no_ledger,
         "coalesce": args.coalesce,
+        "correlation": not args.no_correlation,
         "max_in_flight": args.max_in_flight,
         "events": len(workload.records),
         "outcomes": dict(reader.outcomes),
@@ -833,6 +837,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--coalesce",
         action="store_true",
         help="keep production coalescing for Meta/YCloud (backlogged events get superseded)",
+    )
+    parser.add_argument(
+        "--no-correlation",
+        action="store_true",
+        help="run the connector with correlation records (message id -> event) off",
     )
     parser.add_argument(
         "--no-ledger", action="store_true", help="run the connector with topics.ledger off"
