@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
@@ -78,6 +79,22 @@ def _check_config(path: Path) -> int:
     return 0
 
 
+# Young-generation size and promotion counts for the daemon (CPython defaults: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a daemon holding thousands of buffered records.
+
+    With the defaults, a backlog keeps promoting buffered records into the old generation and
+    full collections rescan the whole heap: 37% of the connector's CPU in the CPU-bound
+    benchmark (docs/benchmarks.md). Startup objects are frozen (never rescanned) and young
+    collections run every 50,000 net allocations; full collections still run, just rarely.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _run(path: Path, level: str) -> int:
     from connector.app import ConnectorApp
     from connector.config import load_config
@@ -89,6 +106,7 @@ def _run(path: Path, level: str) -> int:
         print(f"configuration invalid: {exc}", file=sys.stderr)
         return 2
     configure_logging(level=level, secrets=config.secret_values(), json=True)
+    tune_gc()
 
     async def serve() -> int:
         # aiokafka clients must be built inside the running loop.

@@ -1,0 +1,888 @@
+"""End-to-end pipeline benchmark: broker, sandbox, the connector and a naive baseline, as JSON.
+
+Each system runs in its own process against a sandbox process; this module only produces the
+workload, watches CPU/RSS, reads outcomes and the sandbox's request log, and computes figures.
+Run ``python -m benchmarks.pipeline --help``. Stdout carries one JSON document; progress goes
+to stderr. It never runs in CI (minutes, two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil  # type: ignore[import-untyped]  # no stubs in the venv
+import yaml
+
+from connector.config import KafkaSettings
+from connector.demo import DEMO_ACCOUNTS, sandbox_accounts
+from connector.events import OrderStatusChanged, encode_event
+from connector.kafka.consumer import ConsumedRecord, read_topic
+from connector.kafka.producer import KafkaProducer
+from connector.sandbox.config import SandboxConfig
+from connector.workload import WorkloadSpec, build_orders, interleave
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_TARGET_MS_PER_EVENT = 0.5
+SECRET_FIELDS = ("access_token", "api_key", "instance_token", "client_token", "secret")
+
+
+def progress(message: str) -> None:
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Encoded records in produce order plus what each event id means."""
+
+    records: list[tuple[bytes, bytes]]  # (key, value)
+    meta: dict[str, tuple[str, int]]  # event id -> (order id, sequence)
+    order_ids: list[str]  # in creation order (providers alternate)
+
+
+def build_workload(events: int, orders: int, seed: int) -> Workload:
+    if events % orders:
+        raise SystemExit("--events must be a multiple of --orders (events per order is fixed)")
+    scripts = build_orders(
+        WorkloadSpec(
+            orders=orders, accounts=DEMO_ACCOUNTS, seed=seed, events_per_order=events // orders
+        )
+    )
+    stream: list[OrderStatusChanged] = list(interleave(scripts, seed=seed + 4))
+    return Workload(
+        records=[(e.order_id.encode(), encode_event(e)) for e in stream],
+        meta={e.event_id: (e.order_id, e.sequence or 0) for e in stream},
+        order_ids=[s.order_id for s in scripts],
+    )
+
+
+def prefix_of(workload: Workload, orders: int) -> Workload:
+    """The same stream restricted to its first ``orders`` orders (keeps the interleaving)."""
+    if orders >= len(workload.order_ids):
+        return workload
+    kept = workload.order_ids[:orders]
+    keys = {oid.encode() for oid in kept}
+    wanted = set(kept)
+    meta = {eid: m for eid, m in workload.meta.items() if m[0] in wanted}
+    records = [(k, v) for k, v in workload.records if k in keys]
+    return Workload(records=records, meta=meta, order_ids=kept)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class SandboxProcess:
+    """``python -m connector.sandbox`` on a free port, in its own process."""
+
+    def __init__(self, latency_ms: float, capacity: int) -> None:
+        latency = f"fixed:{latency_ms:g}" if latency_ms > 0 else "none"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "connector.sandbox",
+                "--port",
+                "0",
+                "--latency",
+                latency,
+                "--no-rate-limits",
+                "--record-capacity",
+                str(capacity),
+            ],
+            cwd=ROOT,
+            env=_child_env({}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("sandbox listening on "):
+            self.stop()
+            raise RuntimeError(f"sandbox did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1]
+        self.sampler = ResourceSampler(self.proc.pid, period_s=0.25)
+
+    def provider_url(self, provider: str) -> str:
+        return f"{self.url}/{provider}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+@dataclass(slots=True)
+class ResourceSampler:
+    """Samples a process's CPU seconds (user+sys, children excluded) and RSS every period."""
+
+    pid: int
+    period_s: float = 0.1
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # wall, cpu, rss
+    peak_rss: int = 0
+
+    async def run(self) -> None:
+        proc = psutil.Process(self.pid)
+        with contextlib.suppress(psutil.Error):
+            while True:
+                self.sample(proc)
+                await asyncio.sleep(self.period_s)
+
+    def sample(self, proc: psutil.Process) -> None:
+        cpu = proc.cpu_times()
+        rss = proc.memory_info().rss
+        self.peak_rss = max(self.peak_rss, rss, _vm_hwm(self.pid))
+        self.samples.append((time.time(), cpu.user + cpu.system, rss))
+
+    def cpu_at(self, wall: float) -> float:
+        """CPU seconds used by ``wall`` (linear between samples)."""
+        s = self.samples
+        if not s:
+            return 0.0
+        if wall <= s[0][0]:
+            return s[0][1]
+        for (t0, c0, _), (t1, c1, _) in itertools.pairwise(s):
+            if t0 <= wall <= t1:
+                return c0 + (c1 - c0) * ((wall - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return s[-1][1]
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size (Linux VmHWM) in bytes, 0 where unavailable."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+# ----------------------------------------------------------------------------- Kafka helpers
+
+
+async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
+    """Apply the topic contracts under ``prefix`` (input and ledger get ``partitions``)."""
+    from connector.kafka.admin import apply_topics
+    from connector.topics import load_spec
+
+    spec = load_spec(ROOT / "topics" / "topics.yaml")
+    co_partitioned = {"order.status.changed", "order.status.ledger"}
+    spec = spec.model_copy(
+        update={
+            "topics": {
+                name: topic.model_copy(update={"partitions": partitions})
+                if name in co_partitioned
+                else topic
+                for name, topic in spec.topics.items()
+            }
+        }
+    )
+    await apply_topics(bootstrap, spec, dry_run=False, prefix=prefix, replication_factor=1)
+    return {
+        "input": f"{prefix}order.status.changed",
+        "results": f"{prefix}order.status.results",
+        "errors": f"{prefix}order.status.errors",
+        "ledger": f"{prefix}order.status.ledger",
+        "correlation": f"{prefix}order.status.correlation",
+    }
+
+
+async def produce_backlog(bootstrap: str, topic: str, workload: Workload) -> dict[str, float]:
+    """Produce every record keyed by order id; return event id -> produce timestamp (s)."""
+    producer = KafkaProducer(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=5))
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in workload.records]
+        metadata = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    ids = list(workload.meta)  # same order as records (both follow the stream)
+    return {eid: md.timestamp / 1000 for eid, md in zip(ids, metadata, strict=True)}  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- sandbox log
+
+
+async def sandbox_requests(url: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    since = 0
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(
+                f"{url}/_sandbox/requests", params={"since": since, "limit": 20_000}
+            ) as answer:
+                page = orjson.loads(await answer.read())
+            items = page["requests"]
+            if page.get("dropped"):
+                raise RuntimeError("sandbox request log overflowed; raise --record-capacity")
+            out.extend(items)
+            if not items:
+                return out
+            since = page["next_since"]
+
+
+async def sandbox_reset(url: str) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/_sandbox/reset") as answer,
+    ):
+        answer.raise_for_status()
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def delivery_figures(
+    workload: Workload,
+    produced_at: dict[str, float],
+    requests: list[dict[str, Any]],
+    outcome_ids: set[str],
+) -> dict[str, Any]:
+    """Latency, ordering, loss and duplicates from the sandbox's arrival-ordered log."""
+    seen: Counter[str] = Counter()
+    latencies: list[float] = []
+    highest: dict[str, int] = {}
+    violations = 0
+    orders_violated: set[str] = set()
+    foreign = 0
+    for req in sorted(requests, key=lambda r: r["seq"]):
+        eid = req.get("event_id")
+        if eid not in workload.meta:
+            foreign += 1
+            continue
+        seen[eid] += 1
+        if seen[eid] > 1:
+            continue
+        order_id, sequence = workload.meta[eid]
+        if sequence < highest.get(order_id, 0):
+            violations += 1
+            orders_violated.add(order_id)
+        else:
+            highest[order_id] = sequence
+        latencies.append((req["received_at"] - produced_at[eid]) * 1000)
+    without_request = [e for e in workload.meta if e not in seen]
+    return {
+        "provider_requests": sum(seen.values()),
+        "produce_to_provider_ms": {
+            "p50": _round(percentile(latencies, 0.50)),
+            "p99": _round(percentile(latencies, 0.99)),
+            "max": _round(max(latencies, default=None)),
+        },
+        "ordering_violations": violations,
+        "orders_with_violations": len(orders_violated),
+        "lost": sum(1 for e in without_request if e not in outcome_ids),
+        "events_without_request": len(without_request),
+        "events_without_outcome": sum(1 for e in workload.meta if e not in outcome_ids),
+        "duplicate_deliveries": sum(n - 1 for n in seen.values()),
+        "unexpected_requests": foreign,
+    }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def cpu_figures(
+    sampler: ResourceSampler, start: float, end: float, delivered: int
+) -> dict[str, Any]:
+    window = max(1e-9, end - start)
+    cpu = sampler.cpu_at(end) - sampler.cpu_at(start)
+    total_cpu = sampler.samples[-1][1] if sampler.samples else 0.0
+    return {
+        "elapsed_s": round(window, 3),
+        "events_per_s": round(delivered / window, 1),
+        "cpu_s": round(cpu, 3),
+        "cpu_s_process_total": round(total_cpu, 3),
+        "cpu_ms_per_event": round(cpu * 1000 / delivered, 4) if delivered else None,
+        "events_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
+        "cpu_utilisation": round(cpu / window, 3),
+        "peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+    }
+
+
+def _context_figures(
+    sandbox: SandboxProcess, start: float, end: float, load_before: float
+) -> dict[str, Any]:
+    """What else was busy: the sandbox's CPU share in the window and the machine's load."""
+    window = max(1e-9, end - start)
+    used = sandbox.sampler.cpu_at(end) - sandbox.sampler.cpu_at(start)
+    return {
+        "sandbox_cpu_utilisation": round(used / window, 3),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+# ----------------------------------------------------------------------------- system A
+
+
+def connector_config(
+    *,
+    bootstrap: str,
+    group: str,
+    topics: dict[str, str | None],
+    sandbox: SandboxProcess,
+    max_in_flight: int,
+    account_in_flight: int,
+    client: str,
+    coalesce: bool,
+    correlation: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The connector's config file (secrets as ``env:`` references) and those variables."""
+    accounts = sandbox_accounts(
+        sandbox.provider_url,
+        SandboxConfig(),
+        rate_per_second=1_000_000.0,
+        max_in_flight=account_in_flight,
+        request_timeout_s=10.0,
+    )
+    env: dict[str, str] = {}
+    for account in accounts:
+        for name in SECRET_FIELDS:
+            if name in account:
+                var = f"BENCH_{account['name'].upper().replace('-', '_')}_{name.upper()}"
+                env[var] = account[name]
+                account[name] = f"env:{var}"
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
+        "topics": topics,
+        "accounts": accounts,
+        "limits": {"max_in_flight": max_in_flight, "commit_interval_s": 0.5},
+        "http": {"client": client, "max_connections": max_in_flight},
+        # Every event must reach the provider for a like-for-like comparison with the baseline;
+        # production coalesces WhatsApp backlogs (docs/ordering.md), --coalesce measures that.
+        "delivery": {"coalesce_providers": ["meta", "ycloud"] if coalesce else []},
+        "correlation": {"enabled": correlation},
+        "server": {"enabled": False},
+    }
+    return config, env
+
+
+def plain_accounts(sandbox: SandboxProcess) -> list[dict[str, Any]]:
+    """Account settings for the baseline (same adapters, literal secrets, in-process)."""
+    return sandbox_accounts(sandbox.provider_url, SandboxConfig(), request_timeout_s=10.0)
+
+
+@dataclass(slots=True)
+class OutcomeReader:
+    """Counts results/errors records of one system and keeps what the figures need."""
+
+    expected: int
+    ids: set[str] = field(default_factory=set)
+    delivered: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    first_consume: float = float("inf")
+    last_outcome: float = 0.0
+    consume_to_outcome_ms: list[float] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_results(self, batch: list[ConsumedRecord]) -> None:
+        for record in batch:
+            body = orjson.loads(record.value or b"{}")
+            self.ids.add(body.get("event_id"))
+            self.outcomes[body["outcome"]] += 1
+            if body["outcome"] in ("accepted", "delivered"):
+                self.delivered += 1
+            at = datetime.fromisoformat(body["recorded_at"]).timestamp()
+            latency = float(body.get("latency_ms") or 0.0)
+            self.consume_to_outcome_ms.append(latency)
+            self.first_consume = min(self.first_consume, at - latency / 1000)
+            self.last_outcome = max(self.last_outcome, at)
+        self._check()
+
+    def on_errors(self, batch: list[ConsumedRecord]) -> None:
+        for record in batch:
+            body = orjson.loads(record.value or b"{}")
+            if body.get("event_id"):
+                self.ids.add(body["event_id"])
+            self.outcomes[f"error:{body.get('error_class')}"] += 1
+            self.last_outcome = max(self.last_outcome, record.timestamp_ms / 1000)
+        self._check()
+
+    def _check(self) -> None:
+        if sum(self.outcomes.values()) >= self.expected:
+            self.done.set()
+
+
+async def run_connector(
+    args: argparse.Namespace,
+    bootstrap: str,
+    sandbox: SandboxProcess,
+    workload: Workload,
+    workdir: Path,
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    run = uuid.uuid4().hex[:6]
+    topics = await create_topics(bootstrap, f"bench-{run}.", args.partitions)
+    config_topics: dict[str, str | None] = dict(topics)
+    if args.no_ledger:
+        config_topics["ledger"] = None
+    progress(f"connector: producing {len(workload.records)} events to {topics['input']}")
+    produced_at = await produce_backlog(bootstrap, topics["input"], workload)
+    config, secrets = connector_config(
+        bootstrap=bootstrap,
+        group=f"bench-{run}",
+        topics=config_topics,
+        sandbox=sandbox,
+        max_in_flight=args.max_in_flight,
+        account_in_flight=args.account_in_flight,
+        client=args.http_client,
+        coalesce=args.coalesce,
+        correlation=not args.no_correlation,
+    )
+    config_path = workdir / f"connector-{run}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = workdir / f"connector-{run}.log"
+    reader = OutcomeReader(expected=len(workload.records))
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    readers = [
+        asyncio.create_task(
+            read_topic(
+                kafka,
+                topics[name],
+                expected=None,
+                idle_timeout_s=1e9,
+                deadline_s=args.timeout_s,
+                on_batch=callback,
+            )
+        )
+        for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
+    ]
+    command = [sys.executable]
+    if args.profile_connector:
+        command += ["-m", "cProfile", "-o", str(args.profile_connector)]
+    command += ["-m", "connector.cli", "run", "--config", str(config_path)]
+    progress(f"connector: starting {' '.join(command[1:])} (log {log_path})")
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+            command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
+        )
+        sampler = ResourceSampler(proc.pid)
+        sampling = asyncio.create_task(sampler.run())
+        try:
+            await _wait_outcomes(reader, proc, args.timeout_s, "connector")
+            with contextlib.suppress(psutil.Error):
+                sampler.sample(psutil.Process(proc.pid))
+        finally:
+            sampling.cancel()
+            for task in readers:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
+            for reading in readers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+            code = await asyncio.to_thread(_stop_process, proc)
+    progress(f"connector: exited {code}; reading the sandbox log")
+    requests = await sandbox_requests(sandbox.url)
+    figures = {
+        "system": "connector (python -m connector.cli run, separate process)",
+        "http_client": args.http_client,
+        "ledger": not args.no_ledger,
+        "coalesce": args.coalesce,
+        "correlation": not args.no_correlation,
+        "max_in_flight": args.max_in_flight,
+        "events": len(workload.records),
+        "outcomes": dict(reader.outcomes),
+        "delivered": reader.delivered,
+        **cpu_figures(sampler, reader.first_consume, reader.last_outcome, reader.delivered),
+        **_context_figures(sandbox, reader.first_consume, reader.last_outcome, load_before),
+        "consume_to_outcome_ms": {
+            "p50": _round(percentile(reader.consume_to_outcome_ms, 0.5)),
+            "p99": _round(percentile(reader.consume_to_outcome_ms, 0.99)),
+        },
+        **delivery_figures(workload, produced_at, requests, reader.ids),
+        "exit_code": code,
+    }
+    await sandbox_reset(sandbox.url)
+    return figures
+
+
+async def _wait_outcomes(
+    reader: OutcomeReader, proc: subprocess.Popen[Any], timeout_s: float, name: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while not reader.done.is_set():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            progress(f"{name}: timed out waiting for outcomes")
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.done.wait(), 2.0)
+        done = sum(reader.outcomes.values())
+        if done != last:
+            progress(f"{name}: {done}/{reader.expected} outcomes")
+            last = done
+
+
+# ----------------------------------------------------------------------------- system B
+
+
+async def run_baseline(
+    args: argparse.Namespace,
+    bootstrap: str,
+    sandbox: SandboxProcess,
+    workload: Workload,
+    workdir: Path,
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    run = uuid.uuid4().hex[:6]
+    topic = (await create_topics(bootstrap, f"bench-{run}.", args.partitions))["input"]
+    progress(f"baseline: producing {len(workload.records)} events to {topic}")
+    produced_at = await produce_backlog(bootstrap, topic, workload)
+    accounts_path = workdir / f"baseline-{run}.accounts.json"
+    accounts_path.write_bytes(orjson.dumps(plain_accounts(sandbox)))
+    accounts_path.chmod(0o600)
+    out_path = workdir / f"baseline-{run}.json"
+    command = [
+        sys.executable, "-m", "benchmarks.pipeline", "_baseline",
+        "--bootstrap", bootstrap, "--topic", topic, "--group", f"bench-{run}",
+        "--accounts", str(accounts_path), "--expected", str(len(workload.records)),
+        "--out", str(out_path), "--timeout-s", str(args.timeout_s),
+    ]  # fmt: skip
+    progress("baseline: starting the naive consumer process")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+        command, cwd=ROOT, env=_child_env({}), stdout=subprocess.DEVNULL
+    )
+    sampler = ResourceSampler(proc.pid)
+    sampling = asyncio.create_task(sampler.run())
+    try:
+        code = await asyncio.to_thread(proc.wait, args.timeout_s + 60)
+    finally:
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = orjson.loads(out_path.read_bytes())
+    requests = await sandbox_requests(sandbox.url)
+    delivered = report["delivered"]
+    figures = {
+        "system": "naive baseline (aiokafka + stock httpx.AsyncClient, one record at a time per "
+        "partition, commit after each; separate process)",
+        "events": len(workload.records),
+        "outcomes": report["outcomes"],
+        "delivered": delivered,
+        **cpu_figures(sampler, report["first_consume"], report["last_outcome"], delivered),
+        **_context_figures(sandbox, report["first_consume"], report["last_outcome"], load_before),
+        "consume_to_outcome_ms": {
+            "p50": _round(percentile(report["consume_to_outcome_ms"], 0.5)),
+            "p99": _round(percentile(report["consume_to_outcome_ms"], 0.99)),
+        },
+        **delivery_figures(workload, produced_at, requests, set(report["outcome_ids"])),
+        "exit_code": code,
+    }
+    await sandbox_reset(sandbox.url)
+    return figures
+
+
+async def baseline_main(args: argparse.Namespace) -> int:
+    """The naive consumer: per partition, one record at a time, commit after each."""
+    import httpx
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from pydantic import TypeAdapter
+
+    from connector.events import decode_event
+    from connector.providers import AccountConfig, ProviderOutcome, build_provider
+
+    accounts = TypeAdapter(list[AccountConfig]).validate_json(args.accounts.read_bytes())
+    providers = {a.name: build_provider(a) for a in accounts}
+    consumer = AIOKafkaConsumer(
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    client = httpx.AsyncClient()
+    outcomes: Counter[str] = Counter()
+    ids: list[str] = []
+    latencies: list[float] = []
+    first_consume = float("inf")
+    last_outcome = 0.0
+    done = asyncio.Event()
+    queues: dict[Any, deque[tuple[Any, float]]] = {}
+    wakeups: dict[Any, asyncio.Event] = {}
+    workers: list[asyncio.Task[None]] = []
+
+    async def partition_worker(tp: Any) -> None:
+        nonlocal last_outcome
+        queue, wake = queues[tp], wakeups[tp]
+        while True:
+            while not queue:
+                wake.clear()
+                await wake.wait()
+            record, consumed = queue.popleft()
+            try:
+                event = decode_event(record.value, record.headers)
+                provider = providers[event.account or ""]
+                built = provider.build_request(event)
+                if isinstance(built, ProviderOutcome):
+                    outcome = built
+                else:
+                    built.headers["X-Request-Id"] = event.event_id
+                    response = await client.send(built)
+                    await response.aread()
+                    outcome = provider.classify(response, attempt=0)
+                label = outcome.kind.value
+                ids.append(event.event_id)
+            except Exception as exc:  # naive: count and move on
+                label = f"error:{type(exc).__name__}"
+            await consumer.commit({tp: record.offset + 1})
+            last_outcome = time.time()
+            outcomes[label] += 1
+            latencies.append((time.monotonic() - consumed) * 1000)
+            if sum(outcomes.values()) >= args.expected:
+                done.set()
+
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + args.timeout_s
+        paused: set[Any] = set()
+        while not done.is_set() and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            now = time.monotonic()
+            for tp, records in batches.items():
+                if tp not in queues:
+                    queues[tp] = deque()
+                    wakeups[tp] = asyncio.Event()
+                    workers.append(asyncio.create_task(partition_worker(tp)))
+                if records:
+                    first_consume = min(first_consume, time.time())
+                queues[tp].extend((r, now) for r in records)
+                wakeups[tp].set()
+            full = {tp for tp, q in queues.items() if len(q) > 2_000}
+            low = {tp for tp in paused if len(queues[tp]) < 500}
+            if full - paused:
+                consumer.pause(*(full - paused))
+            if low:
+                consumer.resume(*low)
+            paused = (paused | full) - low
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), max(0.1, deadline - time.monotonic()))
+    finally:
+        for task in workers:
+            task.cancel()
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await consumer.stop()
+        await client.aclose()
+    _ = TopicPartition  # aiokafka's partition type is what getmany keys by
+    args.out.write_bytes(
+        orjson.dumps(
+            {
+                "outcomes": dict(outcomes),
+                "delivered": outcomes["accepted"] + outcomes["delivered"],
+                "first_consume": first_consume,
+                "last_outcome": last_outcome,
+                "consume_to_outcome_ms": latencies,
+                "outcome_ids": ids,
+            }
+        )
+    )
+    return 0 if done.is_set() else 1
+
+
+# ----------------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def _broker() -> Iterator[str]:
+    from connector.devbroker import select_kafka
+
+    progress("starting the local Kafka broker")
+    with select_kafka() as bootstrap:
+        progress(f"broker at {bootstrap}")
+        yield bootstrap
+
+
+async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    started = time.monotonic()
+    progress(f"building the workload: {args.events} events over {args.orders} orders")
+    workload = build_workload(args.events, args.orders, args.seed)
+    baseline_events = min(args.baseline_events, args.events)
+    baseline_orders = max(1, baseline_events * args.orders // args.events)
+    capacity = max(200_000, 2 * args.events + 10_000)
+    sandbox = SandboxProcess(args.latency_ms, capacity)
+    progress(f"sandbox process {sandbox.proc.pid} at {sandbox.url}, latency {args.latency_ms} ms")
+    systems: dict[str, Any] = {}
+    sandbox_sampling = asyncio.create_task(sandbox.sampler.run())
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            workdir = Path(tmp) if not args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-"))
+            if not args.skip_connector:
+                systems["connector"] = await run_connector(
+                    args, bootstrap, sandbox, workload, workdir
+                )
+            if baseline_events > 0 and not args.skip_baseline:
+                systems["naive_baseline"] = await run_baseline(
+                    args, bootstrap, sandbox, prefix_of(workload, baseline_orders), workdir
+                )
+    finally:
+        sandbox_sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sandbox_sampling
+        sandbox.stop()
+    a, b = systems.get("connector"), systems.get("naive_baseline")
+    result: dict[str, Any] = {
+        "benchmark": "pipeline",
+        "command": shlex.join(["python", "-m", "benchmarks.pipeline", *args.argv]),
+        "params": {
+            "events": args.events,
+            "orders": args.orders,
+            "events_per_order": args.events // args.orders,
+            "partitions": args.partitions,
+            "providers": sorted(DEMO_ACCOUNTS),
+            "sandbox_latency_ms": args.latency_ms,
+            "baseline_events": baseline_events if not args.skip_baseline else 0,
+            "max_in_flight": args.max_in_flight,
+            "account_max_in_flight": args.account_in_flight,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "systems": systems,
+        "ratio": round(a["events_per_s"] / b["events_per_s"], 2)
+        if a and b and b["events_per_s"]
+        else None,
+        "cpu_target": {
+            "max_cpu_ms_per_event": CPU_TARGET_MS_PER_EVENT,
+            "connector_cpu_ms_per_event": a["cpu_ms_per_event"] if a else None,
+            "connector_events_per_cpu_s": a["events_per_cpu_s"] if a else None,
+            "met": bool(a and a["cpu_ms_per_event"] <= CPU_TARGET_MS_PER_EVENT),
+        },
+        "http_transport_comparison": "docs/http-transport.md (benchmarks/http_transport.py)",
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pipeline",
+        description="Connector vs naive baseline, end to end; prints one JSON document.",
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--orders", type=int, default=None, help="default: events / 10 (10 events per order)"
+    )
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="0: CPU-bound run")
+    parser.add_argument(
+        "--baseline-events",
+        type=int,
+        default=None,
+        help="events (a prefix of the same workload, whole orders) for the naive baseline; "
+        "its rate is latency-bound and steady, so the default min(10,000, events/5) keeps the "
+        "run short; pass --baseline-events EVENTS for the identical workload",
+    )
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-connector", action="store_true")
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="keep production coalescing for Meta/YCloud (backlogged events get superseded)",
+    )
+    parser.add_argument(
+        "--no-correlation",
+        action="store_true",
+        help="run the connector with correlation records (message id -> event) off",
+    )
+    parser.add_argument(
+        "--no-ledger", action="store_true", help="run the connector with topics.ledger off"
+    )
+    parser.add_argument("--max-in-flight", type=int, default=512)
+    parser.add_argument("--account-in-flight", type=int, default=256)
+    parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--keep-logs", action="store_true", help="keep configs and logs")
+    parser.add_argument(
+        "--profile-connector", type=Path, help="run the connector under cProfile, stats here"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_baseline":
+        sub = argparse.ArgumentParser(prog="pipeline _baseline")
+        sub.add_argument("--bootstrap", required=True)
+        sub.add_argument("--topic", required=True)
+        sub.add_argument("--group", required=True)
+        sub.add_argument("--accounts", type=Path, required=True)
+        sub.add_argument("--expected", type=int, required=True)
+        sub.add_argument("--out", type=Path, required=True)
+        sub.add_argument("--timeout-s", type=float, default=900.0)
+        return asyncio.run(baseline_main(sub.parse_args(argv[1:])))
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if args.orders is None:
+        args.orders = max(1, args.events // 10)
+    if args.baseline_events is None:
+        args.baseline_events = min(10_000, args.events // 5)
+    # aiokafka warns on stderr while a fresh topic elects leaders; the producer retries.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    with _broker() as bootstrap:
+        result = asyncio.run(benchmark(args, bootstrap))
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
