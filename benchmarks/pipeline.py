@@ -477,7 +477,7 @@ async def run_connector(
         account_in_flight=args.account_in_flight,
         client=args.http_client,
         coalesce=args.coalesce,
-        correlation=not args.no_correlation,
+        correlation=args.correlation,
     )
     config_path = workdir / f"connector-{run}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -529,7 +529,7 @@ async def run_connector(
         "http_client": args.http_client,
         "ledger": not args.no_ledger,
         "coalesce": args.coalesce,
-        "correlation": not args.no_correlation,
+        "correlation": args.correlation,
         "max_in_flight": args.max_in_flight,
         "events": len(workload.records),
         "outcomes": dict(reader.outcomes),
@@ -839,9 +839,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep production coalescing for Meta/YCloud (backlogged events get superseded)",
     )
     parser.add_argument(
-        "--no-correlation",
+        "--correlation",
         action="store_true",
-        help="run the connector with correlation records (message id -> event) off",
+        help="write correlation records (message id -> event) as a deployment that serves "
+        "webhooks does; off by default, as in the product without webhooks",
     )
     parser.add_argument(
         "--no-ledger", action="store_true", help="run the connector with topics.ledger off"

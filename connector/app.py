@@ -103,10 +103,10 @@ class ConnectorApp:
         )
         serves_webhooks = config.server.enabled and config.webhooks.any
         self.correlations: CorrelationCache | None = None
-        if serves_webhooks and config.correlation.enabled:
+        if serves_webhooks and config.correlation_active:
             self.correlations = CorrelationCache(max_entries=config.correlation.cache_max_entries)
         self.correlation_writer: CorrelationWriter | None = None
-        if config.correlation.enabled:
+        if config.correlation_active:
             self.correlation_writer = CorrelationWriter(
                 self.ledger_producer or self.producer,
                 config.topics.correlation,

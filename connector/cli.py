@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from connector.errors import ConfigError
 
@@ -114,7 +117,25 @@ def _run(path: Path, level: str) -> int:
         await app.run(install_signal_handlers=True)
         return 1 if app.engine.failure is not None else 0
 
-    return asyncio.run(serve())
+    return run_loop(serve(), os.environ.get(LOOP_ENV, "auto"))
+
+
+LOOP_ENV = "ORDER_CONNECTOR_EVENT_LOOP"
+
+
+def run_loop(main_coro: Coroutine[Any, Any, int], kind: str) -> int:
+    """Run on uvloop when installed (``auto``) or asked for, else on asyncio's own loop."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise SystemExit(f"{LOOP_ENV}=uvloop but uvloop is not installed") from None
+        else:
+            return uvloop.run(main_coro)
+    elif kind != "asyncio":
+        raise SystemExit(f"{LOOP_ENV} must be auto, uvloop or asyncio, not {kind!r}")
+    return asyncio.run(main_coro)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,9 @@ class WebhookSettings(_Strict):
 class CorrelationSettings(_Strict):
     """Message id -> event/order correlation kept in ``topics.correlation``."""
 
-    enabled: bool = True
+    # None: on exactly when this deployment serves webhooks (``webhooks`` configured), since
+    # only webhook replicas read it; every replica writes it then. True/False force it.
+    enabled: bool | None = None
     cache_max_entries: int = Field(default=200_000, ge=1)
     # A webhook can overtake the correlation record of its own send; wait this long for it.
     wait_s: float = Field(default=5.0, ge=0)
@@ -221,6 +223,12 @@ class ConnectorConfig(_Strict):
         if unknown:
             raise ValueError(f"routing names unknown accounts: {', '.join(unknown)}")
         return self
+
+    @property
+    def correlation_active(self) -> bool:
+        """Whether accepted sends are written to the correlation topic."""
+        enabled = self.correlation.enabled
+        return self.webhooks.any if enabled is None else enabled
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""

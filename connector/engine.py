@@ -603,6 +603,7 @@ class Engine:
         if kind is OutcomeKind.CONFIGURATION:
             self._stop_account(job, outcome)
             return
+
         # The lane moves on once this outcome is handed to the producer, not before: outcomes
         # and ledger entries of one order then reach Kafka in the order of its input records.
         def next_in_lane() -> None:
@@ -749,7 +750,8 @@ class Engine:
     ) -> None:
         self._count(outcome.value)
         record = job.record
-        result = ResultRecord(
+        # Built from our own typed values: skip re-validation on the hot path.
+        result = ResultRecord.model_construct(
             event_id=job.event.event_id,
             order_id=job.event.order_id,
             outcome=outcome,
@@ -925,7 +927,8 @@ class Engine:
         ledger_update: tuple[str, bytes, bytes] | None = None,
         after_enqueue: Callable[[], None] | None = None,
     ) -> None:
-        result = ResultRecord(
+        # Built from our own typed values: skip re-validation on the hot path.
+        result = ResultRecord.model_construct(
             event_id=event.event_id,
             order_id=event.order_id,
             outcome=_RESULT_OF_KIND[outcome.kind],

@@ -5,21 +5,39 @@ Cheap and non-raising by contract; it holds no state of its own beyond the metri
 
 from __future__ import annotations
 
+from typing import Any
+
 from connector.kafka.consumer import TP
 from connector.metrics import ConnectorMetrics
 
 
 class EngineMetrics:
-    """Implements ``connector.engine.EngineObserver``."""
+    """Implements ``connector.engine.EngineObserver``.
+
+    The per-record hooks keep the labelled children they touch (prometheus_client's
+    ``labels()`` costs more than the increment itself; label sets here are bounded).
+    """
 
     def __init__(self, metrics: ConnectorMetrics) -> None:
         self.metrics = metrics
+        self._consumed: dict[TP, Any] = {}
+        self._outcomes: dict[tuple[str, str, str], Any] = {}
+        self._inflight: dict[str, Any] = {}
+        self._latency: dict[str, Any] = {}
 
     def record_consumed(self, tp: TP) -> None:
-        self.metrics.record_consumed(tp.topic, tp.partition)
+        child = self._consumed.get(tp)
+        if child is None:
+            child = self.metrics.records_consumed.labels(tp.topic, str(tp.partition))
+            self._consumed[tp] = child
+        child.inc()
 
     def outcome(self, provider: str, account: str, outcome: str) -> None:
-        self.metrics.outcome(provider, account, outcome)
+        key = (provider, account, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._outcomes[key] = self.metrics.outcomes.labels(provider, account, outcome)
+        child.inc()
 
     def retry(self, provider: str, account: str, rate_limited: bool) -> None:
         self.metrics.retry(provider, account)
@@ -31,11 +49,18 @@ class EngineMetrics:
         self.metrics.rate_limit_wait(provider, account, "account", seconds)
 
     def request_started(self, provider: str) -> None:
-        self.metrics.inflight_requests.labels(provider).inc()
+        child = self._inflight.get(provider)
+        if child is None:
+            child = self._inflight[provider] = self.metrics.inflight_requests.labels(provider)
+        child.inc()
 
     def request_latency(self, provider: str, seconds: float) -> None:
-        self.metrics.inflight_requests.labels(provider).dec()
-        self.metrics.observe_provider_request(provider, seconds)
+        self._inflight[provider].dec()
+        child = self._latency.get(provider)
+        if child is None:
+            child = self.metrics.provider_request_latency.labels(provider)
+            self._latency[provider] = child
+        child.observe(seconds)
 
     def commit_latency(self, seconds: float) -> None:
         self.metrics.observe_commit(seconds)

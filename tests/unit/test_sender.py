@@ -360,3 +360,12 @@ async def test_httpx_sender_accepts_a_mock_transport_for_unit_tests() -> None:
         got = await mocked.send(httpx.Request("POST", "http://provider.test/v1/x"), timeout=1)
     assert got.status_code == 202
     assert got.json() == {"seen": "/v1/x"}
+
+
+def test_the_fast_response_matches_the_standard_constructor_on_this_httpx() -> None:
+    # If httpx changes its internals the sender falls back to the standard constructor; this
+    # test says so loudly instead of letting the fast path silently disappear.
+    from connector import sender
+
+    assert sender._PRELOAD_MATCHES
+    assert sender._loaded_response is sender._preloaded_response
