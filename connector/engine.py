@@ -256,10 +256,13 @@ class Engine:
         self._rand = rand
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
-        self._global = asyncio.Semaphore(limits.max_in_flight)
-        self._account_sems = {
-            name: asyncio.Semaphore(p.settings.max_in_flight) for name, p in providers.items()
-        }
+        # Slots instead of semaphores: a job becomes a task only when a slot is free, so a
+        # backlog of ready orders costs a deque entry each, not a waiting task (CPU, memory).
+        self._free_slots = limits.max_in_flight
+        self._account_free = {name: p.settings.max_in_flight for name, p in providers.items()}
+        self._ready: dict[str, deque[Job]] = {name: deque() for name in providers}
+        self._rotation: deque[str] = deque()  # accounts with ready jobs and a free slot
+        self._in_rotation: set[str] = set()
         self._buckets: dict[str, TokenBucket] = {}
         now = time.monotonic()
         for name, p in providers.items():
@@ -491,12 +494,48 @@ class Engine:
     # ------------------------------------------------------------------ execution
 
     def _start(self, job: Job) -> None:
+        """Queue ``job`` (its lane's head) for a slot; it runs when its account gets one."""
         job.timer = None
         self._waiting_retry.discard(job)
         if job.state.draining:
             return
-        job.state.activate()
-        self._spawn(job.state, self._execute(job))
+        account = job.provider.account
+        self._ready[account].append(job)
+        if self._account_free[account] > 0 and account not in self._in_rotation:
+            self._rotation.append(account)
+            self._in_rotation.add(account)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start ready jobs while global and account slots are free, accounts in turn."""
+        rotation = self._rotation
+        while self._free_slots > 0 and rotation:
+            account = rotation.popleft()
+            self._in_rotation.discard(account)
+            queue = self._ready[account]
+            job = None
+            while queue:
+                candidate = queue.popleft()
+                if not candidate.state.draining:
+                    job = candidate
+                    break
+            if job is None:
+                continue
+            self._free_slots -= 1
+            self._account_free[account] -= 1
+            if queue and self._account_free[account] > 0:
+                rotation.append(account)
+                self._in_rotation.add(account)
+            job.state.activate()
+            self._spawn(job.state, self._execute(job))
+
+    def _release_slot(self, account: str) -> None:
+        self._free_slots += 1
+        self._account_free[account] += 1
+        if self._ready[account] and account not in self._in_rotation:
+            self._rotation.append(account)
+            self._in_rotation.add(account)
+        self._pump()
 
     def _spawn(self, state: PartitionState, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
@@ -505,37 +544,38 @@ class Engine:
         task.add_done_callback(_report_task_failure)
 
     async def _execute(self, job: Job) -> None:
+        """Run one attempt of ``job`` in the global and account slot ``_pump`` gave it."""
         account = job.provider.account
         try:
+            if job.state.draining:
+                return
             if self._delivery is not None and not job.attempts and await self._screen(job):
                 return
-            async with self._account_sems[account], self._global:
-                if job.state.draining:
+            if self._delivery is not None and self._coalesce_now(job):
+                return
+            stopped = self._stopped.get(account)
+            if stopped is not None and not job.probe:
+                stopped.parked.append(job)
+                return
+            if self._held_templates and not job.template_probe:
+                hold = self._hold_of(job)
+                if hold is not None:
+                    self._park_on_template(hold, job)
                     return
-                if self._delivery is not None and self._coalesce_now(job):
-                    return
-                stopped = self._stopped.get(account)
-                if stopped is not None and not job.probe:
-                    stopped.parked.append(job)
-                    return
-                if self._held_templates and not job.template_probe:
-                    hold = self._hold_of(job)
-                    if hold is not None:
-                        self._park_on_template(hold, job)
-                        return
-                bucket = self._buckets.get(account)
-                if bucket is not None:
-                    wait = bucket.reserve(time.monotonic())
-                    if wait > 0:
-                        self._obs.rate_limit_wait(job.provider.kind, account, wait)
-                        await asyncio.sleep(wait)
-                outcome = await self._attempt(job)
-                # The slot stays taken until the outcome (and ledger entry) is acknowledged:
-                # sent-but-not-durable requests, the ones a crash repeats, never exceed the
-                # in-flight limit.
-                await self._settle(job, outcome)
+            bucket = self._buckets.get(account)
+            if bucket is not None:
+                wait = bucket.reserve(time.monotonic())
+                if wait > 0:
+                    self._obs.rate_limit_wait(job.provider.kind, account, wait)
+                    await asyncio.sleep(wait)
+            outcome = await self._attempt(job)
+            # The slot stays taken until the outcome (and ledger entry) is acknowledged:
+            # sent-but-not-durable requests, the ones a crash repeats, never exceed the
+            # in-flight limit.
+            await self._settle(job, outcome)
         finally:
             job.state.deactivate()
+            self._release_slot(account)
 
     async def _attempt(self, job: Job) -> ProviderOutcome:
         attempt = job.attempts
