@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -228,7 +228,7 @@ class Engine:
         source: RecordSource,
         sink: RecordSink,
         sender: HttpSender,
-        providers: dict[str, Provider],
+        providers: Mapping[str, Provider],
         routing: RoutingSettings,
         topics: TopicNames,
         limits: LimitSettings,

@@ -53,7 +53,7 @@ class FakeProvider:
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         return httpx.Request(
             "POST",
-            "http://fake.invalid/send",
+            f"http://fake.invalid/{self._account}/send",
             content=orjson.dumps({"order": event.order_id, "event": event.event_id}),
         )
 
@@ -206,12 +206,13 @@ def make_engine(
     *,
     limits: LimitSettings | None = None,
     retry: RetryPolicy | None = None,
+    providers: dict[str, FakeProvider] | None = None,
 ) -> Engine:
     return Engine(
         source=source,
         sink=sink,
         sender=sender,
-        providers={"acct": FakeProvider()},
+        providers=providers or {"acct": FakeProvider()},
         routing=RoutingSettings(),
         topics=TopicNames(input=INPUT, results="res", errors="err"),
         limits=limits or LimitSettings(commit_interval_s=0.01, drain_timeout_s=2),
@@ -408,3 +409,65 @@ async def test_revocation_drains_commits_and_redelivery_keeps_order(seed: int) -
     engine.request_stop()
     await task
     assert source.commits == {TP(INPUT, p): len(r) for p, r in parts.items()}
+
+
+class ConcurrencyProbe(FakeSender):
+    """A sender that also records the most requests in flight, overall and per account."""
+
+    def __init__(self, latency: dict[str, float]) -> None:
+        super().__init__()
+        self._latency = latency
+        self.now: dict[str, int] = defaultdict(int)
+        self.peak: dict[str, int] = defaultdict(int)
+        self.total_now = 0
+        self.total_peak = 0
+        self.finished_at: dict[str, float] = {}
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        account = request.url.path.split("/")[1]
+        self.now[account] += 1
+        self.total_now += 1
+        self.peak[account] = max(self.peak[account], self.now[account])
+        self.total_peak = max(self.total_peak, self.total_now)
+        try:
+            await asyncio.sleep(self._latency[account])
+            return httpx.Response(200, request=request)
+        finally:
+            self.now[account] -= 1
+            self.total_now -= 1
+            self.finished_at[account] = asyncio.get_running_loop().time()
+
+
+async def test_account_and_global_limits_hold_and_a_saturated_account_does_not_block_others() -> (
+    None
+):
+    records: list[ConsumedRecord] = []
+    for n in range(200):
+        account = "slow" if n % 2 else "fast"
+        value = orjson.dumps(
+            {
+                "event_id": f"o{n}-1",
+                "occurred_at": "2026-01-01T00:00:00+00:00",
+                "order_id": f"o{n}",
+                "status": "processing",
+                "account": account,
+            }
+        )
+        records.append(ConsumedRecord(INPUT, 0, n, f"o{n}".encode(), value, (), 0))
+    source, sink = FakeSource({0: records}), FakeSink()
+    sender = ConcurrencyProbe({"slow": 0.05, "fast": 0.001})
+    providers = {
+        "slow": FakeProvider("slow", FakeSettings(max_in_flight=2)),
+        "fast": FakeProvider("fast", FakeSettings(max_in_flight=1000)),
+    }
+    engine = make_engine(
+        source, sink, sender,
+        limits=LimitSettings(max_in_flight=8, commit_interval_s=0.01, drain_timeout_s=5),
+        providers=providers,
+    )  # fmt: skip
+    await run_until(engine, source, sink, 200)
+    assert sender.peak["slow"] == 2  # its own limit, reached and never passed
+    assert sender.total_peak <= 8  # the global limit
+    assert sender.peak["fast"] >= 5  # the fast account used the slots the slow one could not
+    # 100 slow requests, two at a time, take about 2.5 s; the fast ones were done long before.
+    assert sender.finished_at["fast"] < sender.finished_at["slow"] - 1.0
