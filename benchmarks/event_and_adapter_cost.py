@@ -1,11 +1,12 @@
 """CPU cost per event of decoding and of each adapter's build_request + classify (one core).
 
 Measures process CPU time (not wall time, so other load on the machine matters less), best of 7.
-Run: python -m benchmarks.event_and_adapter_cost [iterations]
+Run: python -m benchmarks.event_and_adapter_cost [iterations]; prints one JSON document (µs).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -38,13 +39,11 @@ def cpu_us(fn: Callable[[], object], n: int) -> float:
     return best * 1e6
 
 
-def adapter_line(kind: str, provider: Provider, response: httpx.Response, n: int) -> str:
+def adapter_costs(provider: Provider, response: httpx.Response, n: int) -> dict[str, float]:
     event = decode_event(orjson.dumps(event_dict()))
     build = cpu_us(lambda: provider.build_request(event), n)
     classify = cpu_us(lambda: provider.classify(response, attempt=0), n)
-    return (
-        f"{kind:7s} build {build:5.1f} us  classify {classify:5.1f} us  sum {build + classify:5.1f}"
-    )
+    return {"build_us": round(build, 2), "classify_us": round(classify, 2)}
 
 
 def main() -> None:
@@ -62,14 +61,24 @@ def main() -> None:
         "CloudEvents structured": (structured, ce_headers),
         "CloudEvents binary": (plain, binary_headers),
     }
-    print(f"event {len(plain)} bytes; CPU time per call, best of 7 x {n}")
-    for name, (value, headers) in cases.items():
-        print(
-            f"decode {name:28s} {cpu_us(lambda v=value, h=headers: decode_event(v, h), n):6.1f} us"
-        )
-    for kind, account in ACCOUNTS.items():
-        provider = build_provider(parse_account(account))
-        print(adapter_line(kind, provider, httpx.Response(200, json=ANSWERS[kind]), n))
+    result: dict[str, object] = {
+        "benchmark": "event_and_adapter_cost",
+        "event_bytes": len(plain),
+        "iterations": n,
+        "decode_us": {
+            name: round(cpu_us(lambda v=value, h=headers: decode_event(v, h), n), 2)
+            for name, (value, headers) in cases.items()
+        },
+        "adapters": {
+            kind: adapter_costs(
+                build_provider(parse_account(account)),
+                httpx.Response(200, json=ANSWERS[kind]),
+                n,
+            )
+            for kind, account in ACCOUNTS.items()
+        },
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
