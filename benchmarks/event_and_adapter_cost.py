@@ -39,6 +39,10 @@ def cpu_us(fn: Callable[[], object], n: int) -> float:
     return best * 1e6
 
 
+def decode_cost(value: bytes, headers: list[tuple[str, bytes | None]], n: int) -> float:
+    return cpu_us(lambda: decode_event(value, headers), n)
+
+
 def adapter_costs(provider: Provider, response: httpx.Response, n: int) -> dict[str, float]:
     event = decode_event(orjson.dumps(event_dict()))
     build = cpu_us(lambda: provider.build_request(event), n)
@@ -66,7 +70,7 @@ def main() -> None:
         "event_bytes": len(plain),
         "iterations": n,
         "decode_us": {
-            name: round(cpu_us(lambda v=value, h=headers: decode_event(v, h), n), 2)
+            name: round(decode_cost(value, headers, n), 2)
             for name, (value, headers) in cases.items()
         },
         "adapters": {
