@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 import orjson
@@ -39,7 +39,7 @@ def cpu_us(fn: Callable[[], object], n: int) -> float:
     return best * 1e6
 
 
-def decode_cost(value: bytes, headers: list[tuple[str, bytes | None]], n: int) -> float:
+def decode_cost(value: bytes, headers: Sequence[tuple[str, bytes | None]], n: int) -> float:
     return cpu_us(lambda: decode_event(value, headers), n)
 
 
