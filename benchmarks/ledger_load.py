@@ -23,6 +23,7 @@ from connector.kafka.admin import KafkaAdmin
 from connector.kafka.ledger_store import LedgerReader
 from connector.kafka.producer import KafkaProducer
 from connector.ledger import Delivery, encode_order_entry
+from connector.logs import configure_logging
 from connector.topics import TopicSpec
 
 
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--bootstrap", default=None, help="existing broker; else one is started")
     args = parser.parse_args(argv)
+    # Logs go to stderr: stdout carries only the JSON result.
+    configure_logging(level="warning", json=False, stream=sys.stderr)
     with _broker(args.bootstrap) as bootstrap:
         print(json.dumps(asyncio.run(bench(bootstrap, args.orders))))
     return 0

@@ -20,19 +20,23 @@ import uuid
 from benchmarks.ledger_load import _broker
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.demo import DEMO_ACCOUNTS, produce, sandbox_accounts
+from connector.demo import DEMO_ACCOUNTS, SPEC_PATH, produce, sandbox_accounts
+from connector.events import OrderStatusChanged
 from connector.kafka.admin import apply_topics
 from connector.logs import configure_logging
 from connector.sandbox.config import SandboxConfig
 from connector.sandbox.server import SandboxServer
 from connector.topics import load_spec
 from connector.workload import WorkloadSpec, build_orders, interleave
-from tests.integration.replay_stack import SPEC_PATH
 
 
 async def _one(
-    bootstrap: str, sandbox: SandboxServer, cfg: SandboxConfig, events: list, transactional: bool
-) -> float:  # type: ignore[type-arg]
+    bootstrap: str,
+    sandbox: SandboxServer,
+    cfg: SandboxConfig,
+    events: list[OrderStatusChanged],
+    transactional: bool,
+) -> float:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     await apply_topics(
         bootstrap, load_spec(SPEC_PATH), dry_run=False, prefix=prefix, replication_factor=1
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args(argv)
-    configure_logging(level="error", secrets=(), json=False)
+    configure_logging(level="error", secrets=(), json=False, stream=sys.stderr)
     with _broker(args.bootstrap) as bootstrap:
         print(json.dumps(asyncio.run(bench(bootstrap, args.events, args.rounds))))
     return 0
