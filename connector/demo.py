@@ -5,6 +5,7 @@ stream of order events, with live progress and a per-provider summary. Stops all
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import statistics
 import sys
@@ -392,6 +393,9 @@ def run_demo(orders: int = 1_200) -> int:
     from connector.logs import configure_logging
 
     configure_logging(level="error", secrets=(), json=False)
+    # aiokafka reports the fresh broker's first seconds (coordinator not elected yet, leaders
+    # moving) as errors and retries them itself; the demo's own output says what matters.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     print("starting a local Kafka broker (first run downloads the jars through Maven)...")
     with select_kafka() as bootstrap:
         return asyncio.run(demo_main(bootstrap, orders))
