@@ -5,8 +5,8 @@ stream of order events, with live progress and a per-provider summary. Stops all
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 import statistics
 import sys
 import time
