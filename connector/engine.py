@@ -315,6 +315,11 @@ class Engine:
             if not s.draining
         }
 
+    @property
+    def commit_pending(self) -> bool:
+        """Whether some assigned partition's commit point moved past its last commit."""
+        return any(s.tracker.needs_commit for s in self._states.values() if not s.draining)
+
     def request_stop(self) -> None:
         self._stopping.set()
 

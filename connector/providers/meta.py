@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 import httpx
@@ -128,11 +130,10 @@ def meta_code_outcome(
     return None
 
 
-class MetaAccount(AccountSettings):
-    """A Meta WhatsApp Cloud API sender (one business phone number)."""
-
-    NATIVE_STATUSES: ClassVar[frozenset[str] | None] = META_STATUSES
-    DEFAULT_STATUS_MAP: ClassVar[dict[CanonicalStatus, str]] = {
+# Meta's order_status vocabulary; YCloud forwards the same template component. ``pending`` is
+# not sendable in India (the initial state comes from order_details), so it is a skip by default.
+WHATSAPP_STATUS_MAP: Final[Mapping[CanonicalStatus, str]] = MappingProxyType(
+    {
         CanonicalStatus.PENDING: SKIP,
         CanonicalStatus.PROCESSING: "processing",
         CanonicalStatus.PARTIALLY_SHIPPED: "partially_shipped",
@@ -140,6 +141,14 @@ class MetaAccount(AccountSettings):
         CanonicalStatus.COMPLETED: "completed",
         CanonicalStatus.CANCELED: "canceled",
     }
+)
+
+
+class MetaAccount(AccountSettings):
+    """A Meta WhatsApp Cloud API sender (one business phone number)."""
+
+    NATIVE_STATUSES: ClassVar[frozenset[str] | None] = META_STATUSES
+    DEFAULT_STATUS_MAP: ClassVar[Mapping[CanonicalStatus, str]] = WHATSAPP_STATUS_MAP
 
     provider: Literal["meta"] = "meta"
     base_url: str = "https://graph.facebook.com"

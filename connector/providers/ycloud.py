@@ -19,6 +19,7 @@ Status mapping (canonical -> ``order.status``, Meta's vocabulary), overridable p
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
@@ -26,7 +27,7 @@ import orjson
 from pydantic import Field, SecretStr
 
 from connector.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import SKIP, AccountAdapter, AccountSettings
+from connector.providers.account import AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
     as_code,
@@ -38,6 +39,7 @@ from connector.providers.classify import (
 )
 from connector.providers.meta import (
     META_STATUSES,
+    WHATSAPP_STATUS_MAP,
     meta_code_outcome,
     order_status_order,
     order_status_template,
@@ -58,14 +60,7 @@ class YCloudAccount(AccountSettings):
     """A YCloud WhatsApp sender (one business number on a YCloud account)."""
 
     NATIVE_STATUSES: ClassVar[frozenset[str] | None] = META_STATUSES
-    DEFAULT_STATUS_MAP: ClassVar[dict[CanonicalStatus, str]] = {
-        CanonicalStatus.PENDING: SKIP,
-        CanonicalStatus.PROCESSING: "processing",
-        CanonicalStatus.PARTIALLY_SHIPPED: "partially_shipped",
-        CanonicalStatus.SHIPPED: "shipped",
-        CanonicalStatus.COMPLETED: "completed",
-        CanonicalStatus.CANCELED: "canceled",
-    }
+    DEFAULT_STATUS_MAP: ClassVar[Mapping[CanonicalStatus, str]] = WHATSAPP_STATUS_MAP
 
     provider: Literal["ycloud"] = "ycloud"
     base_url: str = "https://api.ycloud.com"

@@ -82,7 +82,7 @@ async def run_until_outcomes(
                     runner.result()
                 await asyncio.sleep(0.05)
             # Give the commit loop a beat to write the final offsets.
-            while any(s.tracker.needs_commit for s in app.engine._states.values()):
+            while app.engine.commit_pending:
                 await asyncio.sleep(0.05)
     finally:
         app.request_stop()
