@@ -10,12 +10,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, ClassVar, Final, Generic, TypeVar
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.errors import UnknownStatusError, UnmappedStatusError
 from connector.events import CanonicalStatus, OrderStatusChanged, normalise_status
 from connector.providers.base import OutcomeKind, ProviderOutcome
-from connector.providers.classify import SecretScrubber
+from connector.providers.classify import SecretScrubber, unclassifiable
 
 SKIP: Final = "skip"
 ERROR: Final = "error"
@@ -164,6 +165,7 @@ SettingsT = TypeVar("SettingsT", bound=AccountSettings)
 class AccountAdapter(Generic[SettingsT]):
     """What every adapter shares: its account settings, status mapper and secret scrubber."""
 
+    kind: ClassVar[str]
     __slots__ = ("_scrubber", "_settings", "_status")
 
     def __init__(
@@ -193,6 +195,16 @@ class AccountAdapter(Generic[SettingsT]):
     def scrub(self, text: str) -> str:
         """``text`` with this account's secrets removed (for exception messages from the sender)."""
         return self._scrubber.scrub(text)
+
+    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
+        """The adapter's ``_classify``, scrubbed of secrets; never raises."""
+        try:
+            return self._scrubber.outcome(self._classify(response, attempt))
+        except Exception:  # classify must never raise: a broken answer is still an answer
+            return unclassifiable(response, self.kind)
+
+    def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
+        raise NotImplementedError
 
 
 __all__ = ["ERROR", "SKIP", "AccountAdapter", "AccountSettings", "StatusMapper"]

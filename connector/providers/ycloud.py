@@ -35,7 +35,6 @@ from connector.providers.classify import (
     clip,
     json_object,
     retry_after,
-    unclassifiable,
 )
 from connector.providers.meta import (
     META_STATUSES,
@@ -107,12 +106,6 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
             "externalId": event.event_id,
         }
         return self._endpoint.post(orjson.dumps(body))
-
-    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
-        try:
-            return self._scrubber.outcome(self._classify(response, attempt))
-        except Exception:  # classify must never raise: a broken answer is still an answer
-            return unclassifiable(response, self.kind)
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code

@@ -35,7 +35,6 @@ from connector.providers.classify import (
     clip,
     json_object,
     retry_after,
-    unclassifiable,
 )
 from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
@@ -159,13 +158,7 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
             content=orjson.dumps(body, default=_decimal_as_json_number),
         )
 
-    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
-        try:
-            return self._scrubber.outcome(self._classify(response))
-        except Exception:  # classify must never raise: a broken answer is still an answer
-            return unclassifiable(response, self.kind)
-
-    def _classify(self, response: httpx.Response) -> ProviderOutcome:
+    def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code
         body = json_object(response)
         error = body.get("error") if body is not None else None

@@ -35,7 +35,6 @@ from connector.providers.classify import (
     by_http_status,
     clip,
     json_object,
-    unclassifiable,
 )
 from connector.providers.request import JSON_CONTENT_TYPE, Endpoint
 
@@ -143,13 +142,7 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         }
         return self._endpoint.post(orjson.dumps(body))
 
-    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
-        try:
-            return self._scrubber.outcome(self._classify(response))
-        except Exception:  # classify must never raise: a broken answer is still an answer
-            return unclassifiable(response, self.kind)
-
-    def _classify(self, response: httpx.Response) -> ProviderOutcome:
+    def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code
         if status in (406, 415):
             return ProviderOutcome(
