@@ -67,8 +67,10 @@ class SandboxServer:
         if runner is None:
             return
         self.engine.stopping()
-        await runner.cleanup()
-        await self.engine.webhooks.stop()
+        try:
+            await runner.cleanup()
+        finally:
+            await self.engine.webhooks.stop()
 
     async def __aenter__(self) -> SandboxServer:
         await self.start()

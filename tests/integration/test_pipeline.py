@@ -6,6 +6,7 @@ import asyncio
 import base64
 import statistics
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
+@asynccontextmanager
 async def _pipeline(
     kafka_bootstrap: str, unique_name: Callable[[str], str], partitions: int, **faults: Any
 ) -> AsyncIterator[Pipeline]:
@@ -59,12 +61,12 @@ async def run_in_process(
 async def test_20k_events_2k_orders_6_partitions_keep_order_and_one_outcome_each(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    async for pipe in _pipeline(
+    async with _pipeline(
         kafka_bootstrap,
         unique_name,
         6,
         latency={"kind": "lognormal", "p50_ms": 3, "p99_ms": 40},
-    ):
+    ) as pipe:
         scripts = build_orders(
             WorkloadSpec(orders=2_000, accounts=DEMO_ACCOUNTS, events_per_order=10, seed=21)
         )
@@ -94,7 +96,7 @@ async def test_20k_events_2k_orders_6_partitions_keep_order_and_one_outcome_each
 async def test_invalid_events_go_to_errors_with_original_bytes_and_partition_flows(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    async for pipe in _pipeline(kafka_bootstrap, unique_name, 1):
+    async with _pipeline(kafka_bootstrap, unique_name, 1) as pipe:
         scripts = build_orders(WorkloadSpec(orders=40, accounts=DEMO_ACCOUNTS, seed=3))
         events = list(interleave(scripts))
         teleported = (
@@ -129,7 +131,7 @@ async def test_invalid_events_go_to_errors_with_original_bytes_and_partition_flo
 async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    async for pipe in _pipeline(
+    async with _pipeline(
         kafka_bootstrap,
         unique_name,
         3,
@@ -137,7 +139,7 @@ async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds
         reset_rate=0.03,
         timeout_rate=0.02,
         timeout_hold_s=2.0,
-    ):
+    ) as pipe:
         scripts = build_orders(
             WorkloadSpec(orders=300, accounts=DEMO_ACCOUNTS, events_per_order=4, seed=8)
         )
@@ -177,9 +179,9 @@ async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds
 async def test_a_failing_order_does_not_delay_other_orders_on_its_partition(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    async for pipe in _pipeline(
+    async with _pipeline(
         kafka_bootstrap, unique_name, 1, latency={"kind": "fixed", "ms": 5}
-    ):
+    ) as pipe:
         scripts = build_orders(
             WorkloadSpec(orders=200, accounts={"zapi": "zapi-br"}, events_per_order=3, seed=4)
         )
@@ -226,9 +228,9 @@ async def test_a_failing_order_does_not_delay_other_orders_on_its_partition(
 async def test_kill_minus_9_then_restart_loses_nothing_and_keeps_order(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    async for pipe in _pipeline(
+    async with _pipeline(
         kafka_bootstrap, unique_name, 4, latency={"kind": "uniform", "min_ms": 2, "max_ms": 20}
-    ):
+    ) as pipe:
         scripts = build_orders(
             WorkloadSpec(orders=600, accounts=DEMO_ACCOUNTS, events_per_order=5, seed=13)
         )
@@ -269,9 +271,9 @@ async def test_kill_minus_9_then_restart_loses_nothing_and_keeps_order(
 async def test_three_processes_one_killed_one_added_lose_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    async for pipe in _pipeline(
+    async with _pipeline(
         kafka_bootstrap, unique_name, 6, latency={"kind": "uniform", "min_ms": 5, "max_ms": 30}
-    ):
+    ) as pipe:
         scripts = build_orders(
             WorkloadSpec(orders=900, accounts=DEMO_ACCOUNTS, events_per_order=4, seed=17)
         )

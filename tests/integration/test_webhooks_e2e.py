@@ -145,11 +145,18 @@ async def test_async_failures_and_reports_are_correlated_to_event_and_order(
 
 
 async def wait_for_zero_lag(run: Running) -> dict[str, float]:
+    """Scrape until the run has settled: no lag, and the gauges (sampled once per poll cycle,
+    so up to one cycle behind the last outcome) show no open lane or buffered record."""
     with anyio.fail_after(20):
         while True:
             samples = await run.metrics()
             lag_series = [k for k in samples if k.startswith("connector_consumer_lag{")]
-            if lag_series and total(samples, "connector_consumer_lag") == 0:
+            if (
+                lag_series
+                and total(samples, "connector_consumer_lag") == 0
+                and total(samples, "connector_open_lanes") == 0
+                and total(samples, "connector_buffered_records") == 0
+            ):
                 return samples
             await anyio.sleep(0.1)
 
