@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -16,17 +16,22 @@ if TYPE_CHECKING:
     from connector.config import KafkaSettings
 
 
+def _idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """What both producers share: idempotence (acks=all), batching, the connection."""
+    return {
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": 256 * 1024,
+        "compression_type": None,
+        **client_kwargs(settings),
+    }
+
+
 class KafkaProducer:
     """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future."""
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(
-            enable_idempotence=True,
-            linger_ms=settings.linger_ms,
-            max_batch_size=256 * 1024,
-            compression_type=None,
-            **client_kwargs(settings),
-        )
+        self._producer = AIOKafkaProducer(**_idempotent_kwargs(settings))
 
     async def start(self) -> None:
         await self._producer.start()
@@ -92,12 +97,8 @@ class TransactionalProducer:
         self._group_id = group_id
         self._producer = AIOKafkaProducer(
             transactional_id=transactional_id,
-            enable_idempotence=True,
             transaction_timeout_ms=transaction_timeout_ms,
-            linger_ms=settings.linger_ms,
-            max_batch_size=256 * 1024,
-            compression_type=None,
-            **client_kwargs(settings),
+            **_idempotent_kwargs(settings),
         )
         self._pending: list[_Pending] = []
         # Per input partition, the offset below which outcomes may be written (committed).
