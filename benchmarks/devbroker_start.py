@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from connector.devbroker import LocalKafka
+from connector.dev.devbroker import LocalKafka
 
 
 def _timed_start(broker: LocalKafka) -> float:

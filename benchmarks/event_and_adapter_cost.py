@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import httpx
 import orjson
 
-from connector.events import decode_event
+from connector.contract.events import decode_event
 from connector.providers import Provider, build_provider, parse_account
 from tests.unit.conftest import ACCOUNTS, event_dict
 

@@ -10,8 +10,8 @@ Clients (every httpx-based case builds one ``httpx.Request`` per request, as ada
   httpx            stock httpx 0.28 AsyncClient, Limits = concurrency, sniffio installed
   httpx-aiohttp    httpx AsyncClient over the httpx-aiohttp transport
   aiohttp-convert  aiohttp ClientSession, httpx.Request -> aiohttp -> httpx.Response by hand
-  sender-aiohttp   connector.sender.AiohttpSender (what the connector ships)
-  sender-httpx     connector.sender.HttpxSender (the fallback)
+  sender-aiohttp   connector.http.sender.AiohttpSender (what the connector ships)
+  sender-httpx     connector.http.sender.HttpxSender (the fallback)
   aiohttp-native   aiohttp with no httpx objects at all: the ceiling
 """
 
@@ -39,7 +39,7 @@ import uvloop
 from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from connector.sender import create_sender
+from connector.http.sender import create_sender
 
 CLIENTS = (
     "httpx",

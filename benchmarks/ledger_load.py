@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from connector.config import KafkaSettings
+from connector.contract.topics import TopicSpec
+from connector.core.ledger import Delivery, encode_order_entry
 from connector.kafka.admin import KafkaAdmin
 from connector.kafka.ledger_store import LedgerReader
 from connector.kafka.producer import KafkaProducer
-from connector.ledger import Delivery, encode_order_entry
 from connector.logs import configure_logging
-from connector.topics import TopicSpec
 
 
 async def _fill(kafka: KafkaSettings, topic: str, orders: int) -> float:
@@ -97,7 +97,7 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from connector.devbroker import select_kafka
+    from connector.dev.devbroker import select_kafka
 
     with select_kafka() as started:
         yield started

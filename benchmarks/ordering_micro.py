@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from connector.ordering import LaneTable, OffsetTracker
+from connector.core.ordering import LaneTable, OffsetTracker
 
 
 def tracker_run(offsets: list[int], done_order: list[int], window: int) -> float:

@@ -35,12 +35,12 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 import yaml
 
 from connector.config import KafkaSettings
-from connector.demo import DEMO_ACCOUNTS, sandbox_accounts
-from connector.events import OrderStatusChanged, encode_event
+from connector.contract.events import OrderStatusChanged, encode_event
+from connector.dev.demo import DEMO_ACCOUNTS, sandbox_accounts
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from connector.kafka.consumer import ConsumedRecord, read_topic
 from connector.kafka.producer import KafkaProducer
-from connector.sandbox.config import SandboxConfig
-from connector.workload import WorkloadSpec, build_orders, interleave
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_TARGET_MS_PER_EVENT = 0.5
@@ -95,7 +95,7 @@ def prefix_of(workload: Workload, orders: int) -> Workload:
 
 
 class SandboxProcess:
-    """``python -m connector.sandbox`` on a free port, in its own process."""
+    """``python -m connector.dev.sandbox`` on a free port, in its own process."""
 
     def __init__(self, latency_ms: float, capacity: int) -> None:
         latency = f"fixed:{latency_ms:g}" if latency_ms > 0 else "none"
@@ -103,7 +103,7 @@ class SandboxProcess:
             [
                 sys.executable,
                 "-m",
-                "connector.sandbox",
+                "connector.dev.sandbox",
                 "--port",
                 "0",
                 "--latency",
@@ -205,8 +205,8 @@ def _stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:
 
 async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
     """Apply the topic contracts under ``prefix`` (input and ledger get ``partitions``)."""
+    from connector.contract.topics import load_spec
     from connector.kafka.admin import apply_topics
-    from connector.topics import load_spec
 
     spec = load_spec(ROOT / "topics" / "topics.yaml")
     co_partitioned = {"order.status.changed", "order.status.ledger"}
@@ -634,7 +634,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from pydantic import TypeAdapter
 
-    from connector.events import decode_event
+    from connector.contract.events import decode_event
     from connector.providers import AccountConfig, ProviderOutcome, build_provider
 
     accounts = TypeAdapter(list[AccountConfig]).validate_json(args.accounts.read_bytes())
@@ -741,7 +741,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _broker() -> Iterator[str]:
-    from connector.devbroker import select_kafka
+    from connector.dev.devbroker import select_kafka
 
     progress("starting the local Kafka broker")
     with select_kafka() as bootstrap:

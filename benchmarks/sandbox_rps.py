@@ -84,7 +84,7 @@ def start_sandbox(cpu: int | None, loop: str) -> tuple[subprocess.Popen[str], st
     cmd = [
         sys.executable,
         "-m",
-        "connector.sandbox",
+        "connector.dev.sandbox",
         "--port",
         "0",
         "--no-rate-limits",

@@ -20,14 +20,14 @@ import uuid
 from benchmarks.ledger_load import _broker
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.demo import DEMO_ACCOUNTS, SPEC_PATH, produce, sandbox_accounts
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
+from connector.contract.topics import load_spec
+from connector.dev.demo import DEMO_ACCOUNTS, SPEC_PATH, produce, sandbox_accounts
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from connector.kafka.admin import apply_topics
 from connector.logs import configure_logging
-from connector.sandbox.config import SandboxConfig
-from connector.sandbox.server import SandboxServer
-from connector.topics import load_spec
-from connector.workload import WorkloadSpec, build_orders, interleave
 
 
 async def _one(

@@ -15,27 +15,27 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from connector.config import ConnectorConfig
-from connector.correlation import CorrelationCache, CorrelationWriter
-from connector.engine import Engine, EngineObserver, RecordSource
-from connector.engine_metrics import EngineMetrics
-from connector.health import CheckResult, HealthModel
+from connector.contract.records import ResultRecord
+from connector.core.retry import RetryPolicy
+from connector.delivery.engine import Engine, EngineObserver, RecordSource
+from connector.http.sender import HttpSender, create_sender
 from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
 from connector.kafka.ledger_store import LedgerReader, check_co_partitioned
 from connector.kafka.producer import KafkaProducer, TransactionalProducer
 from connector.kafka.tail import TopicTail
-from connector.metrics import ConnectorMetrics
 from connector.providers import MetaAccount, YCloudAccount, build_provider
-from connector.results import ResultRecord
-from connector.retry import RetryPolicy
-from connector.sender import HttpSender, create_sender
-from connector.web import WebhookHandlers, WebServer, build_web_app
-from connector.webhook_sink import KafkaWebhookSink
+from connector.server.delivery_metrics import EngineMetrics
+from connector.server.health import CheckResult, HealthModel
+from connector.server.metrics import ConnectorMetrics
+from connector.server.web import WebhookHandlers, WebServer, build_web_app
 from connector.webhooks import (
     MetaWebhookReceiver,
     SeenWebhooks,
     YCloudWebhookReceiver,
     ZapiWebhookReceiver,
 )
+from connector.webhooks.correlation import CorrelationCache, CorrelationWriter
+from connector.webhooks.sink import KafkaWebhookSink
 
 log = structlog.get_logger("connector.app")
 

@@ -43,15 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Sub-commands with their own parsers get the rest of the line untouched.
     if args_list and args_list[0] == "topics":
-        from connector.topics_cli import topics_main
+        from connector.ops.topics import topics_main
 
         return topics_main(args_list[1:])
     if args_list and args_list[0] in ("replay", "redrive"):
-        from connector.replay import redrive_main, replay_main
+        from connector.ops.replay import redrive_main, replay_main
 
         return (replay_main if args_list[0] == "replay" else redrive_main)(args_list[1:])
     if args_list and args_list[0] == "sandbox":
-        from connector.sandbox.cli import main as sandbox_main
+        from connector.dev.sandbox.cli import main as sandbox_main
 
         return sandbox_main(args_list[1:])
     args = _parser().parse_args(args_list)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args.config, args.log_level)
     if args.command == "demo":
-        from connector.demo import run_demo
+        from connector.dev.demo import run_demo
 
         return run_demo(orders=args.orders)
     return 2

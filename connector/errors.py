@@ -104,7 +104,7 @@ class AccountConfigError(DeliveryError):
 class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the design uses)
     """No usable HTTP answer arrived: connect/DNS failure, timeout, reset or protocol error.
 
-    Raised only by ``connector.sender``; ``kind`` names the failure (``"timeout"``,
+    Raised only by ``connector.http.sender``; ``kind`` names the failure (``"timeout"``,
     ``"connect"``, ``"dns"``, ...). The message never holds the URL or any header.
     """
 

@@ -15,7 +15,7 @@ import structlog
 from pydantic import SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from connector.redaction import SecretScrubber
+from connector.core.redaction import SecretScrubber
 
 _OUR_HANDLER = "_connector_log_handler"
 

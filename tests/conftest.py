@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per test session and unique names per test.
 
-The broker comes from `connector.devbroker.select_kafka` ($ORDER_CONNECTOR_BOOTSTRAP_SERVERS,
+The broker comes from `connector.dev.devbroker.select_kafka` ($ORDER_CONNECTOR_BOOTSTRAP_SERVERS,
 else testcontainers where Docker answers outside CI, else the local KRaft launcher). It is
 started only when a test asks for `kafka_bootstrap`, and a missing broker fails: never a skip.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from connector.devbroker import select_kafka
+from connector.contract.topics import TopicsSpec, load_spec
+from connector.dev.devbroker import select_kafka
 from connector.kafka.admin import ensure_topic
-from connector.topics import TopicsSpec, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPICS_SPEC_PATH = REPO_ROOT / "topics" / "topics.yaml"

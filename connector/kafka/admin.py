@@ -1,7 +1,8 @@
 """Typed wrapper around aiokafka's admin client, and `apply_topics` for topic contracts.
 
 The only module that imports `aiokafka.admin`; everything it returns is a plain typed value.
-Planning is pure and lives in `connector.topics`; this module only reads and writes the cluster.
+Planning is pure and lives in `connector.contract.topics`; this module only reads and writes
+the cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from connector.topics import (
+from connector.contract.topics import (
     DriftKind,
     TopicPlan,
     TopicRole,

@@ -1,7 +1,8 @@
 """Restores the delivery ledger from its compacted topic and checks it is co-partitioned.
 
 Reads with a group-less consumer (``assign``, never ``subscribe``) from the beginning to the
-end offset taken at the start of the load. Owns no ledger rules; those are in ``connector.ledger``.
+end offset taken at the start of the load. Owns no ledger rules; those are in
+``connector.core.ledger``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from typing import TYPE_CHECKING
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connector.core.ledger import PartitionLedger
 from connector.errors import ConfigError
 from connector.kafka.admin import KafkaAdmin
 from connector.kafka.connection import client_kwargs
-from connector.ledger import PartitionLedger
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
 
-log = structlog.get_logger("connector.ledger")
+log = structlog.get_logger("connector.core.ledger")
 
 
 async def check_co_partitioned(settings: KafkaSettings, input_topic: str, ledger_topic: str) -> int:

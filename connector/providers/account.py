@@ -13,8 +13,8 @@ from typing import Annotated, ClassVar, Final, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from connector.contract.events import CanonicalStatus, OrderStatusChanged, normalise_status
 from connector.errors import UnknownStatusError, UnmappedStatusError
-from connector.events import CanonicalStatus, OrderStatusChanged, normalise_status
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import SecretScrubber, unclassifiable
 

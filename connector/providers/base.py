@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 if TYPE_CHECKING:
     import httpx
 
-    from connector.events import OrderStatusChanged
+    from connector.contract.events import OrderStatusChanged
 
 
 class OutcomeKind(StrEnum):

@@ -10,8 +10,8 @@ from typing import Final
 
 import httpx
 
+from connector.contract.events import OrderStatusChanged
 from connector.errors import MissingFieldError
-from connector.events import OrderStatusChanged
 
 JSON_CONTENT_TYPE: Final = ("Content-Type", "application/json")
 

@@ -26,7 +26,7 @@ import httpx
 import orjson
 from pydantic import Field, SecretStr
 
-from connector.events import CanonicalStatus, OrderStatusChanged
+from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.providers.account import AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (

@@ -26,8 +26,8 @@ import httpx
 import orjson
 from pydantic import Field, SecretStr
 
+from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import MissingFieldError
-from connector.events import CanonicalStatus, OrderStatusChanged
 from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (

@@ -27,8 +27,8 @@ import httpx
 import orjson
 from pydantic import Field, SecretStr
 
+from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import InvalidFieldError, MissingFieldError
-from connector.events import CanonicalStatus, OrderStatusChanged
 from connector.providers.account import SKIP, AccountAdapter, AccountSettings
 from connector.providers.base import OutcomeKind, ProviderOutcome
 from connector.providers.classify import (

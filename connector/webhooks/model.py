@@ -11,8 +11,8 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
+from connector.core.redaction import mask_phone
 from connector.errors import ConnectorError
-from connector.redaction import mask_phone
 
 
 class WebhookError(ConnectorError):

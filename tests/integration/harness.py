@@ -22,13 +22,13 @@ import yaml
 from pydantic import SecretStr
 
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.demo import DEMO_ACCOUNTS, produce, sandbox_accounts
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
+from connector.dev.demo import DEMO_ACCOUNTS, produce, sandbox_accounts
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.workload import OrderScript
 from connector.kafka.admin import ensure_topic
 from connector.kafka.consumer import read_topic
-from connector.sandbox.config import SandboxConfig
-from connector.sandbox.server import SandboxServer
-from connector.workload import OrderScript
 
 REPO = Path(__file__).resolve().parents[2]
 

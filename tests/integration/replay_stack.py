@@ -13,12 +13,12 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.demo import sandbox_accounts
+from connector.contract.topics import load_spec
+from connector.dev.demo import sandbox_accounts
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.sandbox.server import SandboxServer
 from connector.kafka.admin import apply_topics
 from connector.kafka.consumer import ConsumedRecord, read_topic
-from connector.sandbox.config import SandboxConfig
-from connector.sandbox.server import SandboxServer
-from connector.topics import load_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 

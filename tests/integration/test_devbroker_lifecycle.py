@@ -15,7 +15,7 @@ import anyio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connector.devbroker import LocalKafka, broker_is_serving
+from connector.dev.devbroker import LocalKafka, broker_is_serving
 from connector.kafka.admin import ensure_topic
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_stop_keep_data_then_start_serves_same_port_and_data() -> None:
 def test_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from pathlib import Path\nfrom connector.devbroker import LocalKafka\n"
+        "from pathlib import Path\nfrom connector.dev.devbroker import LocalKafka\n"
         f"broker = LocalKafka(data_dir=Path({str(tmp_path)!r}))\n"
         "broker.start()\n"
         "print(broker.pid, flush=True)\n"

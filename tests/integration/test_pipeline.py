@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from connector.app import ConnectorApp
-from connector.sandbox.server import SandboxServer
-from connector.workload import WorkloadSpec, build_orders, interleave
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from tests.integration.harness import (
     DEMO_ACCOUNTS,
     ConnectorProcess,

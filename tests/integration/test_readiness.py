@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from connector.app import ConnectorApp
-from connector.devbroker import LocalKafka
-from connector.sandbox.server import SandboxServer
+from connector.dev.devbroker import LocalKafka
+from connector.dev.sandbox.server import SandboxServer
 from tests.integration.webhook_stack import connector_config, create_topics
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from connector.config import KafkaSettings
-from connector.demo import DEMO_ACCOUNTS, produce
-from connector.sandbox.server import SandboxServer
-from connector.workload import WorkloadSpec, build_orders, interleave
+from connector.dev.demo import DEMO_ACCOUNTS, produce
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from tests.integration.replay_stack import (
     connector_config,
     make_topics,

@@ -18,11 +18,11 @@ import anyio
 import orjson
 import pytest
 
-from connector.demo import DEMO_ACCOUNTS
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
+from connector.dev.demo import DEMO_ACCOUNTS
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from connector.kafka.group_offsets import committed_offsets, partition_bounds
-from connector.sandbox.server import SandboxServer
-from connector.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from tests.integration.harness import (
     REPO,
     ConnectorProcess,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from connector.contract.topics import DriftKind, TopicsSpec
 from connector.kafka.admin import KafkaAdmin, apply_topics, ensure_topic
-from connector.topics import DriftKind, TopicsSpec
-from connector.topics_cli import EXIT_DRIFT, EXIT_OK, topics_main
+from connector.ops.topics import EXIT_DRIFT, EXIT_OK, topics_main
 from tests.conftest import TOPICS_SPEC_PATH
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import orjson
 
-from connector.sandbox.webhooks import StatusReport as SandboxReport
-from connector.sandbox.webhooks import (
+from connector.dev.sandbox.webhooks import StatusReport as SandboxReport
+from connector.dev.sandbox.webhooks import (
     meta_signature,
     meta_status_payload,
     ycloud_signature,

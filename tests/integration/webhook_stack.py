@@ -16,13 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.demo import DEMO_ACCOUNTS, sandbox_accounts
+from connector.contract.topics import load_spec
+from connector.dev.demo import DEMO_ACCOUNTS, sandbox_accounts
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.sandbox.server import SandboxServer
 from connector.kafka.admin import apply_topics
 from connector.kafka.consumer import read_topic
 from connector.kafka.producer import KafkaProducer
-from connector.sandbox.config import SandboxConfig
-from connector.sandbox.server import SandboxServer
-from connector.topics import load_spec
 from tests.conftest import TOPICS_SPEC_PATH
 
 META_VERIFY_TOKEN = "it-verify-token"

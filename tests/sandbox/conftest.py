@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from connector.sandbox import SandboxConfig, SandboxServer
+from connector.dev.sandbox import SandboxConfig, SandboxServer
 
 META_TOKEN = "sandbox-meta-token"
 META_APP_SECRET = b"sandbox-meta-app-secret"

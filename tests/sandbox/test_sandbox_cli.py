@@ -1,4 +1,4 @@
-"""``python -m connector.sandbox`` in its own process: starts, serves, applies flags, and
+"""``python -m connector.dev.sandbox`` in its own process: starts, serves, applies flags, and
 exits cleanly on SIGTERM; bad flags are refused with exit code 2."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from connector.devbroker import free_port
-from connector.sandbox.cli import build_parser, config_from_args, main
+from connector.dev.devbroker import free_port
+from connector.dev.sandbox.cli import build_parser, config_from_args, main
 
 from .conftest import META_HEADERS, meta_body
 
@@ -59,7 +59,7 @@ def test_invalid_config_exits_2(tmp_path: Path) -> None:
 async def test_runs_in_its_own_process_on_the_port_it_was_given() -> None:
     port = free_port()
     proc = await anyio.open_process(
-        [sys.executable, "-m", "connector.sandbox", "--port", str(port), "--loop", "asyncio"],
+        [sys.executable, "-m", "connector.dev.sandbox", "--port", str(port), "--loop", "asyncio"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=subprocess.DEVNULL,
     )

@@ -9,7 +9,7 @@ import aiohttp
 import anyio
 import pytest
 
-from connector.sandbox import LatencyConfig, SandboxServer
+from connector.dev.sandbox import LatencyConfig, SandboxServer
 
 from .conftest import META_HEADERS, YCLOUD_HEADERS, meta_body, meta_url, ycloud_body
 

@@ -9,7 +9,7 @@ import hmac
 import aiohttp
 import pytest
 
-from connector.sandbox import SandboxServer
+from connector.dev.sandbox import SandboxServer
 
 from .conftest import META_APP_SECRET, META_HEADERS, WebhookReceiver, meta_body, meta_url
 

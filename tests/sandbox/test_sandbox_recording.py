@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from connector.sandbox import SandboxConfig, SandboxServer
+from connector.dev.sandbox import SandboxConfig, SandboxServer
 
 from .conftest import META_HEADERS, YCLOUD_HEADERS, meta_body, meta_url, ycloud_body
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connector.events import OrderStatusChanged, decode_event
+from connector.contract.events import OrderStatusChanged, decode_event
 from connector.providers import Provider, build_provider, parse_account
 
 SECRETS = {

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connector import devbroker
-from connector.devbroker import (
+from connector.dev import devbroker
+from connector.dev.devbroker import (
     BOOTSTRAP_ENV,
     LAUNCHER_ENV,
     DevBrokerError,

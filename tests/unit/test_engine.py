@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
-from connector.engine import Engine
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
+from connector.core.retry import RetryPolicy
+from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
 from connector.providers.base import OutcomeKind, ProviderOutcome
-from connector.retry import RetryPolicy
 
 INPUT = "in"
 

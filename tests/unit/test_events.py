@@ -13,6 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from connector.contract.events import (
+    CanonicalStatus,
+    OrderStatusChanged,
+    decode_event,
+    encode_event,
+)
 from connector.errors import (
     InvalidEventError,
     InvalidFieldError,
@@ -20,7 +26,6 @@ from connector.errors import (
     UndecodableEventError,
     UnknownStatusError,
 )
-from connector.events import CanonicalStatus, OrderStatusChanged, decode_event, encode_event
 from tests.unit.conftest import event_dict
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from connector.events import OrderStatusChanged
-from connector.ledger import Delivery, PartitionLedger, Verdict, delivery_of, judge
+from connector.contract.events import OrderStatusChanged
+from connector.core.ledger import Delivery, PartitionLedger, Verdict, delivery_of, judge
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
+from connector.core.redaction import mask_phone
 from connector.logs import configure_logging, get_logger, reset_logging
-from connector.redaction import mask_phone
 
 SECRETS = (
     "EAAG-meta-access-token-9f8e7d",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.ordering import LaneTable, OffsetTracker, offsets_to_commit
+from connector.core.ordering import LaneTable, OffsetTracker, offsets_to_commit
 
 PROPERTY = settings(deadline=None, max_examples=300)
 

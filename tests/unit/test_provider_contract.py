@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.contract.events import CanonicalStatus
 from connector.errors import InvalidEventError, MissingFieldError, UnmappedStatusError
-from connector.events import CanonicalStatus
 from connector.providers import OutcomeKind, ProviderOutcome
 from tests.unit.conftest import SECRETS, event_dict, event_from, make_event, make_provider
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from connector.errors import ErrorClass
-from connector.results import (
+from connector.contract.records import (
     ErrorRecord,
     ResultOutcome,
     ResultRecord,
@@ -19,7 +18,8 @@ from connector.results import (
     encode_bytes,
     original_headers,
 )
-from connector.schemas import SCHEMAS, export_schemas, render_schema
+from connector.contract.schemas import SCHEMAS, export_schemas, render_schema
+from connector.errors import ErrorClass
 
 COMMITTED = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 SOURCE = SourceCoordinates(topic="order.status.changed", partition=3, offset=1234)
@@ -96,7 +96,7 @@ def test_committed_schema_matches_its_model(file_name: str) -> None:
     model, mode = SCHEMAS[file_name]
     committed = (COMMITTED / file_name).read_text(encoding="utf-8")
     assert committed == render_schema(model, mode, file_name), (
-        f"{file_name} is stale: run `python -m connector.schemas` and commit the result"
+        f"{file_name} is stale: run `python -m connector.contract.schemas` and commit the result"
     )
 
 

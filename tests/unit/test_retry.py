@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.retry import RetryPolicy
+from connector.core.retry import RetryPolicy
 
 MID = 0.5  # rand = 0.5 means no jitter either way
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import test_utils, web
 
 from connector.errors import RetryableDeliveryError, TransportFailure
-from connector.sender import (
+from connector.http.sender import (
     BODY_TRUNCATED,
     AiohttpSender,
     HttpSender,
@@ -365,7 +365,7 @@ async def test_httpx_sender_accepts_a_mock_transport_for_unit_tests() -> None:
 def test_the_fast_response_matches_the_standard_constructor_on_this_httpx() -> None:
     # If httpx changes its internals the sender falls back to the standard constructor; this
     # test says so loudly instead of letting the fast path silently disappear.
-    from connector import sender
+    from connector.http import sender
 
     assert sender._PRELOAD_MATCHES
     assert sender._loaded_response is sender._preloaded_response

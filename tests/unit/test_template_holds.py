@@ -13,11 +13,11 @@ import httpx
 import orjson
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
-from connector.engine import Engine
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
+from connector.core.retry import RetryPolicy
+from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
 from connector.providers.base import OutcomeKind, ProviderOutcome
-from connector.retry import RetryPolicy
 from tests.unit.test_engine import INPUT, FakeSettings, FakeSink, FakeSource
 
 RESULTS, ERRORS = TopicNames().results, TopicNames().errors

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connector.topics import (
+from connector.contract.topics import (
     DriftKind,
     TopicPlan,
     TopicsSpec,

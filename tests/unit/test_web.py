@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from connector.health import HealthModel
 from connector.logs import configure_logging, reset_logging
-from connector.metrics import ConnectorMetrics
-from connector.web import WebhookHandlers, WebServer, build_web_app
+from connector.server.health import HealthModel
+from connector.server.metrics import ConnectorMetrics
+from connector.server.web import WebhookHandlers, WebServer, build_web_app
 from connector.webhooks import (
     DeliveryStatus,
     MetaWebhookReceiver,

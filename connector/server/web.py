@@ -16,8 +16,8 @@ from typing import Protocol
 import structlog
 from aiohttp import hdrs, web
 
-from connector.health import HealthModel
-from connector.metrics import CONTENT_TYPE, ConnectorMetrics
+from connector.server.health import HealthModel
+from connector.server.metrics import CONTENT_TYPE, ConnectorMetrics
 from connector.webhooks import (
     MetaWebhookReceiver,
     ParsedWebhook,
@@ -35,7 +35,7 @@ from connector.webhooks import ycloud as ycloud_webhooks
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_SINK_TIMEOUT_S = 10.0
 
-_log = structlog.get_logger("connector.web")
+_log = structlog.get_logger("connector.server.web")
 
 
 class WebhookSink(Protocol):

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from connector.sandbox.config import WebhookConfig
+from connector.dev.sandbox.config import WebhookConfig
 
 META_ERROR_TITLES: dict[int, str] = {
     2046: "New order status was not correctly transitioned",

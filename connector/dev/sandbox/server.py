@@ -14,10 +14,10 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from connector.sandbox import meta, ycloud, zapi, zonos
-from connector.sandbox.config import PROVIDERS, OrderSeed, Rule, SandboxConfig
-from connector.sandbox.engine import SandboxEngine
-from connector.sandbox.state import RecordedRequest
+from connector.dev.sandbox import meta, ycloud, zapi, zonos
+from connector.dev.sandbox.config import PROVIDERS, OrderSeed, Rule, SandboxConfig
+from connector.dev.sandbox.responder import SandboxResponder
+from connector.dev.sandbox.state import RecordedRequest
 
 JSON = "application/json"
 
@@ -38,7 +38,7 @@ class SandboxServer:
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
-        self.engine = SandboxEngine(config or SandboxConfig())
+        self.engine = SandboxResponder(config or SandboxConfig())
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 

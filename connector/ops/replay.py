@@ -23,7 +23,8 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, load_config
-from connector.engine import NullObserver
+from connector.contract.topics import TopicSpec
+from connector.delivery.engine import NullObserver
 from connector.errors import ConfigError
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
@@ -38,7 +39,6 @@ from connector.kafka.group_offsets import (
 )
 from connector.kafka.producer import KafkaProducer
 from connector.logs import configure_logging
-from connector.topics import TopicSpec
 
 DEFAULT_REPLAY_MAX_AGE_S = 7 * 24 * 3600.0
 REDRIVE_HEADER = "x-redriven-from"

@@ -27,13 +27,13 @@ from connector.config import (
     ServerSettings,
     TopicNames,
 )
-from connector.events import OrderStatusChanged, encode_event
+from connector.contract.events import OrderStatusChanged, encode_event
+from connector.dev.sandbox.config import SandboxConfig
+from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from connector.kafka.consumer import ConsumedRecord, read_topic
 from connector.kafka.producer import KafkaProducer
-from connector.sandbox.config import SandboxConfig
-from connector.workload import WorkloadSpec, build_orders, interleave
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "topics" / "topics.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 ASYNC_ERROR = "async_provider_error"
 DEMO_ACCOUNTS = {"meta": "meta-br", "ycloud": "ycloud-br", "zapi": "zapi-br", "zonos": "zonos-us"}
 
@@ -244,9 +244,9 @@ def _summary(progress: _Progress, elapsed: float) -> str:
 
 
 async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> int:
+    from connector.contract.topics import load_spec
+    from connector.dev.sandbox.server import SandboxServer
     from connector.kafka.admin import apply_topics
-    from connector.sandbox.server import SandboxServer
-    from connector.topics import load_spec
 
     run = uuid.uuid4().hex[:6]
     topics = TopicNames(
@@ -389,7 +389,7 @@ async def _wait_for_webhooks(sandbox: Any, progress: _Progress, deadline: float)
 
 
 def run_demo(orders: int = 1_200) -> int:
-    from connector.devbroker import select_kafka
+    from connector.dev.devbroker import select_kafka
     from connector.logs import configure_logging
 
     configure_logging(level="error", secrets=(), json=False)

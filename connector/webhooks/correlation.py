@@ -18,12 +18,12 @@ from typing import Final, Protocol
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from connector.contract.records import ResultRecord, SourceCoordinates
 from connector.kafka.consumer import ConsumedRecord
-from connector.results import ResultRecord, SourceCoordinates
 
 CORRELATION_SCHEMA_VERSION: Final = 1
 
-log = structlog.get_logger("connector.correlation")
+log = structlog.get_logger("connector.webhooks.correlation")
 
 
 class CorrelationRecord(BaseModel):

@@ -1,7 +1,7 @@
 """JSON Schemas of the topic contracts, generated from the pydantic models into ``topics/schemas``.
 
-Run ``python -m connector.schemas [directory]`` to regenerate; a unit test fails when a committed
-file no longer matches its model. Writes files only; nothing else.
+Run ``python -m connector.contract.schemas [directory]`` to regenerate; a unit test fails when a
+committed file no longer matches its model. Writes files only; nothing else.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
-from connector.events import OrderStatusChanged
-from connector.results import ErrorRecord, ResultRecord
+from connector.contract.events import OrderStatusChanged
+from connector.contract.records import ErrorRecord, ResultRecord
 
-DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "topics" / "schemas"
+DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 
 # file name -> (model, mode): the input event is described as accepted (validation), the
 # records as written (serialization).

@@ -13,12 +13,12 @@ from typing import Protocol
 
 import structlog
 
-from connector.correlation import CorrelationCache, CorrelationRecord
+from connector.contract.records import ErrorRecord, ReportStatus, ResultOutcome, ResultRecord
 from connector.errors import ErrorClass
-from connector.results import ErrorRecord, ReportStatus, ResultOutcome, ResultRecord
 from connector.webhooks import DeliveryStatus, StatusReport, TemplateStatusChange
+from connector.webhooks.correlation import CorrelationCache, CorrelationRecord
 
-log = structlog.get_logger("connector.webhook_sink")
+log = structlog.get_logger("connector.webhooks.sink")
 
 
 class _Producer(Protocol):

@@ -15,24 +15,24 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connector.sandbox.config import Rule
-from connector.sandbox.engine import (
+from connector.dev.sandbox.config import Rule
+from connector.dev.sandbox.meta import MetaProblem, parse_order_status, rate_limit_problem
+from connector.dev.sandbox.responder import (
     Reply,
-    SandboxEngine,
+    SandboxResponder,
     ServerError,
     retry_after_header,
     secret_matches,
 )
-from connector.sandbox.meta import MetaProblem, parse_order_status, rate_limit_problem
-from connector.sandbox.state import meta_transition_error
-from connector.sandbox.webhooks import StatusReport
+from connector.dev.sandbox.state import meta_transition_error
+from connector.dev.sandbox.webhooks import StatusReport
 
 E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
 _SERVER_ERROR_CODES = {500: "INTERNAL_SERVER_ERROR", 503: "SERVICE_UNAVAILABLE"}
 
 
 def ycloud_error(
-    engine: SandboxEngine,
+    engine: SandboxResponder,
     status: int,
     code: str,
     message: str,
@@ -61,7 +61,7 @@ def ycloud_error(
     return Reply(status, orjson.dumps({"error": error}), label, headers=headers)
 
 
-def server_error_for(engine: SandboxEngine) -> ServerError:
+def server_error_for(engine: SandboxResponder) -> ServerError:
     def server_error(status: int) -> Reply:
         code = _SERVER_ERROR_CODES.get(status, "INTERNAL_SERVER_ERROR")
         return ycloud_error(engine, status, code, "The sandbox injected a server error.")
@@ -73,17 +73,17 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def send_directly(engine: SandboxEngine, request: web.Request) -> Reply:
+async def send_directly(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /ycloud/v2/whatsapp/messages/sendDirectly"""
     return await _send(engine, request, direct=True)
 
 
-async def send_queued(engine: SandboxEngine, request: web.Request) -> Reply:
+async def send_queued(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /ycloud/v2/whatsapp/messages"""
     return await _send(engine, request, direct=False)
 
 
-async def _send(engine: SandboxEngine, request: web.Request, *, direct: bool) -> Reply:
+async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool) -> Reply:
     if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
         return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
     try:
@@ -221,7 +221,7 @@ async def _send(engine: SandboxEngine, request: web.Request, *, direct: bool) ->
     return Reply(200, orjson.dumps(answer), "200", accepted=True)
 
 
-def _rule_reply(engine: SandboxEngine, rule: Rule) -> Reply | None:
+def _rule_reply(engine: SandboxResponder, rule: Rule) -> Reply | None:
     """The scripted answer, or None for ``async_error`` (accept, then a failed webhook)."""
     action, status, code, message = rule.action, rule.status, rule.code, rule.message
     if action == "async_error":

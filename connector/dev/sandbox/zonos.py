@@ -12,8 +12,8 @@ import re
 import orjson
 from aiohttp import web
 
-from connector.sandbox.engine import Reply, SandboxEngine, secret_matches
-from connector.sandbox.state import ZONOS_ALL_STATUSES, ZONOS_BLOCKING
+from connector.dev.sandbox.responder import Reply, SandboxResponder, secret_matches
+from connector.dev.sandbox.state import ZONOS_ALL_STATUSES, ZONOS_BLOCKING
 
 ORDER_ID = re.compile(r"(?:([0-9]+)-)?([0-9]+)")
 HTML = "text/html"
@@ -59,7 +59,7 @@ def split_order_id(value: object) -> tuple[str | None, str] | None:
     return match.group(1), match.group(2)
 
 
-async def update_vendor_order_status(engine: SandboxEngine, request: web.Request) -> Reply:
+async def update_vendor_order_status(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /zonos/v1/updateVendorOrderStatus"""
     if not _accepts_json(request.headers.get("Accept")):
         return _html(406, "Not Acceptable")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from connector.sandbox.config import RateLimit, Rule
+from connector.dev.sandbox.config import RateLimit, Rule
 
 META_STATUSES = frozenset(
     {"pending", "processing", "partially_shipped", "shipped", "completed", "canceled"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from connector.events import (
+from connector.contract.events import (
     CanonicalStatus,
     OrderDetails,
     OrderItem,

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connector.sandbox.config import Rule
-from connector.sandbox.engine import Reply, SandboxEngine, secret_matches
-from connector.sandbox.state import META_STATUSES, meta_transition_error
-from connector.sandbox.webhooks import StatusReport
+from connector.dev.sandbox.config import Rule
+from connector.dev.sandbox.responder import Reply, SandboxResponder, secret_matches
+from connector.dev.sandbox.state import META_STATUSES, meta_transition_error
+from connector.dev.sandbox.webhooks import StatusReport
 
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,35}")
 DESCRIPTION_MAX = 120
@@ -168,7 +168,7 @@ def _problem_reply(problem: MetaProblem) -> Reply:
     return meta_error(problem.http_status, problem.code, problem.message, problem.details)
 
 
-async def send_message(engine: SandboxEngine, request: web.Request) -> Reply:
+async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /meta/{api_version}/{phone_number_id}/messages"""
     if not secret_matches(request.headers.get("Authorization"), engine.meta_bearer):
         return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token", None)
@@ -277,7 +277,7 @@ def _rule_reply(rule: Rule) -> Reply:
     )
 
 
-async def create_template(engine: SandboxEngine, request: web.Request) -> Reply:
+async def create_template(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /meta/{api_version}/{waba_id}/message_templates"""
     if not secret_matches(request.headers.get("Authorization"), engine.meta_bearer):
         return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")

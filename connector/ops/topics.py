@@ -1,7 +1,7 @@
 """`order-connector topics ...`: apply the topic contracts in topics/topics.yaml to a cluster.
 
 Owns argument parsing and exit codes only; loading, planning and cluster calls live in
-`connector.topics` and `connector.kafka.admin`.
+`connector.contract.topics` and `connector.kafka.admin`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from connector.contract.topics import TopicSpecError, load_spec, render_plan
 from connector.kafka.admin import TopicAdminError, apply_topics
-from connector.topics import TopicSpecError, load_spec, render_plan
 
 EXIT_OK = 0
 EXIT_DRIFT = 3  # applied (or planned), but the cluster still differs from the spec

@@ -20,14 +20,8 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 import structlog
 
-from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
-from connector.events import OrderStatusChanged, decode_event
-from connector.kafka.consumer import TP, CommitRejectedError, ConsumedRecord
-from connector.ledger import PartitionLedger, Verdict, delivery_of, judge, would_be_rejected
-from connector.ordering import LaneTable, OffsetTracker
-from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
-from connector.ratelimit import TokenBucket
-from connector.results import (
+from connector.contract.events import OrderStatusChanged, decode_event
+from connector.contract.records import (
     ErrorRecord,
     ResultOutcome,
     ResultRecord,
@@ -35,15 +29,21 @@ from connector.results import (
     encode_bytes,
     original_headers,
 )
-from connector.retry import RetryPolicy
+from connector.core.ledger import PartitionLedger, Verdict, delivery_of, judge, would_be_rejected
+from connector.core.ordering import LaneTable, OffsetTracker
+from connector.core.ratelimit import TokenBucket
+from connector.core.retry import RetryPolicy
+from connector.errors import ErrorClass, InvalidEventError, RetryableDeliveryError
+from connector.kafka.consumer import TP, CommitRejectedError, ConsumedRecord
+from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
 
 if TYPE_CHECKING:
     import httpx
 
     from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
-    from connector.sender import HttpSender
+    from connector.http.sender import HttpSender
 
-log = structlog.get_logger("connector.engine")
+log = structlog.get_logger("connector.delivery.engine")
 
 LaneKey = tuple[int, str]  # (input partition, provider target key)
 TemplateKey = tuple[str, str | None]  # (template name, language; None = every language)

@@ -1,4 +1,4 @@
-"""Command line of the provider sandbox (``python -m connector.sandbox``, mounted by the main
+"""Command line of the provider sandbox (``python -m connector.dev.sandbox``, mounted by the main
 CLI as ``order-connector sandbox``): builds a SandboxConfig from flags and an optional
 JSON/YAML file, then serves until SIGINT/SIGTERM.
 
@@ -19,8 +19,8 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from connector.sandbox.config import PROVIDERS, SandboxConfig
-from connector.sandbox.server import SandboxServer
+from connector.dev.sandbox.config import PROVIDERS, SandboxConfig
+from connector.dev.sandbox.server import SandboxServer
 
 
 def _latency(spec: str) -> dict[str, Any]:

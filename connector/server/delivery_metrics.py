@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from connector.kafka.consumer import TP
-from connector.metrics import ConnectorMetrics
+from connector.server.metrics import ConnectorMetrics
 
 
 class EngineMetrics:
-    """Implements ``connector.engine.EngineObserver``.
+    """Implements ``connector.delivery.engine.EngineObserver``.
 
     The per-record hooks keep the labelled children they touch (prometheus_client's
     ``labels()`` costs more than the increment itself; label sets here are bounded).

@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 import orjson
 
-from connector.events import OrderStatusChanged
+from connector.contract.events import OrderStatusChanged
 
 LEDGER_SCHEMA_VERSION: Final = 1
 

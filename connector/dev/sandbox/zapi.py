@@ -13,7 +13,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connector.sandbox.engine import Reply, SandboxEngine, retry_after_header, secret_matches
+from connector.dev.sandbox.responder import (
+    Reply,
+    SandboxResponder,
+    retry_after_header,
+    secret_matches,
+)
 
 ORDER_STATUSES = frozenset({"pending", "processing", "shipped", "completed", "canceled"})
 PAYMENT_STATUSES = frozenset({"pending", "paid"})
@@ -57,7 +62,7 @@ def _check_order(order: Any) -> str | None:
     return None
 
 
-async def order_status_update(engine: SandboxEngine, request: web.Request) -> Reply:
+async def order_status_update(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /zapi/instances/{instanceId}/token/{token}/order-status-update"""
     if request.content_type != "application/json":
         return zapi_error(415, "Unsupported Media Type: send Content-Type: application/json")

@@ -59,7 +59,7 @@ def default_pom() -> Path:
     """The repository's kafka/pom.xml (the package is installed editable from the repo)."""
     if explicit := os.environ.get(POM_ENV):
         return Path(explicit)
-    return Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
+    return Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
 
 
 def _pom_digest(pom: Path, version: str) -> str:
@@ -519,7 +519,7 @@ def select_kafka(env: Mapping[str, str] | None = None) -> Iterator[str]:
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m connector.devbroker", description="Local Kafka broker for development."
+        prog="python -m connector.dev.devbroker", description="Local Kafka broker for development."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download the broker jars into the cache (idempotent)")

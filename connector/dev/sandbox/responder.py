@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from connector.sandbox.config import PROVIDERS, FaultConfig, Rule, SandboxConfig
-from connector.sandbox.state import (
+from connector.dev.sandbox.config import PROVIDERS, FaultConfig, Rule, SandboxConfig
+from connector.dev.sandbox.state import (
     AnswerCounters,
     OrderBook,
     RecordedRequest,
@@ -30,7 +30,7 @@ from connector.sandbox.state import (
     RuleBook,
     TokenBuckets,
 )
-from connector.sandbox.webhooks import (
+from connector.dev.sandbox.webhooks import (
     StatusReport,
     WebhookDispatcher,
     meta_status_payload,
@@ -54,7 +54,7 @@ class Reply:
     hold_s: float = 0.0
 
 
-Handler = Callable[["SandboxEngine", web.Request], Awaitable[Reply]]
+Handler = Callable[["SandboxResponder", web.Request], Awaitable[Reply]]
 ServerError = Callable[[int], Reply]
 
 
@@ -96,7 +96,7 @@ def secret_matches(given: str | None, expected: bytes) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
 
 
-class SandboxEngine:
+class SandboxResponder:
     """State plus the request wrapper. One instance per SandboxServer."""
 
     def __init__(self, config: SandboxConfig) -> None:

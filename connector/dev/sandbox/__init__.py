@@ -4,7 +4,7 @@ Zonos for the demo, integration tests and benchmarks (docs/sandbox.md).
 Never a target for real traffic: credentials are well-known and the control API is open.
 """
 
-from connector.sandbox.config import (
+from connector.dev.sandbox.config import (
     Credentials,
     FaultConfig,
     LatencyConfig,
@@ -15,8 +15,8 @@ from connector.sandbox.config import (
     SandboxConfig,
     WebhookConfig,
 )
-from connector.sandbox.server import SandboxServer
-from connector.sandbox.state import RecordedRequest
+from connector.dev.sandbox.server import SandboxServer
+from connector.dev.sandbox.state import RecordedRequest
 
 __all__ = [
     "Credentials",

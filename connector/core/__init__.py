@@ -1,0 +1,3 @@
+"""Pure rules without I/O: ordering lanes and watermarks, retry policy, rate limits,
+ledger verdicts, backpressure, redaction.
+"""

@@ -1,0 +1,3 @@
+"""The asyncio delivery engine around the pure core: intake, slots, holds, screening,
+outcomes, commits.
+"""

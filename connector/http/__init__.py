@@ -1,0 +1,1 @@
+"""The one place that sends provider HTTP requests."""

@@ -1,0 +1,1 @@
+"""Operator commands: replay, redrive, topic management."""

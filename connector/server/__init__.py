@@ -1,0 +1,1 @@
+"""The daemon's HTTP server: webhooks, health and readiness, Prometheus metrics."""
