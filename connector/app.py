@@ -251,7 +251,8 @@ class ConnectorApp:
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
+            if self.started.is_set():  # a failed start says so in one line, elsewhere
+                log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
 
     def required_topics(self) -> dict[str, str]:
         """Role -> name of every topic this process reads or writes (checked at start)."""

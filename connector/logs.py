@@ -28,7 +28,7 @@ _OUR_HANDLER = "_connector_log_handler"
 # identical connection errors per second (issue 10: 23.5 MB in 18 s).
 RATE_LIMITED_LOGGERS = ("aiokafka",)
 RATE_LIMIT_WINDOW_S = 10.0
-RATE_LIMIT_LINES_PER_WINDOW = 5
+RATE_LIMIT_LINES_PER_WINDOW = 3
 
 
 @dataclass(slots=True)
