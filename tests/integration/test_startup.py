@@ -29,6 +29,7 @@ from connector.dev.sandbox.config import SandboxConfig
 from connector.kafka.admin import ensure_topic
 
 REPO = Path(__file__).resolve().parents[2]
+WAITING = "kafka_waiting"
 DEAD_PROVIDER = "http://127.0.0.1:9"  # never called: these tests produce no events
 
 
@@ -62,6 +63,23 @@ def write_config(
 def command(config: Path, level: str = "info") -> list[str]:
     return [sys.executable, "-m", "connector.cli", "run", "--config", str(config),
             "--log-level", level]  # fmt: skip
+
+
+async def run_cli(
+    config: Path, env: dict[str, str], level: str = "info"
+) -> subprocess.CompletedProcess[str]:
+    """Run the daemon to its end (these runs fail at start) and capture its output."""
+    return await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            command(config, level),
+            check=False,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    )
 
 
 def plain_lines(stderr: str) -> list[str]:
@@ -110,11 +128,7 @@ async def test_a_misspelled_results_topic_exits_2_with_one_line_naming_it(
     env = write_config(
         config, kafka_bootstrap, unique_name("group"), topics.model_copy(update={"results": wrong})
     )
-    done = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            command(config), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
-        )
-    )
+    done = await run_cli(config, env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -137,11 +151,7 @@ async def test_a_ledger_with_another_partition_count_exits_2(
     env = write_config(
         config, kafka_bootstrap, unique_name("group"), topics.model_copy(update={"ledger": other})
     )
-    done = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            command(config), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
-        )
-    )
+    done = await run_cli(config, env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -159,11 +169,7 @@ async def test_an_unreachable_broker_is_retried_then_exits_1_with_one_line(
         config, f"127.0.0.1:{port}", unique_name("group"), topics, kafka={"startup_timeout_s": 3}
     )
     began = time.monotonic()
-    done = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            command(config), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
-        )
-    )
+    done = await run_cli(config, env)
     took = time.monotonic() - began
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -178,16 +184,7 @@ async def test_an_unreachable_broker_is_retried_then_exits_1_with_one_line(
     assert [e["attempt"] for e in waits] == list(range(1, len(waits) + 1))
     assert took >= 3  # it did wait for the broker
     # With --log-level debug the same failure shows its traceback.
-    debug = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            command(config, "debug"),
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )  # fmt: skip
-    )
+    debug = await run_cli(config, env, "debug")
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
 
