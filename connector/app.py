@@ -143,7 +143,10 @@ class ConnectorApp:
                     metrics=self.metrics,
                     webhook_handlers=handlers,
                     max_body_bytes=config.server.max_body_bytes,
-                )
+                    body_timeout_s=config.server.body_timeout_s,
+                ),
+                header_timeout_s=config.server.header_timeout_s,
+                max_connections=config.server.max_connections,
             )
         self._tail: TopicTail | None = None
         self._kafka_ok = False
