@@ -147,7 +147,7 @@ def _run(path: Path, level: str) -> int:
     try:
         scrubber = configure_logging(level=level, secrets=config.secret_values(), json=True)
     except ValueError as exc:
-        return fail(2, "configuration invalid", exc)
+        return fail(2, "invalid --log-level", str(exc))
     tune_gc()
 
     async def serve() -> int:
