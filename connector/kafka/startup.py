@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 from connector.errors import ConfigError
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
@@ -23,6 +29,13 @@ from connector.logs import silenced
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
 
+# Credentials or mechanism refused: waiting cannot fix that, so it is a configuration error.
+_AUTH_ERRORS: Final = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 _NO_ERROR: Final = 0
 _TOPIC_AUTHORIZATION_FAILED: Final = 29
 
@@ -68,7 +81,8 @@ async def wait_for_broker(
     ``settings.startup_timeout_s``, calling ``on_attempt`` after each failed attempt.
 
     aiokafka's own connection errors are silenced meanwhile (``on_attempt`` is the one line).
-    Raises ``BrokerUnreachableError`` when the time is up.
+    Raises ``BrokerUnreachableError`` when the time is up, and ``ConfigError`` at once when
+    the cluster refuses our credentials.
     """
     delay = delay or backoff_delays()
     timeout_s = settings.startup_timeout_s
@@ -85,6 +99,12 @@ async def wait_for_broker(
                     async with admin:
                         await admin.list_topics()
         except (TopicAdminError, KafkaError, OSError, TimeoutError) as exc:
+            refused = _auth_refusal(exc)
+            if refused is not None:
+                raise ConfigError(
+                    f"the Kafka cluster at {settings.bootstrap_servers} refused our credentials "
+                    f"(kafka.security_protocol/sasl_*): {_short(refused)}"
+                ) from exc
             error = _short(exc)
         else:
             return
@@ -98,6 +118,17 @@ async def wait_for_broker(
         wait_s = min(delay(attempt), remaining)
         on_attempt(BrokerAttempt(attempt, error, round(elapsed, 2), round(wait_s, 2)))
         await asyncio.sleep(wait_s)
+
+
+def _auth_refusal(exc: BaseException) -> BaseException | None:
+    """The authentication error in ``exc``'s cause chain, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _AUTH_ERRORS):
+            found: BaseException = seen  # aiokafka is untyped: keep Any out of our signature
+            return found
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _short(exc: BaseException) -> str:

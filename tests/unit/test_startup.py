@@ -89,3 +89,30 @@ def test_an_unknown_log_level_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == "order-connector: invalid --log-level: unknown log level 'loud'"
+
+
+async def test_refused_credentials_are_a_configuration_error_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    from connector.errors import ConfigError
+    from connector.kafka import startup
+    from connector.kafka.admin import TopicAdminError
+
+    class RefusingAdmin:
+        async def __aenter__(self) -> RefusingAdmin:
+            try:
+                raise SaslAuthenticationFailed("Authentication failed: invalid credentials")
+            except SaslAuthenticationFailed as exc:
+                raise TopicAdminError("connect to", "broker:9093", -1, str(exc)) from exc
+
+        async def __aexit__(self, *_exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(startup, "_admin", lambda *_a, **_k: RefusingAdmin())
+    settings = KafkaSettings(bootstrap_servers="broker:9093", startup_timeout_s=30)
+    attempts: list[BrokerAttempt] = []
+    with anyio.fail_after(5), pytest.raises(ConfigError, match="refused our credentials"):
+        await wait_for_broker(settings, on_attempt=attempts.append)
+    assert attempts == []
