@@ -1,7 +1,8 @@
 """Composition root: wires configuration, Kafka I/O, the engine, HTTP sending and the web server.
 
-Owns process lifecycle: start order, SIGTERM/SIGINT drain, background probes (broker reachable,
-consumer lag) and closing everything it opened.
+Owns process lifecycle: start-up preflight (wait for the broker, check every topic it reads or
+writes), start order, SIGTERM/SIGINT drain, background probes (broker reachable, consumer lag)
+and closing everything it opened.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine, EngineObserver, RecordSource
 from connector.http.sender import HttpSender, create_sender
 from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
-from connector.kafka.ledger_store import LedgerReader, check_co_partitioned
+from connector.kafka.ledger_store import LedgerReader
 from connector.kafka.producer import KafkaProducer, TransactionalProducer
+from connector.kafka.startup import BrokerAttempt, check_topics, wait_for_broker
 from connector.kafka.tail import TopicTail
+from connector.logs import flush_suppressed_logs
 from connector.providers import MetaAccount, YCloudAccount, build_provider
 from connector.server.delivery_metrics import EngineMetrics
 from connector.server.health import CheckResult, HealthModel
@@ -140,7 +143,10 @@ class ConnectorApp:
                     metrics=self.metrics,
                     webhook_handlers=handlers,
                     max_body_bytes=config.server.max_body_bytes,
-                )
+                    body_timeout_s=config.server.body_timeout_s,
+                ),
+                header_timeout_s=config.server.header_timeout_s,
+                max_connections=config.server.max_connections,
             )
         self._tail: TopicTail | None = None
         self._kafka_ok = False
@@ -189,7 +195,7 @@ class ConnectorApp:
         )
 
     async def _record_correlation(self, result: ResultRecord) -> None:
-        if self.correlation_writer is not None:  # None once the topic turned out missing
+        if self.correlation_writer is not None:
             await self.correlation_writer.record(result)
 
     def _register_checks(self) -> None:
@@ -248,15 +254,53 @@ class ConnectorApp:
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
+            if self.started.is_set():  # a failed start says so in one line, elsewhere
+                log.info("connector_stopped", **dataclasses.asdict(self.engine.stats))
+
+    def required_topics(self) -> dict[str, str]:
+        """Role -> name of every topic this process reads or writes (checked at start)."""
+        topics = self.config.topics
+        required = {"input": topics.input, "results": topics.results, "errors": topics.errors}
+        if topics.ledger:
+            required["ledger"] = topics.ledger
+        if self.correlation_writer is not None:
+            required["correlation"] = topics.correlation
+        return required
+
+    async def preflight(self) -> None:
+        """Wait for the broker (``kafka.startup_timeout_s``), then check every topic.
+
+        Raises ``BrokerUnreachableError`` (runtime: exit 1) or ``ConfigError`` naming the
+        missing, unauthorized or mis-partitioned topic (configuration: exit 2). Nothing is
+        started before it passes, so no provider request goes out whose outcome has nowhere
+        to go.
+        """
+        kafka = self.config.kafka
+
+        def waiting(attempt: BrokerAttempt) -> None:
+            log.warning(
+                "kafka_waiting",
+                bootstrap_servers=kafka.bootstrap_servers,
+                attempt=attempt.attempt,
+                error=attempt.error,
+                elapsed_s=attempt.elapsed_s,
+                retry_in_s=attempt.retry_in_s,
+                startup_timeout_s=kafka.startup_timeout_s,
+            )
+
+        await wait_for_broker(kafka, on_attempt=waiting)
+        required = self.required_topics()
+        await check_topics(
+            kafka,
+            required,
+            co_partitioned=("input", "ledger") if "ledger" in required else None,
+            timeout_s=max(self.config.server.kafka_check_timeout_s, 10.0),
+        )
 
     async def _run_inside(self) -> None:
         background: list[asyncio.Task[None]] = []
         try:
-            if self.config.topics.ledger:
-                await check_co_partitioned(
-                    self.config.kafka, self.config.topics.input, self.config.topics.ledger
-                )
+            await self.preflight()
             if self.ledger_reader is not None:
                 await self.ledger_reader.start()
             await self.producer.start()
@@ -270,6 +314,7 @@ class ConnectorApp:
             background = [
                 self._every(self.config.server.kafka_check_interval_s, self._check_kafka),
                 self._every(self.config.server.lag_interval_s, self._update_lag),
+                self._every(1.0, self._flush_logs),
             ]
             self.started.set()
             log.info(
@@ -303,19 +348,9 @@ class ConnectorApp:
                 await self.ledger_reader.stop()
 
     async def _start_correlation(self) -> None:
-        """Follow the correlation topic (webhook replicas); write it only if it exists."""
+        """Follow the correlation topic (webhook replicas); ``preflight`` checked it exists."""
         topic = self.config.topics.correlation
         if self.correlation_writer is None:
-            return
-        try:
-            exists = topic in await self.consumer.topic_names(
-                self.config.server.kafka_check_timeout_s
-            )
-        except KafkaUnreachableError:
-            exists = True  # let the writer try; the broker may be back by then
-        if not exists:
-            log.error("correlation_topic_missing", topic=topic)
-            self.correlation_writer = None  # sends must not wait on a topic that is not there
             return
         if self.correlations is not None:
             self._tail = TopicTail(self.config.kafka, topic, self.correlations.load)
@@ -331,6 +366,9 @@ class ConnectorApp:
                     log.warning("background_step_failed", step=step.__name__, error=repr(exc))
 
         return asyncio.create_task(loop(), name=f"every-{step.__name__}")
+
+    async def _flush_logs(self) -> None:
+        flush_suppressed_logs()  # counts of rate-limited aiokafka lines, once a window ends
 
     async def _check_kafka(self) -> None:
         try:

@@ -1,7 +1,8 @@
 """The ``order-connector`` command: loads configuration once and hands it down.
 
 Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive.
-Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error. ``run`` reports a failure as one
+line on stderr (a traceback only with ``--log-level debug``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import gc
 import os
 import sys
-from collections.abc import Coroutine
+import traceback
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -98,24 +100,70 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def one_line(text: str) -> str:
+    """A message on one line: every run of whitespace (newlines too) becomes one space."""
+    return " ".join(text.split())
+
+
+def fail(
+    code: int,
+    what: str,
+    exc: BaseException | str,
+    *,
+    debug: bool = False,
+    scrub: Callable[[str], str] | None = None,
+) -> int:
+    """Print ``order-connector: <what>: <message>`` as one line on stderr; return ``code``.
+
+    ``exc`` may be an exception (its type is named unless it is one of ours) or a text.
+    With ``debug`` the traceback follows the line. ``scrub`` removes secrets from the text.
+    """
+    if isinstance(exc, BaseException):
+        message = str(exc)
+        if not isinstance(exc, ConfigError) and type(exc).__module__.split(".")[0] != "connector":
+            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    else:
+        message = exc
+    line = f"order-connector: {what}: {one_line(message)}"
+    if scrub is not None:
+        line = scrub(line)
+    print(line, file=sys.stderr, flush=True)
+    if debug and isinstance(exc, BaseException):
+        traceback.print_exception(exc, file=sys.stderr)
+    return code
+
+
 def _run(path: Path, level: str) -> int:
     from connector.app import ConnectorApp
     from connector.config import load_config
+    from connector.kafka.startup import BrokerUnreachableError
     from connector.logs import configure_logging
 
+    debug = level.lower() == "debug"
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"configuration invalid: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(level=level, secrets=config.secret_values(), json=True)
+        return fail(2, "configuration invalid", exc, debug=debug)
+    try:
+        scrubber = configure_logging(level=level, secrets=config.secret_values(), json=True)
+    except ValueError as exc:
+        return fail(2, "invalid --log-level", str(exc))
     tune_gc()
 
     async def serve() -> int:
         # aiokafka clients must be built inside the running loop.
-        app = ConnectorApp(config)
-        await app.run(install_signal_handlers=True)
-        return 1 if app.engine.failure is not None else 0
+        try:
+            app = ConnectorApp(config)
+            await app.run(install_signal_handlers=True)
+        except ConfigError as exc:
+            return fail(2, "configuration error", exc, debug=debug, scrub=scrubber.scrub_text)
+        except BrokerUnreachableError as exc:
+            return fail(1, "kafka unreachable", exc, debug=debug, scrub=scrubber.scrub_text)
+        except Exception as exc:
+            return fail(1, "fatal", exc, debug=debug, scrub=scrubber.scrub_text)
+        if app.engine.failure is not None:
+            return fail(1, "fatal", app.engine.failure, debug=debug, scrub=scrubber.scrub_text)
+        return 0
 
     return run_loop(serve(), os.environ.get(LOOP_ENV, "auto"))
 

@@ -43,6 +43,8 @@ class KafkaSettings(_Strict):
     fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=1024)
     linger_ms: int = Field(default=5, ge=0)
+    # Start-up waits this long for the broker (backoff, one log line per attempt), then exits 1.
+    startup_timeout_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -118,6 +120,14 @@ class ServerSettings(_Strict):
     kafka_check_interval_s: float = Field(default=5.0, gt=0)
     kafka_check_timeout_s: float = Field(default=5.0, gt=0)
     lag_interval_s: float = Field(default=10.0, gt=0)
+    # A connection must deliver a complete request line and headers this long after it opened
+    # (or after its previous response); idle keep-alive connections close after it too.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # A request's body must arrive completely this long after its headers (else 408, closed).
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    # Open connections beyond this are answered 503 and closed at once (webhook retries
+    # come back later); bounds the sockets and memory a flood of slow clients can take.
+    max_connections: int = Field(default=1_000, ge=1)
 
 
 class MetaWebhookSettings(_Strict):

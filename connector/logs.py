@@ -1,14 +1,19 @@
 """Logging set-up: structlog JSON lines (or console text) for our events and stdlib loggers.
 
-Every line passes a scrubber that removes registered secret values and masks phone numbers.
+Every line passes a scrubber that removes registered secret values and masks phone numbers,
+and aiokafka's own lines pass a per-kind rate limiter (a broker outage must not flood the log).
 Configured once at the edge (CLI) with ``configure_logging``; modules only call ``get_logger``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
@@ -18,6 +23,120 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from connector.core.redaction import SecretScrubber
 
 _OUR_HANDLER = "_connector_log_handler"
+
+# Loggers whose lines are rate limited: a stopped broker makes aiokafka log thousands of
+# identical connection errors per second (issue 10: 23.5 MB in 18 s).
+RATE_LIMITED_LOGGERS = ("aiokafka",)
+RATE_LIMIT_WINDOW_S = 10.0
+RATE_LIMIT_LINES_PER_WINDOW = 3
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    passed: int = 0
+    suppressed: int = 0
+
+
+class LogRateLimiter(logging.Filter):
+    """Handler filter: at most ``per_window`` lines per message kind per ``window_s``.
+
+    A kind is the logger name plus the unformatted message template, so "Unable connect to
+    node 1" and "... node 2" are one kind. What a window suppressed is reported once, as a
+    ``log_lines_suppressed`` warning, when that window has ended: on the next line of any kind,
+    or on ``flush()`` (the daemon calls it every second). Lines of other loggers pass untouched.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefixes: Iterable[str] = RATE_LIMITED_LOGGERS,
+        per_window: int = RATE_LIMIT_LINES_PER_WINDOW,
+        window_s: float = RATE_LIMIT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        report: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if per_window < 1 or window_s <= 0:
+            raise ValueError("per_window must be >= 1 and window_s > 0")
+        self._prefixes = tuple(prefixes)
+        self._per_window = per_window
+        self._window_s = window_s
+        self._clock = clock
+        self._report = report or _report_suppressed
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._lock = threading.Lock()
+        self.suppressed_total = 0
+
+    def _limited(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in self._prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._limited(record.name):
+            return True
+        now = self._clock()
+        self.flush(now)
+        kind = (record.name, str(record.msg))
+        with self._lock:
+            window = self._windows.get(kind)
+            if window is None:
+                window = self._windows[kind] = _Window(started=now)
+            if window.passed < self._per_window:
+                window.passed += 1
+                return True
+            window.suppressed += 1
+            self.suppressed_total += 1
+            return False
+
+    def flush(self, now: float | None = None) -> None:
+        """Report and forget every window that has ended."""
+        now = self._clock() if now is None else now
+        ended: list[tuple[tuple[str, str], _Window]] = []
+        with self._lock:
+            for kind, window in list(self._windows.items()):
+                if now - window.started >= self._window_s:
+                    del self._windows[kind]
+                    if window.suppressed:
+                        ended.append((kind, window))
+        for (logger_name, template), window in ended:
+            self._report(logger_name, template, window.suppressed, self._window_s)
+
+
+def _report_suppressed(logger_name: str, template: str, count: int, window_s: float) -> None:
+    structlog.get_logger("connector.logs").warning(
+        "log_lines_suppressed",
+        source_logger=logger_name,
+        message=template[:200],
+        suppressed=count,
+        window_s=window_s,
+    )
+
+
+_limiter: LogRateLimiter | None = None
+
+
+def flush_suppressed_logs() -> None:
+    """Report the suppression counts of ended windows (no-op before ``configure_logging``)."""
+    if _limiter is not None:
+        _limiter.flush()
+
+
+@contextlib.contextmanager
+def silenced(logger_name: str) -> Iterator[None]:
+    """Drop a library's lines below CRITICAL for a while (unless the root logs at DEBUG).
+
+    Start-up uses it while probing the broker: our own one line per attempt says it all.
+    """
+    logger = logging.getLogger(logger_name)
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 class _ScrubEventDict:
@@ -88,6 +207,9 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter)
+    global _limiter  # noqa: PLW0603  (logging is process-wide; one limiter per handler)
+    _limiter = LogRateLimiter()
+    handler.addFilter(_limiter)
     setattr(handler, _OUR_HANDLER, True)
 
     root = logging.getLogger()
@@ -106,6 +228,8 @@ def configure_logging(
 
 def reset_logging() -> None:
     """Undo ``configure_logging`` (tests, and embedding applications)."""
+    global _limiter  # noqa: PLW0603
+    _limiter = None
     _remove_our_handlers(logging.getLogger())
     structlog.reset_defaults()
 

@@ -82,6 +82,20 @@ class KafkaAdmin:
     async def list_topics(self) -> set[str]:
         return set(await self._client.list_topics())
 
+    async def describe_topic_metadata(self, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """(error code, partition count) per named topic that the cluster lists.
+
+        Lists first and describes only listed topics: a metadata request naming a topic
+        that does not exist would create it on a broker with ``auto.create.topics.enable``.
+        Topics missing from the answer do not exist or are invisible to this principal.
+        """
+        present = await self.list_topics()
+        wanted = sorted(name for name in set(names) if name in present)
+        if not wanted:
+            return {}
+        described = await self._client.describe_topics(wanted)
+        return {t["topic"]: (t["error_code"], len(t["partitions"])) for t in described}
+
     async def describe_topics(self, names: Iterable[str]) -> dict[str, TopicState]:
         """State of the named topics that exist (missing ones are left out), with configs."""
         wanted = sorted(set(names))

@@ -1,4 +1,5 @@
-"""Restores the delivery ledger from its compacted topic and checks it is co-partitioned.
+"""Restores the delivery ledger from its compacted topic (``connector.kafka.startup`` checks
+at start that it exists and is co-partitioned with the input).
 
 Reads with a group-less consumer (``assign``, never ``subscribe``) from the beginning to the
 end offset taken at the start of the load. Owns no ledger rules; those are in
@@ -15,37 +16,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connector.core.ledger import PartitionLedger
-from connector.errors import ConfigError
-from connector.kafka.admin import KafkaAdmin
 from connector.kafka.connection import client_kwargs
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
 
 log = structlog.get_logger("connector.core.ledger")
-
-
-async def check_co_partitioned(settings: KafkaSettings, input_topic: str, ledger_topic: str) -> int:
-    """Return the partition count; raise ``ConfigError`` unless both topics exist and match."""
-    options = client_kwargs(settings)
-    bootstrap = options.pop("bootstrap_servers")
-    options.pop("client_id", None)
-    async with KafkaAdmin(bootstrap, **options) as admin:
-        states = await admin.describe_topics([input_topic, ledger_topic])
-    missing = [t for t in (input_topic, ledger_topic) if t not in states]
-    if missing:
-        raise ConfigError(
-            f"topic(s) {', '.join(missing)} do not exist; create them with "
-            "'order-connector topics apply' (the ledger needs its compacted topic)"
-        )
-    have, want = states[ledger_topic].partitions, states[input_topic].partitions
-    if have != want:
-        raise ConfigError(
-            f"ledger topic {ledger_topic!r} has {have} partitions but input {input_topic!r} has "
-            f"{want}: they must be co-partitioned (same count, same key) so that the owner of "
-            "input partition p restores ledger partition p"
-        )
-    return want
 
 
 class LedgerReader:

@@ -59,6 +59,13 @@ class WebhookTooLarge(WebhookError):  # noqa: N818  (the name the lead's brief u
     reason = "too_large"
 
 
+class WebhookBodyTimeout(WebhookError):  # noqa: N818  (named like WebhookTooLarge)
+    """The body did not arrive completely within the server's body timeout."""
+
+    http_status = 408
+    reason = "body_timeout"
+
+
 class DeliveryStatus(StrEnum):
     """Canonical delivery states reported by providers after they accepted a send."""
 

@@ -28,6 +28,7 @@ PROVIDER = "ycloud"
 SIGNATURE_HEADER = "YCloud-Signature"
 MESSAGE_UPDATED = "whatsapp.message.updated"
 DEFAULT_TOLERANCE_S = 300.0
+_MAX_TIMESTAMP_DIGITS = 12  # unix seconds stay below 10^12 until the year 33658
 
 
 class _Lenient(BaseModel):
@@ -108,13 +109,18 @@ class YCloudWebhookReceiver:
                 timestamp = value.strip()
             elif key == "s":
                 presented.append(value.strip().lower())
-        if timestamp is None or not timestamp.isdigit() or not presented:
+        # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses.
+        if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or not presented:
             raise WebhookSignatureError("malformed YCloud-Signature")
         expected = hmac_sha256_hex(self._secret, timestamp.encode() + b"." + body)
         # Check every candidate so the time taken does not depend on which one matched.
         matched = [same_text(expected, candidate) for candidate in presented]
         if not any(matched):
             raise WebhookSignatureError("YCloud-Signature does not match the body")
+        # Signed but absurd (a 400-digit t overflows float arithmetic, 5,000 digits exceed
+        # int()'s limit): the sender's bug, not a transient failure, so 400 and not 500.
+        if len(timestamp) > _MAX_TIMESTAMP_DIGITS:
+            raise WebhookPayloadError("YCloud-Signature timestamp is not a unix time")
         if abs(now - int(timestamp)) > self.tolerance_s:
             raise WebhookStaleError("YCloud-Signature timestamp outside the tolerance")
 

@@ -139,3 +139,70 @@ def test_unknown_level_rejected() -> None:
 )
 def test_mask_phone(raw: str, masked: str) -> None:
     assert mask_phone(raw) == masked
+
+
+# --- aiokafka's lines pass a per-kind rate limiter ------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_rate_limiter_passes_a_few_lines_per_kind_then_reports_the_suppressed_count() -> None:
+    from connector.logs import LogRateLimiter
+
+    clock = _Clock()
+    reports: list[tuple[str, str, int, float]] = []
+    limiter = LogRateLimiter(
+        per_window=3, window_s=10.0, clock=clock, report=lambda *a: reports.append(a)
+    )
+    template = "Unable connect to node with id %s: %s"
+    passed = [limiter.filter(_record("aiokafka.conn", template, n, "refused")) for n in range(500)]
+    assert passed.count(True) == 3
+    assert passed[:3] == [True, True, True]
+    # Another kind has its own budget; other loggers are never limited.
+    assert limiter.filter(_record("aiokafka.client", "Unable to update metadata from %s", 1))
+    assert all(limiter.filter(_record("connector.app", "x")) for _ in range(50))
+    assert reports == []  # the window has not ended yet
+    clock.now += 9.9
+    limiter.flush()
+    assert reports == []
+    clock.now += 0.2
+    limiter.flush()
+    assert reports == [("aiokafka.conn", template, 497, 10.0)]
+    assert limiter.suppressed_total == 497
+    # A new window starts with a fresh budget; a window with nothing suppressed reports nothing.
+    assert limiter.filter(_record("aiokafka.conn", template, 1, "refused"))
+    clock.now += 11
+    limiter.flush()
+    assert len(reports) == 1
+
+
+def test_a_flood_of_aiokafka_lines_becomes_a_few_lines_and_one_count(
+    captured: io.StringIO,
+) -> None:
+    from connector.logs import flush_suppressed_logs
+
+    noisy = logging.getLogger("aiokafka.conn")
+    for n in range(2_000):
+        noisy.error("Unable connect to node with id %s: %s", n % 3, "Connect call failed")
+    lines = _lines(captured)
+    assert len(lines) == 3
+    flush_suppressed_logs()  # the window (10 s) has not ended: nothing to report yet
+    assert len(_lines(captured)) == 3
+    import connector.logs as logs_module
+
+    assert logs_module._limiter is not None
+    logs_module._limiter.flush(now=logs_module._limiter._clock() + 60)
+    report = _lines(captured)[-1]
+    assert report["event"] == "log_lines_suppressed"
+    assert report["suppressed"] == 1_997
+    assert report["source_logger"] == "aiokafka.conn"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +24,7 @@ from connector.server.web import WebhookHandlers, WebServer, build_web_app
 from connector.webhooks import (
     DeliveryStatus,
     MetaWebhookReceiver,
+    ParsedWebhook,
     StatusReport,
     TemplateStatusChange,
     YCloudWebhookReceiver,
@@ -471,3 +476,151 @@ async def test_concurrent_deliveries_of_one_webhook_publish_once(log_stream: io.
                 release.set()
     assert statuses == [200, 200]
     assert len(published) == 1
+
+
+# --- malformed but signed input is a 4xx, never a 5xx -----------------------------------------
+
+
+async def test_signed_ycloud_webhook_with_a_400_digit_timestamp_is_400(harness: Harness) -> None:
+    body = ycloud_body("delivered", error_code=None)
+    for digits in (400, 5_000):  # float overflow; beyond int()'s digit limit
+        t = "9" * digits
+        digest = hmac.new(YCLOUD_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256)
+        signature = f"t={t},s={digest.hexdigest()}"
+        response = await harness.client.post(
+            "/webhooks/ycloud", data=body, headers={"YCloud-Signature": signature}
+        )
+        assert response.status == 400
+        assert await response.json() == {"error": "malformed"}
+    assert harness.sink.reports == []
+    # Refused by the receiver itself, not by the server's last-resort catch.
+    assert not [e for e in _log_events(harness.logs) if e["event"] == "webhook_parse_crashed"]
+
+
+async def test_an_unexpected_receiver_exception_is_400_and_logged(
+    log_stream: io.StringIO,
+) -> None:
+    class CrashingReceiver(ZapiWebhookReceiver):
+        def receive(self, body: bytes, path_token: str) -> ParsedWebhook:
+            raise OverflowError("int too large to convert to float")
+
+    handlers = WebhookHandlers(
+        sink=RecordingSink(), zapi=CrashingReceiver(tokens={"z": SecretStr(ZAPI_TOKEN)})
+    )
+    app = build_web_app(health=HealthModel(), metrics=ConnectorMetrics(), webhook_handlers=handlers)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.post(f"/webhooks/zapi/{ZAPI_TOKEN}", data=zapi_body("READ"))
+        assert response.status == 400
+    crashed = [e for e in _log_events(log_stream) if e["event"] == "webhook_parse_crashed"]
+    assert crashed[0]["error_type"] == "OverflowError"
+
+
+# --- slow and numerous clients are bounded ------------------------------------------------------
+
+
+def _meta_only_app(metrics: ConnectorMetrics, *, body_timeout_s: float) -> aiohttp.web.Application:
+    handlers = WebhookHandlers(
+        sink=RecordingSink(),
+        meta=MetaWebhookReceiver(
+            app_secret=SecretStr(META_APP_SECRET), verify_token=SecretStr(META_VERIFY_TOKEN)
+        ),
+    )
+    return build_web_app(
+        health=HealthModel(),
+        metrics=metrics,
+        webhook_handlers=handlers,
+        body_timeout_s=body_timeout_s,
+    )
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> bytes:
+    """Everything the server sends until it closes the connection (fails after timeout_s)."""
+    data = b""
+    with anyio.fail_after(timeout_s):
+        while chunk := await reader.read(4096):
+            data += chunk
+    return data
+
+
+async def test_half_sent_request_head_is_closed_after_the_header_timeout(
+    log_stream: io.StringIO,
+) -> None:
+    server = WebServer(_meta_only_app(ConnectorMetrics(), body_timeout_s=30), header_timeout_s=0.5)
+    url = await server.start("127.0.0.1", 0)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        began = time.monotonic()
+        writer.write(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\nContent-Le")  # no end
+        await writer.drain()
+        assert await _read_until_closed(reader, 5) == b""
+        waited = time.monotonic() - began
+        assert 0.4 <= waited < 5
+        writer.close()
+        # A connection that never sends a byte is closed the same way.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await _read_until_closed(reader, 5) == b""
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_half_sent_body_is_408_and_closed_after_the_body_timeout(
+    log_stream: io.StringIO,
+) -> None:
+    metrics = ConnectorMetrics()
+    server = WebServer(_meta_only_app(metrics, body_timeout_s=0.5), header_timeout_s=30)
+    url = await server.start("127.0.0.1", 0)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        began = time.monotonic()
+        writer.write(
+            b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            b"X-Hub-Signature-256: sha256=00\r\n\r\n" + b"{" * 10
+        )
+        await writer.drain()
+        answer = await _read_until_closed(reader, 5)
+        waited = time.monotonic() - began
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b'{"error": "body_timeout"}' in answer
+        assert 0.4 <= waited < 5
+        writer.close()
+    finally:
+        await server.stop()
+    assert 'connector_webhooks_rejected_total{provider="meta",reason="body_timeout"} 1.0' in (
+        metrics.render().decode()
+    )
+
+
+async def test_connections_beyond_the_cap_get_503_and_are_closed(log_stream: io.StringIO) -> None:
+    server = WebServer(
+        _meta_only_app(ConnectorMetrics(), body_timeout_s=30),
+        header_timeout_s=30,
+        max_connections=2,
+    )
+    url = await server.start("127.0.0.1", 0)
+    port = int(url.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(2):
+            held.append(await asyncio.open_connection("127.0.0.1", port))
+        with anyio.fail_after(5):
+            while server.open_connections < 2:
+                await anyio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await _read_until_closed(reader, 5)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        writer.close()
+        assert server.refused_connections == 1
+        # Once a held connection goes, a new one is served again.
+        held.pop()[1].close()
+        with anyio.fail_after(5):
+            while server.open_connections > 1:
+                await anyio.sleep(0.01)
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
+            assert response.status == 200
+    finally:
+        for _reader, held_writer in held:
+            held_writer.close()
+        await server.stop()

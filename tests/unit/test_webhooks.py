@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 
 import pytest
@@ -296,6 +298,27 @@ def test_ycloud_other_event_types_and_accepted_status_are_ignored(
     assert parsed.ignored == 1
 
 
+@pytest.mark.parametrize("t", ["9" * 13, "9" * 400, "9" * 5_000, "0" * 20])
+def test_ycloud_signed_absurd_timestamp_is_400_not_a_crash(
+    ycloud: YCloudWebhookReceiver, t: str
+) -> None:
+    body = ycloud_body()
+    digest = hmac.new(YCLOUD_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256)
+    with pytest.raises(WebhookPayloadError) as info:
+        ycloud.receive(body, f"t={t},s={digest.hexdigest()}", now=NOW)
+    assert info.value.http_status == 400
+
+
+@pytest.mark.parametrize("t", ["\u00b2", "\u0663" * 10, "1\u00b2"])
+def test_ycloud_non_ascii_digits_in_timestamp_are_a_malformed_signature(
+    ycloud: YCloudWebhookReceiver, t: str
+) -> None:
+    body = ycloud_body()
+    digest = hmac.new(YCLOUD_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256)
+    with pytest.raises(WebhookSignatureError, match="malformed"):
+        ycloud.receive(body, f"t={t},s={digest.hexdigest()}", now=NOW)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -401,3 +424,27 @@ def test_seen_webhooks_expire_by_age() -> None:
 def test_seen_webhooks_rejects_bad_bounds(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         SeenWebhooks(**kwargs)  # type: ignore[arg-type]
+
+
+# --- the same class of bug in the other receivers: absurd numbers are a 400 -----------------
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "1e400", "-1e400", "nan", "99999999999999999"])
+def test_meta_absurd_status_timestamp_is_400(meta: MetaWebhookReceiver, timestamp: str) -> None:
+    body = meta_statuses_body(meta_status(timestamp=timestamp))
+    with pytest.raises(WebhookPayloadError):
+        meta.receive(body, meta_signature(body))
+
+
+@pytest.mark.parametrize("raw", [b"1e400", b"9" * 400, b"-1e400"])
+def test_meta_absurd_json_number_timestamp_is_400(meta: MetaWebhookReceiver, raw: bytes) -> None:
+    body = meta_statuses_body(meta_status(timestamp="TS")).replace(b'"TS"', raw)
+    with pytest.raises(WebhookPayloadError):
+        meta.receive(body, meta_signature(body))
+
+
+@pytest.mark.parametrize("raw", [b"1e400", b"9" * 400, b'"nan"', b"-99999999999999999999"])
+def test_zapi_absurd_moment_is_400(zapi: ZapiWebhookReceiver, raw: bytes) -> None:
+    body = zapi_body("READ").replace(b"1632234645000", raw)
+    with pytest.raises(WebhookPayloadError):
+        zapi.receive(body, ZAPI_TOKEN)
