@@ -98,6 +98,9 @@ _HEADER_SAFE: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 #: Header values stay well below the 8 KiB header-line limit of common servers and proxies.
 MAX_EVENT_ID_LENGTH: Final = 256
 MAX_TRACEPARENT_LENGTH: Final = 512
+#: Identifiers copied into the records we write (result, ledger, correlation; the order id is
+#: also their Kafka key) or into provider target keys: bounded so those records always fit.
+MAX_ID_LENGTH: Final = 256
 #: Integers the connector writes back (ledger, Z-API body) go through orjson, which refuses
 #: anything beyond 64 bits; signed 64-bit is also what Java consumers of the records read.
 MAX_INT: Final = 2**63 - 1
@@ -139,6 +142,8 @@ Money = Annotated[
     ),
 ]
 NonEmpty = Annotated[str, Field(min_length=1)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
 EventId = Annotated[
     str,
     Field(
@@ -201,9 +206,9 @@ class WhatsAppRefs(BaseModel):
 
     model_config = _FROZEN
 
-    reference_id: NonEmpty
-    template_name: str | None = None
-    template_language: str | None = None
+    reference_id: Identifier
+    template_name: ShortText | None = None
+    template_language: ShortText | None = None
 
 
 class ZApiRefs(BaseModel):
@@ -211,9 +216,9 @@ class ZApiRefs(BaseModel):
 
     model_config = _FROZEN
 
-    message_id: NonEmpty
-    reference_id: NonEmpty
-    order_request_id: NonEmpty
+    message_id: Identifier
+    reference_id: Identifier
+    order_request_id: Identifier
 
 
 class ZonosRefs(BaseModel):
@@ -221,8 +226,8 @@ class ZonosRefs(BaseModel):
 
     model_config = _FROZEN
 
-    store: str | None = None
-    order_id: NonEmpty
+    store: ShortText | None = None
+    order_id: Identifier
 
 
 class OrderStatusChanged(BaseModel):
@@ -238,12 +243,12 @@ class OrderStatusChanged(BaseModel):
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
     event_id: EventId
     occurred_at: OccurredAt
-    order_id: NonEmpty
+    order_id: Identifier
     status: Status | None = None
-    native_status: Annotated[str, Field(min_length=1)] | None = None
+    native_status: Identifier | None = None
     sequence: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
-    account: str | None = None
-    merchant_id: str | None = None
+    account: ShortText | None = None
+    merchant_id: ShortText | None = None
     description: str | None = None
     payment_status: PaymentStatus | None = None
     recipient: Recipient | None = None
@@ -441,6 +446,7 @@ __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",
     "HEADER_SAFE_PATTERN",
     "MAX_EVENT_ID_LENGTH",
+    "MAX_ID_LENGTH",
     "MAX_INT",
     "MAX_TRACEPARENT_LENGTH",
     "SCHEMA_VERSION",

@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 
 from connector.contract.events import (
     MAX_EVENT_ID_LENGTH,
+    MAX_ID_LENGTH,
     MAX_INT,
     MAX_TRACEPARENT_LENGTH,
     OrderStatusChanged,
@@ -68,6 +69,13 @@ REFUSED = {
     "event_id too long": ({"event_id": "e" * (MAX_EVENT_ID_LENGTH + 1)}, "event_id"),
     "traceparent with LF": ({"traceparent": "00-\nabc"}, "traceparent"),
     "traceparent too long": ({"traceparent": "0" * (MAX_TRACEPARENT_LENGTH + 1)}, "traceparent"),
+    "order_id too long (the key of every record)": ({"order_id": "o" * 257}, "order_id"),
+    "native_status too long (ledger)": ({"native_status": "s" * 257}, "native_status"),
+    "reference_id too long (target key)": (
+        {"whatsapp": {"reference_id": "r" * (MAX_ID_LENGTH + 1)}},
+        "whatsapp.reference_id",
+    ),
+    "account too long": ({"account": "a" * (MAX_ID_LENGTH + 1)}, "account"),
     "sequence 2**64 (orjson)": ({"sequence": 2**64}, "sequence"),
     "sequence 2**63": ({"sequence": 2**63}, "sequence"),
     "sequence 2**1000": ({"sequence": 2**1000}, "sequence"),
@@ -102,6 +110,7 @@ ACCEPTED = {
     "sequence at the largest signed 64-bit value": {"sequence": MAX_INT},
     "quantity at the largest signed 64-bit value": _with_item(quantity=MAX_INT),
     "event_id at the length bound": {"event_id": "e" * MAX_EVENT_ID_LENGTH},
+    "order_id at the length bound, 4-byte characters": {"order_id": "\U0001f4e6" * MAX_ID_LENGTH},
     "event_id with inner spaces and punctuation": {"event_id": "evt 1/2:3~!"},
     "a W3C traceparent": {"traceparent": TRACEPARENT},
     "amount with 18 integer and 12 decimal digits": _with_item(
