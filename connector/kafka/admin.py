@@ -32,6 +32,7 @@ _NO_ERROR: Final = 0
 _UNKNOWN_TOPIC: Final = 3
 _TOPIC_ALREADY_EXISTS: Final = 36
 _CONFIG_SOURCE_TOPIC: Final = 1  # DescribeConfigs v1+: value set on the topic itself
+_MAX_MESSAGE_BYTES: Final = "max.message.bytes"
 
 
 class TopicAdminError(RuntimeError):
@@ -148,6 +149,19 @@ class KafkaAdmin:
                 result[name] = (effective, overrides)
         return result
 
+    async def max_message_bytes(self, topic: str) -> int:
+        """The topic's effective ``max.message.bytes`` (its override, else the broker's default):
+        the largest record batch the broker accepts for it. Raises ``TopicAdminError`` when the
+        topic does not exist or its configuration cannot be read."""
+        try:
+            configs = await self._describe_configs([topic])
+        except KafkaError as error:
+            raise TopicAdminError("describe configs", topic, -1, str(error)) from error
+        value = configs.get(topic, ({}, {}))[0].get(_MAX_MESSAGE_BYTES)
+        if value is None:
+            raise TopicAdminError("describe configs", topic, -1, f"no {_MAX_MESSAGE_BYTES}")
+        return int(value)
+
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         """Create the topics; one that already exists (a concurrent apply) is not an error."""
         if not topics:
@@ -245,6 +259,15 @@ async def ensure_topic(
         await admin.create_topics([topic])
         await admin.wait_for_topics([name], timeout_s=timeout_s)
     return name
+
+
+async def read_max_message_bytes(
+    bootstrap_servers: str, topics: Iterable[str], **client_options: Any
+) -> dict[str, int]:
+    """``max.message.bytes`` of each named topic (read at start to size records and the
+    producer's ``max_request_size``); ``TopicAdminError`` names a topic that cannot be read."""
+    async with KafkaAdmin(bootstrap_servers, **client_options) as admin:
+        return {name: await admin.max_message_bytes(name) for name in sorted(set(topics))}
 
 
 async def apply_topics(
