@@ -21,8 +21,13 @@ from connector.contract.records import (
     bounded_error_record,
     encode_bytes,
 )
-from connector.errors import ErrorClass, PublishRefusedError
-from connector.kafka.admin import KafkaAdmin, TopicAdminError, read_max_message_bytes
+from connector.errors import ConfigError, ErrorClass, PublishRefusedError
+from connector.kafka.admin import (
+    KafkaAdmin,
+    TopicAdminError,
+    read_max_message_bytes,
+    read_publish_limits,
+)
 from connector.kafka.producer import (
     ERROR_RECORD_HEADERS_ROOM,
     ERROR_RECORD_KEY_ROOM,
@@ -66,6 +71,25 @@ async def test_max_message_bytes_reads_the_override_and_the_default(
         async with KafkaAdmin(kafka_bootstrap) as admin:
             with pytest.raises(TopicAdminError, match="describe configs"):
                 await admin.max_message_bytes(unique_name("missing"))
+
+
+async def test_publish_limits_follow_the_smallest_written_topic(
+    kafka_bootstrap: str, topic_factory: TopicFactory, unique_name: Callable[[str], str]
+) -> None:
+    errors = await topic_factory(configs={"max.message.bytes": str(256 * 1024)}, label="errors")
+    results = await topic_factory(configs={"max.message.bytes": str(TOPIC_MAX * 2)}, label="res")
+    ledger = await topic_factory(label="ledger")
+    tiny = await topic_factory(configs={"max.message.bytes": "8192"}, label="tiny")
+    settings = _settings(kafka_bootstrap)
+    with anyio.fail_after(30):
+        limits = await read_publish_limits(settings, written=[results, ledger], errors=errors)
+        assert limits.max_request_size == TOPIC_MAX * 2  # results is the tightest written topic
+        assert limits.error_record_max_bytes == error_record_limit(256 * 1024, TOPIC_MAX * 2)
+        assert limits.max_message_bytes[ledger] == MIB + 12
+        with pytest.raises(ConfigError, match=tiny):
+            await read_publish_limits(settings, written=[results], errors=tiny)
+        with pytest.raises(TopicAdminError):
+            await read_publish_limits(settings, written=[unique_name("missing")], errors=errors)
 
 
 async def test_an_error_record_at_exactly_the_limit_is_accepted_and_the_margin_is_small(
