@@ -14,8 +14,6 @@
         ├── PermanentDeliveryError   this event can never succeed as sent
         └── AccountConfigError       credentials/account problem: stop sending on that account
 
-    PublishRefusedError              (not a ConnectorError) the broker refused a record for good
-
 Messages never contain secrets: callers pass only safe, already-redacted text.
 """
 
