@@ -302,3 +302,29 @@ def test_whatever_decodes_becomes_requests_and_records(
     except InvalidEventError:
         return  # refused at intake: an invalid_event record, nothing sent
     _through_every_stage(raw)  # anything raised here would leave the record without outcome
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ce_id=st.binary(max_size=12),
+    traceparent=st.binary(max_size=12),
+    binary_mode=st.booleans(),
+)
+def test_whatever_decodes_from_record_headers_becomes_requests_and_records(
+    ce_id: bytes, traceparent: bytes, binary_mode: bool
+) -> None:
+    data = event_dict()
+    headers: list[tuple[str, bytes | None]] = [("traceparent", traceparent)]
+    if binary_mode:
+        del data["event_id"]
+        headers += [("ce_specversion", b"1.0"), ("ce_id", ce_id)]
+    raw = json.dumps(data).encode()
+    try:
+        event = decode_event(raw, headers)
+    except InvalidEventError:
+        return
+    for value in (event.event_id, event.traceparent):
+        if value is not None:
+            request = httpx.Request("POST", "http://x/", headers={"X-Request-Id": value})
+            _aiohttp_accepts(request)
+            _h11_accepts(request)
