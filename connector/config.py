@@ -45,6 +45,11 @@ class KafkaSettings(_Strict):
     linger_ms: int = Field(default=5, ge=0)
     # Start-up waits this long for the broker (backoff, one log line per attempt), then exits 1.
     startup_timeout_s: float = Field(default=60.0, gt=0)
+    # The largest record batch the producers send (aiokafka's ``max_request_size``). Keep it at
+    # or below the ``max.message.bytes`` of every topic the daemon writes: a record over the
+    # topic's limit is then refused before sending (``PublishRefusedError``) instead of by the
+    # broker, which leaves an idempotent producer's partition unusable (OutOfOrderSequence).
+    max_request_size: int = Field(default=1024 * 1024, ge=64 * 1024)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -33,6 +33,7 @@ class ErrorClass(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     ASYNC_PROVIDER_ERROR = "async_provider_error"
     UNROUTABLE = "unroutable"
+    INTERNAL_ERROR = "internal_error"
 
 
 class ConnectorError(Exception):
@@ -111,3 +112,8 @@ class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the desi
     def __init__(self, detail: str, *, code: str | None = None, kind: str = "transport") -> None:
         super().__init__(detail, code=code)
         self.kind = kind
+
+
+class PublishRefusedError(Exception):
+    """The broker refused a record for good (too large, invalid, not authorised): sending the
+    same bytes again cannot succeed. Raised by connector.kafka's producers from the ack."""

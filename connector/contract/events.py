@@ -7,17 +7,20 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -81,10 +84,85 @@ def _normalise_phone(value: object) -> object:
     return compact if compact.startswith("+") else "+" + compact
 
 
+# ---------------------------------------------------------------------------------------------
+# Intake bounds: what decodes must also become a request and a record, so whatever would fail
+# later (a header the HTTP client refuses, an integer orjson cannot write) is refused here, as
+# ``invalid_event``, before anything is sent.
+
+#: ``event_id`` becomes the ``X-Request-Id`` header and ``traceparent`` the ``traceparent`` header:
+#: visible ASCII with inner spaces only. aiohttp refuses control characters (CR, LF, NUL, ...),
+#: h11 (httpx) refuses leading or trailing whitespace, and non-ASCII header text is obsolete
+#: (RFC 9110 section 5.5) and refused by some proxies.
+HEADER_SAFE_PATTERN: Final = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
+_HEADER_SAFE: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: Header values stay well below the 8 KiB header-line limit of common servers and proxies.
+MAX_EVENT_ID_LENGTH: Final = 256
+MAX_TRACEPARENT_LENGTH: Final = 512
+#: Identifiers copied into the records we write (result, ledger, correlation; the order id is
+#: also their Kafka key) or into provider target keys: bounded so those records always fit.
+MAX_ID_LENGTH: Final = 256
+#: Integers the connector writes back (ledger, Z-API body) go through orjson, which refuses
+#: anything beyond 64 bits; signed 64-bit is also what Java consumers of the records read.
+MAX_INT: Final = 2**63 - 1
+#: Money: 18 digits before the point, 12 after, at most 30 in all; an exponent such as ``1e999999``
+#: would otherwise be written out digit by digit in a request body.
+MONEY_MAX_DIGITS: Final = 30
+MONEY_DECIMAL_PLACES: Final = 12
+
+
+def _header_safe(value: str) -> str:
+    if not _HEADER_SAFE.fullmatch(value):
+        raise PydanticCustomError(
+            "header_unsafe",
+            "must be visible ASCII characters and inner spaces only, no control characters"
+            " and no leading or trailing space (it is sent as an HTTP header)",
+        )
+    return value
+
+
+def _utc_representable(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "must fall between years 1 and 9999 once converted to UTC"
+        ) from None
+    return value
+
+
 Status = Annotated[CanonicalStatus, BeforeValidator(normalise_status)]
 Phone = Annotated[str, BeforeValidator(_normalise_phone)]
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Money = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        allow_inf_nan=False,
+        max_digits=MONEY_MAX_DIGITS,
+        decimal_places=MONEY_DECIMAL_PLACES,
+    ),
+]
 NonEmpty = Annotated[str, Field(min_length=1)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
+EventId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_EVENT_ID_LENGTH,
+        json_schema_extra={"pattern": HEADER_SAFE_PATTERN},
+    ),
+    AfterValidator(_header_safe),
+]
+TraceParent = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TRACEPARENT_LENGTH,
+        json_schema_extra={"pattern": HEADER_SAFE_PATTERN},
+    ),
+    AfterValidator(_header_safe),
+]
+OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 _FROZEN = ConfigDict(extra="ignore", frozen=True)
 
@@ -107,7 +185,7 @@ class OrderItem(BaseModel):
     product_id: NonEmpty
     name: NonEmpty
     amount: Money
-    quantity: Annotated[int, Field(ge=1)]
+    quantity: Annotated[int, Field(ge=1, le=MAX_INT)]
     is_custom_item: bool = False
 
 
@@ -128,9 +206,9 @@ class WhatsAppRefs(BaseModel):
 
     model_config = _FROZEN
 
-    reference_id: NonEmpty
-    template_name: str | None = None
-    template_language: str | None = None
+    reference_id: Identifier
+    template_name: ShortText | None = None
+    template_language: ShortText | None = None
 
 
 class ZApiRefs(BaseModel):
@@ -138,9 +216,9 @@ class ZApiRefs(BaseModel):
 
     model_config = _FROZEN
 
-    message_id: NonEmpty
-    reference_id: NonEmpty
-    order_request_id: NonEmpty
+    message_id: Identifier
+    reference_id: Identifier
+    order_request_id: Identifier
 
 
 class ZonosRefs(BaseModel):
@@ -148,8 +226,8 @@ class ZonosRefs(BaseModel):
 
     model_config = _FROZEN
 
-    store: str | None = None
-    order_id: NonEmpty
+    store: ShortText | None = None
+    order_id: Identifier
 
 
 class OrderStatusChanged(BaseModel):
@@ -163,14 +241,14 @@ class OrderStatusChanged(BaseModel):
     model_config = _FROZEN
 
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
-    event_id: NonEmpty
-    occurred_at: AwareDatetime
-    order_id: NonEmpty
+    event_id: EventId
+    occurred_at: OccurredAt
+    order_id: Identifier
     status: Status | None = None
-    native_status: Annotated[str, Field(min_length=1)] | None = None
-    sequence: Annotated[int, Field(ge=0)] | None = None
-    account: str | None = None
-    merchant_id: str | None = None
+    native_status: Identifier | None = None
+    sequence: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    account: ShortText | None = None
+    merchant_id: ShortText | None = None
     description: str | None = None
     payment_status: PaymentStatus | None = None
     recipient: Recipient | None = None
@@ -178,7 +256,7 @@ class OrderStatusChanged(BaseModel):
     whatsapp: WhatsAppRefs | None = None
     zapi: ZApiRefs | None = None
     zonos: ZonosRefs | None = None
-    traceparent: str | None = None
+    traceparent: TraceParent | None = None
 
     @field_validator("payment_status", mode="before")
     @classmethod
@@ -340,8 +418,23 @@ def decode_event(
             return _decode_structured(value, traceparent)
         raise
     if traceparent is not None and event.traceparent is None:
-        return event.model_copy(update={"traceparent": traceparent})
+        # model_copy does not validate: the header must pass the same check as the field.
+        return event.model_copy(update={"traceparent": _validate_header_traceparent(traceparent)})
     return event
+
+
+_TRACEPARENT: Final = TypeAdapter(TraceParent)
+
+
+def _validate_header_traceparent(value: str) -> str:
+    try:
+        return _TRACEPARENT.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise InvalidFieldError(
+            f"invalid record header 'traceparent': {first['msg']} (got {_short(value)})",
+            field="traceparent",
+        ) from None
 
 
 def encode_event(event: OrderStatusChanged) -> bytes:
@@ -351,6 +444,11 @@ def encode_event(event: OrderStatusChanged) -> bytes:
 
 __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",
+    "HEADER_SAFE_PATTERN",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_INT",
+    "MAX_TRACEPARENT_LENGTH",
     "SCHEMA_VERSION",
     "CanonicalStatus",
     "OrderDetails",

@@ -19,12 +19,13 @@ from connector.contract.records import ErrorRecord, ResultRecord
 DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 
 # file name -> (model, mode): the input event is described as accepted (validation), the
-# records as written (serialization).
+# records as written (serialization). Files of older versions (error-record.v1.json) stay
+# committed, unchanged, for the records of that version still on the topics.
 Mode = Literal["validation", "serialization"]
 SCHEMAS: Final[dict[str, tuple[type[BaseModel], Mode]]] = {
     "order-status-changed.v1.json": (OrderStatusChanged, "validation"),
     "result-record.v1.json": (ResultRecord, "serialization"),
-    "error-record.v1.json": (ErrorRecord, "serialization"),
+    "error-record.v2.json": (ErrorRecord, "serialization"),
 }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -27,11 +28,18 @@ from connector.contract.topics import (
     plan,
     same_config_value,
 )
+from connector.errors import ConfigError
+from connector.kafka.connection import client_kwargs
+from connector.kafka.producer import error_record_limit
+
+if TYPE_CHECKING:
+    from connector.config import KafkaSettings
 
 _NO_ERROR: Final = 0
 _UNKNOWN_TOPIC: Final = 3
 _TOPIC_ALREADY_EXISTS: Final = 36
 _CONFIG_SOURCE_TOPIC: Final = 1  # DescribeConfigs v1+: value set on the topic itself
+_MAX_MESSAGE_BYTES: Final = "max.message.bytes"
 
 
 class TopicAdminError(RuntimeError):
@@ -162,6 +170,19 @@ class KafkaAdmin:
                 result[name] = (effective, overrides)
         return result
 
+    async def max_message_bytes(self, topic: str) -> int:
+        """The topic's effective ``max.message.bytes`` (its override, else the broker's default):
+        the largest record batch the broker accepts for it. Raises ``TopicAdminError`` when the
+        topic does not exist or its configuration cannot be read."""
+        try:
+            configs = await self._describe_configs([topic])
+        except KafkaError as error:
+            raise TopicAdminError("describe configs", topic, -1, str(error)) from error
+        value = configs.get(topic, ({}, {}))[0].get(_MAX_MESSAGE_BYTES)
+        if value is None:
+            raise TopicAdminError("describe configs", topic, -1, f"no {_MAX_MESSAGE_BYTES}")
+        return int(value)
+
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         """Create the topics; one that already exists (a concurrent apply) is not an error."""
         if not topics:
@@ -259,6 +280,49 @@ async def ensure_topic(
         await admin.create_topics([topic])
         await admin.wait_for_topics([name], timeout_s=timeout_s)
     return name
+
+
+async def read_max_message_bytes(
+    bootstrap_servers: str, topics: Iterable[str], **client_options: Any
+) -> dict[str, int]:
+    """``max.message.bytes`` of each named topic (read at start to size records and the
+    producer's ``max_request_size``); ``TopicAdminError`` names a topic that cannot be read."""
+    async with KafkaAdmin(bootstrap_servers, **client_options) as admin:
+        return {name: await admin.max_message_bytes(name) for name in sorted(set(topics))}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishLimits:
+    """Sizes read from the written topics at start.
+
+    ``max_request_size`` is for ``KafkaSettings.max_request_size`` (the configured value, lowered
+    to the smallest ``max.message.bytes`` of the written topics); ``error_record_max_bytes`` is
+    the ``max_bytes`` of ``bounded_error_record``.
+    """
+
+    max_request_size: int
+    error_record_max_bytes: int
+    max_message_bytes: Mapping[str, int]
+
+
+async def read_publish_limits(
+    settings: KafkaSettings, *, written: Iterable[str], errors: str
+) -> PublishLimits:
+    """Read ``max.message.bytes`` of every topic the daemon writes (``errors`` included).
+
+    Raises ``TopicAdminError`` for a topic that cannot be read, ``ConfigError`` when the errors
+    topic leaves too little room for an error record.
+    """
+    options = client_kwargs(settings)
+    bootstrap = options.pop("bootstrap_servers")
+    options.pop("client_id", None)
+    limits = await read_max_message_bytes(bootstrap, {*written, errors}, **options)
+    request = min(settings.max_request_size, *limits.values())
+    try:
+        error_max = error_record_limit(limits[errors], request)
+    except ValueError as exc:
+        raise ConfigError(f"errors topic {errors!r}: {exc}") from None
+    return PublishLimits(request, error_max, limits)
 
 
 async def apply_topics(

@@ -1,34 +1,144 @@
 """Typed wrappers around aiokafka's producer: idempotent (sends return a broker-ack future) and
-transactional (outcomes and input offsets committed together). Nothing else imports aiokafka."""
+transactional (outcomes and input offsets committed together). Publishes that cannot succeed by
+retrying are translated here, once, into ``PublishRefusedError``; ``error_record_limit`` says how
+large an error record may be. Nothing else imports aiokafka."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import BrokerResponseError, KafkaError, ProducerFenced
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from connector.contract.records import MIN_ERROR_RECORD_BYTES
+from connector.errors import PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
 
+_MAX_BATCH_SIZE: Final = 256 * 1024
+
+#: A record batch's header (61 bytes) plus aiokafka's upper bound for one record's own framing
+#: (21 bytes: length, attributes, timestamp and offset deltas): how aiokafka sizes a send against
+#: ``max_request_size``, and an upper bound of what the broker compares to ``max.message.bytes``.
+RECORD_BATCH_OVERHEAD: Final = 61 + 21
+_VALUE_LENGTH_ROOM: Final = 5  # the value's length, a varint
+#: Room ``error_record_limit`` leaves for an error record's key (the order id: at most 256
+#: characters, so 1 KiB of UTF-8, plus its length) and for its headers (a traceparent and names).
+ERROR_RECORD_KEY_ROOM: Final = 1024 + 5
+ERROR_RECORD_HEADERS_ROOM: Final = 1024
+
+
+def error_record_limit(
+    topic_max: int,
+    producer_max: int,
+    *,
+    key_room: int = ERROR_RECORD_KEY_ROOM,
+    headers_room: int = ERROR_RECORD_HEADERS_ROOM,
+) -> int:
+    """The ``max_bytes`` for ``connector.contract.records.bounded_error_record``.
+
+    ``topic_max`` is the errors topic's ``max.message.bytes`` (``KafkaAdmin.max_message_bytes``),
+    ``producer_max`` the producer's ``kafka.max_request_size``. What is left after the batch and
+    record framing, ``key_room`` (the key with its length) and ``headers_room`` is the value's
+    budget: a value of exactly that size, with a key and headers within their rooms, is accepted
+    (tests/integration/test_publish_limits.py). Raises ``ValueError`` (a configuration problem)
+    when that leaves less than ``MIN_ERROR_RECORD_BYTES``.
+    """
+    limit = (
+        min(topic_max, producer_max)
+        - RECORD_BATCH_OVERHEAD
+        - _VALUE_LENGTH_ROOM
+        - key_room
+        - headers_room
+    )
+    if limit < MIN_ERROR_RECORD_BYTES:
+        raise ValueError(
+            f"max.message.bytes {topic_max} and max_request_size {producer_max} leave {limit}"
+            f" bytes for an error record; at least {MIN_ERROR_RECORD_BYTES} are needed"
+        )
+    return limit
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether a publish failure cannot succeed by sending again with this producer.
+
+    aiokafka retries retriable broker errors itself (an idempotent producer never expires a
+    batch), so a broker error that reaches the ack is not retriable: the record is too large
+    (``MessageSizeTooLargeError``, also raised before sending), invalid (``CorruptRecordException``,
+    ``InvalidTimestampError``; codes aiokafka does not know, such as INVALID_RECORD, arrive as
+    ``UnknownError``), not authorised (``TopicAuthorizationFailedError``, ...), or the producer's
+    own sequence for the partition is broken (``OutOfOrderSequenceNumber``: after the broker
+    refused a batch, every later batch of that partition is refused too). Connection trouble and
+    timeouts are ``KafkaError`` but not ``BrokerResponseError``: not refusals.
+    """
+    if isinstance(exc, ProducerFenced):
+        return True
+    return isinstance(exc, BrokerResponseError) and not exc.retriable
+
+
+def _refusal(exc: BaseException, topic: str) -> PublishRefusedError:
+    refused = PublishRefusedError(f"publish to {topic!r} refused: {type(exc).__name__}: {exc}")
+    refused.__cause__ = exc
+    return refused
+
+
+def _failed(exc: BaseException) -> asyncio.Future[object]:
+    fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    fut.set_exception(exc)
+    return fut
+
+
+def _translated(ack: asyncio.Future[object], topic: str) -> asyncio.Future[object]:
+    """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError``."""
+    out: asyncio.Future[object] = ack.get_loop().create_future()
+
+    def relay(done: asyncio.Future[object]) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+            return
+        exc = done.exception()
+        if exc is None:
+            out.set_result(done.result())
+        elif is_refused(exc):
+            out.set_exception(_refusal(exc, topic))
+        else:
+            out.set_exception(exc)
+
+    ack.add_done_callback(relay)
+    return out
+
 
 def _idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
-    """What both producers share: idempotence (acks=all), batching, the connection."""
+    """What both producers share: idempotence (acks=all), batching, the connection.
+
+    A batch never exceeds ``max_request_size``, so when that is at or below every written
+    topic's ``max.message.bytes`` the broker never refuses a batch for its size.
+    """
     return {
         "enable_idempotence": True,
         "linger_ms": settings.linger_ms,
-        "max_batch_size": 256 * 1024,
+        "max_request_size": settings.max_request_size,
+        "max_batch_size": min(_MAX_BATCH_SIZE, settings.max_request_size),
         "compression_type": None,
         **client_kwargs(settings),
     }
 
 
 class KafkaProducer:
-    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future."""
+    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future.
+
+    A record that can never be published makes the ack future raise ``PublishRefusedError``
+    (``send`` itself does not raise it): one over ``max_request_size`` at once, without
+    reaching the broker; one the broker refuses when it answers.
+    """
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = AIOKafkaProducer(**_idempotent_kwargs(settings))
@@ -53,14 +163,19 @@ class KafkaProducer:
 
         ``source`` (the input record's coordinates) matters only to the transactional producer.
         """
-        fut: asyncio.Future[object] = await self._producer.send(
-            topic,
-            value=value,
-            key=key,
-            headers=list(headers) if headers else None,
-            partition=partition,
-        )
-        return fut
+        try:
+            ack: asyncio.Future[object] = await self._producer.send(
+                topic,
+                value=value,
+                key=key,
+                headers=list(headers) if headers else None,
+                partition=partition,
+            )
+        except KafkaError as exc:
+            if is_refused(exc):  # over max_request_size: refused before anything was sent
+                return _failed(_refusal(exc, topic))
+            raise
+        return _translated(ack, topic)
 
     async def flush(self) -> None:
         await self._producer.flush()
@@ -83,7 +198,9 @@ class TransactionalProducer:
 
     ``send`` only buffers (its future is already resolved: the record counts as published
     once the transaction that holds it commits). ``commit_transaction(offsets)`` writes the
-    buffer and ``offsets`` (sent to the transaction for ``group_id``) atomically.
+    buffer and ``offsets`` (sent to the transaction for ``group_id``) atomically. A record over
+    ``max_request_size`` is not buffered: its future raises ``PublishRefusedError`` at once, so
+    it can never fail a whole transaction.
     """
 
     def __init__(
@@ -95,6 +212,7 @@ class TransactionalProducer:
         transaction_timeout_ms: int = 30_000,
     ) -> None:
         self._group_id = group_id
+        self._max_request_size = settings.max_request_size
         self._producer = AIOKafkaProducer(
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
@@ -125,9 +243,16 @@ class TransactionalProducer:
     ) -> asyncio.Future[object]:
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
-        self._pending.append(
-            (topic, value, key, list(headers) if headers else None, partition, source)
-        )
+        listed = list(headers) if headers else None
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, listed or [])
+        if size > self._max_request_size:
+            return _failed(
+                PublishRefusedError(
+                    f"publish to {topic!r} refused: the record is {size} bytes with its"
+                    f" framing, over max_request_size {self._max_request_size}"
+                )
+            )
+        self._pending.append((topic, value, key, listed, partition, source))
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut

@@ -450,6 +450,8 @@ def _select(
         return False
     if error.get("original_value") is None or error.get("source") is None:
         return False  # nothing to re-drive (asynchronous provider errors have no input record)
+    if error.get("original_value_truncated"):
+        return False  # only a prefix was kept: re-publishing it would be a broken event
     at = int(datetime.fromisoformat(error["recorded_at"]).timestamp() * 1000)
     if since_ms is not None and at < since_ms:
         return False
