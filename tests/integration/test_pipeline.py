@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from connector.app import ConnectorApp
+from connector.dev.demo import DEMO_ACCOUNTS
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from tests.integration.harness import (
-    DEMO_ACCOUNTS,
+from tests.support.pipeline import (
     ConnectorProcess,
     Pipeline,
     check_deliveries,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from connector.contract.events import CanonicalStatus
 from connector.errors import InvalidEventError, MissingFieldError, UnmappedStatusError
 from connector.providers import OutcomeKind, ProviderOutcome
-from tests.unit.conftest import SECRETS, event_dict, event_from, make_event, make_provider
+from tests.support.providers import SECRETS, event_dict, event_from, make_event, make_provider
 
 # For each provider, the event fields it cannot send without.
 REQUIRED_FIELDS = {

@@ -25,7 +25,7 @@ from connector.webhooks import (
     YCloudWebhookReceiver,
     ZapiWebhookReceiver,
 )
-from tests.unit.webhook_payloads import (
+from tests.support.webhook_payloads import (
     ALL_SECRETS,
     META_APP_SECRET,
     META_VERIFY_TOKEN,
