@@ -16,7 +16,7 @@ import orjson
 
 from connector.contract.events import decode_event
 from connector.providers import Provider, build_provider, parse_account
-from tests.unit.conftest import ACCOUNTS, event_dict
+from tests.support.providers import ACCOUNTS, event_dict
 
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 ANSWERS = {

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
 from connector.contract.topics import TopicsSpec, load_spec
 from connector.dev.devbroker import select_kafka
 from connector.kafka.admin import ensure_topic
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TOPICS_SPEC_PATH = REPO_ROOT / "topics" / "topics.yaml"
-
-TopicFactory = Callable[..., Awaitable[str]]
+from tests.support.paths import TOPICS_SPEC_PATH
+from tests.support.topics import TopicFactory
 
 
 @pytest.fixture(scope="session")

@@ -359,6 +359,11 @@ _PRELOAD_MATCHES = _preload_matches()
 _loaded_response = _preloaded_response if _PRELOAD_MATCHES else _standard_response
 
 
+def fast_responses_active() -> bool:
+    """Whether answers are built on the fast path (it matched the standard one at import)."""
+    return _loaded_response is _preloaded_response
+
+
 def _without_encoding(raw_headers: Any) -> list[tuple[bytes, bytes]]:
     """Headers minus Content-Encoding/Content-Length: the body we return is already decoded."""
     drop = (b"content-encoding", b"content-length")

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.errors import ErrorClass
 from connector.kafka.consumer import TP
 from connector.server.metrics import ConnectorMetrics
+
+_INVALID_EVENT = ErrorClass.INVALID_EVENT.value
 
 
 class EngineMetrics:
@@ -16,10 +19,16 @@ class EngineMetrics:
 
     The per-record hooks keep the labelled children they touch (prometheus_client's
     ``labels()`` costs more than the increment itself; label sets here are bounded).
+
+    An ``invalid_event`` outcome also counts in ``invalid_events``, labelled with the input
+    topic: the engine reports ``record_consumed`` for every record before it finds one invalid,
+    and it consumes one topic. The hook carries no exception class, so ``kind`` is the error
+    class of the error record (``invalid_event``).
     """
 
     def __init__(self, metrics: ConnectorMetrics) -> None:
         self.metrics = metrics
+        self._input_topic = "unknown"  # replaced by the first consumed record's topic
         self._consumed: dict[TP, Any] = {}
         self._outcomes: dict[tuple[str, str, str], Any] = {}
         self._inflight: dict[str, Any] = {}
@@ -30,6 +39,7 @@ class EngineMetrics:
         if child is None:
             child = self.metrics.records_consumed.labels(tp.topic, str(tp.partition))
             self._consumed[tp] = child
+            self._input_topic = tp.topic
         child.inc()
 
     def outcome(self, provider: str, account: str, outcome: str) -> None:
@@ -38,6 +48,8 @@ class EngineMetrics:
         if child is None:
             child = self._outcomes[key] = self.metrics.outcomes.labels(provider, account, outcome)
         child.inc()
+        if outcome == _INVALID_EVENT:
+            self.metrics.invalid_event(self._input_topic, _INVALID_EVENT)
 
     def retry(self, provider: str, account: str, rate_limited: bool) -> None:
         self.metrics.retry(provider, account)

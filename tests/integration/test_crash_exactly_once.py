@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from connector.dev.demo import DEMO_ACCOUNTS
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from tests.integration.harness import (
-    DEMO_ACCOUNTS,
+from tests.support.pipeline import (
     ConnectorProcess,
     assert_logs_hold_no_secret,
     check_deliveries,

@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from connector.app import ConnectorApp
+from connector.dev.demo import DEMO_ACCOUNTS
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from tests.integration.harness import (
-    DEMO_ACCOUNTS,
+from tests.support.pipeline import (
     ConnectorProcess,
     Pipeline,
     check_deliveries,
@@ -143,14 +143,17 @@ async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds
         scripts = build_orders(
             WorkloadSpec(orders=300, accounts=DEMO_ACCOUNTS, events_per_order=4, seed=8)
         )
+        # One YCloud order's first request that gets past the random faults is answered 429.
         ycloud_order = next(s for s in scripts if s.provider == "ycloud")
+        refs = ycloud_order.events[0].whatsapp
+        assert refs is not None
         pipe.sandbox.add_rule(
             {
                 "provider": "ycloud",
                 "action": "rate_limit",
                 "count": 1,
                 "retry_after_s": 2,
-                "key": None,
+                "key": refs.reference_id,
             }
         )
         events = list(interleave(scripts))
@@ -166,14 +169,16 @@ async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds
         assert app.engine.stats.retries > 0
         check = check_deliveries(scripts, pipe.sandbox.requests())
         assert check.violations == []
-        # The one YCloud 429 carried Retry-After: 2; its event waited at least that long.
+        assert pipe.sandbox.stats()["rules"] == 0, "the 429 was never answered"
+        # The 429 carried Retry-After: 2; the event it hit waited at least that long.
         waited = [
             r
             for r in results
-            if r["provider"] == "ycloud" and r["attempts"] >= 2 and r["latency_ms"] >= 1_900
+            if r["order_id"] == ycloud_order.order_id
+            and r["attempts"] >= 2
+            and r["latency_ms"] >= 1_900
         ]
         assert waited, "a Retry-After wait was not honoured"
-        assert ycloud_order.order_id  # the workload does contain YCloud orders
 
 
 async def test_a_failing_order_does_not_delay_other_orders_on_its_partition(

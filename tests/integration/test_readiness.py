@@ -14,7 +14,8 @@ import pytest
 from connector.app import ConnectorApp
 from connector.dev.devbroker import LocalKafka
 from connector.dev.sandbox.server import SandboxServer
-from tests.integration.webhook_stack import connector_config, create_topics
+from tests.support.topics import apply_spec_topics
+from tests.support.webhook_stack import connector_config
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def test_readyz_turns_unready_when_the_broker_stops_and_ready_when_it_retu
 ) -> None:
     bootstrap = own_broker.bootstrap_servers
     prefix = unique_name("ready") + "."
-    topics = await create_topics(bootstrap, prefix)
+    topics = await apply_spec_topics(bootstrap, prefix)
     async with SandboxServer() as sandbox, aiohttp.ClientSession() as http:
         app = ConnectorApp(connector_config(bootstrap, f"{prefix}group", topics, sandbox))
         runner = asyncio.create_task(app.run())

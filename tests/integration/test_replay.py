@@ -11,15 +11,15 @@ from connector.config import KafkaSettings
 from connector.dev.demo import DEMO_ACCOUNTS, produce
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from tests.integration.replay_stack import (
+from tests.support.replay_stack import (
     connector_config,
-    make_topics,
     outcomes,
     quiet_sandbox,
     read_all,
     run_until_outcomes,
     sent_per_event,
 )
+from tests.support.topics import apply_spec_topics
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 async def test_processing_twice_with_a_fresh_group_sends_each_event_once(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    topics = await make_topics(kafka_bootstrap, unique_name("rp") + ".")
+    topics = await apply_spec_topics(kafka_bootstrap, unique_name("rp") + ".")
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     events = list(interleave(build_orders(WorkloadSpec(orders=80, accounts=DEMO_ACCOUNTS))))
     await produce(kafka, topics.input, events)
@@ -72,7 +72,7 @@ async def test_processing_twice_with_a_fresh_group_sends_each_event_once(
 async def test_coalescing_under_a_backlog_sends_one_per_order(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    topics = await make_topics(kafka_bootstrap, unique_name("co") + ".")
+    topics = await apply_spec_topics(kafka_bootstrap, unique_name("co") + ".")
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     whatsapp = {"meta": DEMO_ACCOUNTS["meta"], "ycloud": DEMO_ACCOUNTS["ycloud"]}
     scripts = build_orders(WorkloadSpec(orders=60, accounts=whatsapp, events_per_order=4))
@@ -98,7 +98,7 @@ async def test_coalescing_under_a_backlog_sends_one_per_order(
 async def test_transactional_mode_commits_one_outcome_per_record_for_read_committed(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
-    topics = await make_topics(kafka_bootstrap, unique_name("tx") + ".")
+    topics = await apply_spec_topics(kafka_bootstrap, unique_name("tx") + ".")
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     events = list(interleave(build_orders(WorkloadSpec(orders=50, accounts=DEMO_ACCOUNTS))))
     await produce(kafka, topics.input, events)

@@ -23,14 +23,14 @@ from connector.dev.demo import DEMO_ACCOUNTS
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from connector.kafka.group_offsets import committed_offsets, partition_bounds
-from tests.integration.harness import (
-    REPO,
+from tests.support.paths import REPO_ROOT
+from tests.support.pipeline import (
     ConnectorProcess,
     Pipeline,
     make_pipeline,
     quiet_sandbox,
 )
-from tests.integration.replay_stack import read_all, run_until_outcomes, sent_per_event
+from tests.support.replay_stack import read_all, run_until_outcomes, sent_per_event
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ class Stack:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=self.file.env,
-            cwd=REPO,
+            cwd=REPO_ROOT,
         )
         try:
             with anyio.fail_after(timeout_s):

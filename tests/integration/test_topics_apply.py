@@ -8,7 +8,7 @@ import pytest
 from connector.contract.topics import DriftKind, TopicsSpec
 from connector.kafka.admin import KafkaAdmin, apply_topics, ensure_topic
 from connector.ops.topics import EXIT_DRIFT, EXIT_OK, topics_main
-from tests.conftest import TOPICS_SPEC_PATH
+from tests.support.paths import TOPICS_SPEC_PATH
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from connector.dev.sandbox.webhooks import (
     ycloud_signature,
     ycloud_status_payload,
 )
-from tests.integration.webhook_stack import (
+from tests.support.webhook_stack import (
     META_VERIFY_TOKEN,
     ZAPI_HOOK_TOKEN,
     Running,

@@ -14,8 +14,7 @@ import anyio
 
 from connector.dev.devbroker import free_port
 from connector.dev.sandbox.cli import build_parser, config_from_args, main
-
-from .conftest import META_HEADERS, meta_body
+from tests.support.sandbox_client import META_HEADERS, meta_body
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,13 @@ import anyio
 import pytest
 
 from connector.dev.sandbox import LatencyConfig, SandboxServer
-
-from .conftest import META_HEADERS, YCLOUD_HEADERS, meta_body, meta_url, ycloud_body
+from tests.support.sandbox_client import (
+    META_HEADERS,
+    YCLOUD_HEADERS,
+    meta_body,
+    meta_url,
+    ycloud_body,
+)
 
 
 async def test_server_error_rate_one_answers_5xx_with_provider_body(client, sandbox) -> None:

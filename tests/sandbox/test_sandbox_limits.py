@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import META_HEADERS, meta_body, meta_url
+from tests.support.sandbox_client import META_HEADERS, meta_body, meta_url
 
 
 async def test_meta_sender_throughput_is_130429(client, sandbox) -> None:

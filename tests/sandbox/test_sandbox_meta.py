@@ -10,8 +10,13 @@ import aiohttp
 import pytest
 
 from connector.dev.sandbox import SandboxServer
-
-from .conftest import META_APP_SECRET, META_HEADERS, WebhookReceiver, meta_body, meta_url
+from tests.support.sandbox_client import (
+    META_APP_SECRET,
+    META_HEADERS,
+    WebhookReceiver,
+    meta_body,
+    meta_url,
+)
 
 
 def assert_meta_signature(headers: dict[str, str], body: bytes) -> None:

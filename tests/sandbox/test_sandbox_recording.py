@@ -5,8 +5,13 @@ from __future__ import annotations
 import anyio
 
 from connector.dev.sandbox import SandboxConfig, SandboxServer
-
-from .conftest import META_HEADERS, YCLOUD_HEADERS, meta_body, meta_url, ycloud_body
+from tests.support.sandbox_client import (
+    META_HEADERS,
+    YCLOUD_HEADERS,
+    meta_body,
+    meta_url,
+    ycloud_body,
+)
 
 
 async def test_log_keeps_arrival_order_with_event_ids_and_traceparent(client, sandbox) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import time
 
-from .conftest import YCLOUD_HEADERS, YCLOUD_SECRET, ycloud_body
+from tests.support.sandbox_client import YCLOUD_HEADERS, YCLOUD_SECRET, ycloud_body
 
 
 def assert_ycloud_signature(header: str, body: bytes) -> None:

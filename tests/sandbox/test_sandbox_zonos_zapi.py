@@ -6,7 +6,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from .conftest import ZAPI_CLIENT_TOKEN, ZAPI_INSTANCE_TOKEN, zapi_body, zonos_body
+from tests.support.sandbox_client import (
+    ZAPI_CLIENT_TOKEN,
+    ZAPI_INSTANCE_TOKEN,
+    zapi_body,
+    zonos_body,
+)
 
 JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 

@@ -21,7 +21,14 @@ from connector.providers import (
     build_provider,
     parse_account,
 )
-from tests.unit.conftest import ACCOUNTS, SECRETS, event_dict, event_from, make_event, make_provider
+from tests.support.providers import (
+    ACCOUNTS,
+    SECRETS,
+    event_dict,
+    event_from,
+    make_event,
+    make_provider,
+)
 
 
 def body_of(request: object) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from connector.providers import OutcomeKind, ProviderOutcome
 from connector.providers.meta import CONFIGURATION_CODES, PERMANENT_CODES, RETRYABLE_CODES
-from tests.unit.conftest import make_provider
+from tests.support.providers import make_provider
 
 K = OutcomeKind
 

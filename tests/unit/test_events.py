@@ -26,7 +26,7 @@ from connector.errors import (
     UndecodableEventError,
     UnknownStatusError,
 )
-from tests.unit.conftest import event_dict
+from tests.support.providers import event_dict
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.unit.conftest import event_dict, make_event, make_provider
+from tests.support.providers import event_dict, make_event, make_provider
 
 GOLDEN = Path(__file__).parent / "golden"
 STATUS_PLACEHOLDER = "processing | partially_shipped | shipped | completed | canceled"

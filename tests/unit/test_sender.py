@@ -24,6 +24,7 @@ from connector.http.sender import (
     HttpSender,
     HttpxSender,
     create_sender,
+    fast_responses_active,
 )
 
 SECRET_PATH = "/instances/INSTANCE-SECRET-123/token/TOKEN-SECRET-456/send-text"
@@ -365,7 +366,4 @@ async def test_httpx_sender_accepts_a_mock_transport_for_unit_tests() -> None:
 def test_the_fast_response_matches_the_standard_constructor_on_this_httpx() -> None:
     # If httpx changes its internals the sender falls back to the standard constructor; this
     # test says so loudly instead of letting the fast path silently disappear.
-    from connector.http import sender
-
-    assert sender._PRELOAD_MATCHES
-    assert sender._loaded_response is sender._preloaded_response
+    assert fast_responses_active()

@@ -16,7 +16,7 @@ from connector.contract.topics import (
     plan,
     render_plan,
 )
-from tests.conftest import TOPICS_SPEC_PATH
+from tests.support.paths import TOPICS_SPEC_PATH
 
 
 def _doc(**topics: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from connector.webhooks import (
     YCloudWebhookReceiver,
     ZapiWebhookReceiver,
 )
-from tests.unit.webhook_payloads import (
+from tests.support.webhook_payloads import (
     META_APP_SECRET,
     META_VERIFY_TOKEN,
     NOW,

@@ -1,11 +1,10 @@
-"""Test support for replay integration tests: topics, connector config, sandbox and readers."""
+"""Replay integration tests: connector config, quiet sandbox, runs until outcomes, readers."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,14 +12,10 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.contract.topics import load_spec
 from connector.dev.demo import sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
-from connector.kafka.admin import apply_topics
 from connector.kafka.consumer import ConsumedRecord, read_topic
-
-SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 
 
 def quiet_sandbox() -> SandboxConfig:
@@ -32,19 +27,6 @@ def quiet_sandbox() -> SandboxConfig:
                 "ycloud_send_directly_per_sender": {"per_second": 0},
             }
         }
-    )
-
-
-async def make_topics(bootstrap: str, prefix: str) -> TopicNames:
-    """The repository's topic contracts (12 partitions, ledger co-partitioned) under ``prefix``."""
-    await apply_topics(
-        bootstrap, load_spec(SPEC_PATH), dry_run=False, prefix=prefix, replication_factor=1
-    )
-    return TopicNames(
-        input=f"{prefix}order.status.changed",
-        results=f"{prefix}order.status.results",
-        errors=f"{prefix}order.status.errors",
-        ledger=f"{prefix}order.status.ledger",
     )
 
 

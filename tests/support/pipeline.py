@@ -23,14 +23,13 @@ from pydantic import SecretStr
 
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
-from connector.dev.demo import DEMO_ACCOUNTS, produce, sandbox_accounts
+from connector.dev.demo import produce, sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import OrderScript
 from connector.kafka.admin import ensure_topic
 from connector.kafka.consumer import read_topic
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO_ROOT
 
 
 @dataclass
@@ -246,7 +245,7 @@ class ConnectorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
-            cwd=REPO,
+            cwd=REPO_ROOT,
         )
 
     def kill9(self) -> None:
@@ -295,7 +294,6 @@ def config_secret(config: ConnectorConfig, account_name: str, key: str) -> str |
 
 
 __all__ = [
-    "DEMO_ACCOUNTS",
     "ConnectorProcess",
     "DeliveryCheck",
     "Pipeline",

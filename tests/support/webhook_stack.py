@@ -16,29 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
-from connector.contract.topics import load_spec
 from connector.dev.demo import DEMO_ACCOUNTS, sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
-from connector.kafka.admin import apply_topics
 from connector.kafka.consumer import read_topic
 from connector.kafka.producer import KafkaProducer
-from tests.conftest import TOPICS_SPEC_PATH
+from tests.support.topics import apply_spec_topics
 
 META_VERIFY_TOKEN = "it-verify-token"
 ZAPI_HOOK_TOKEN = "it-zapi-hook-token"
-
-
-async def create_topics(bootstrap: str, prefix: str) -> TopicNames:
-    spec = load_spec(TOPICS_SPEC_PATH)
-    await apply_topics(bootstrap, spec, dry_run=False, prefix=prefix, replication_factor=1)
-    return TopicNames(
-        input=f"{prefix}order.status.changed",
-        results=f"{prefix}order.status.results",
-        errors=f"{prefix}order.status.errors",
-        ledger=f"{prefix}order.status.ledger",
-        correlation=f"{prefix}order.status.correlation",
-    )
 
 
 def connector_config(
@@ -169,7 +155,7 @@ async def running_connector(
     sandbox_config: SandboxConfig | None = None,
     status_reports: list[str] | None = None,
 ) -> AsyncIterator[Running]:
-    topics = await create_topics(bootstrap, prefix)
+    topics = await apply_spec_topics(bootstrap, prefix)
     async with SandboxServer(sandbox_config or SandboxConfig()) as sandbox:
         config = connector_config(bootstrap, f"{prefix}group", topics, sandbox)
         app = ConnectorApp(config)
