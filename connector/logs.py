@@ -88,6 +88,9 @@ class LogRateLimiter(logging.Filter):
             self.suppressed_total += 1
             return False
 
+    def clock(self) -> float:
+        return self._clock()
+
     def flush(self, now: float | None = None) -> None:
         """Report and forget every window that has ended."""
         now = self._clock() if now is None else now
@@ -115,10 +118,13 @@ def _report_suppressed(logger_name: str, template: str, count: int, window_s: fl
 _limiter: LogRateLimiter | None = None
 
 
-def flush_suppressed_logs() -> None:
-    """Report the suppression counts of ended windows (no-op before ``configure_logging``)."""
+def flush_suppressed_logs(*, ahead_s: float = 0.0) -> None:
+    """Report the suppression counts of ended windows (no-op before ``configure_logging``).
+
+    ``ahead_s`` judges the windows as if that much more time had passed (tests, final flush).
+    """
     if _limiter is not None:
-        _limiter.flush()
+        _limiter.flush(now=_limiter.clock() + ahead_s)
 
 
 @contextlib.contextmanager

@@ -94,7 +94,7 @@ def _failed(exc: BaseException) -> asyncio.Future[object]:
     return fut
 
 
-def _translated(ack: asyncio.Future[object], topic: str) -> asyncio.Future[object]:
+def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio.Future[object]:
     """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError``."""
     out: asyncio.Future[object] = ack.get_loop().create_future()
 
@@ -116,7 +116,7 @@ def _translated(ack: asyncio.Future[object], topic: str) -> asyncio.Future[objec
     return out
 
 
-def _idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+def idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     """What both producers share: idempotence (acks=all), batching, the connection.
 
     A batch never exceeds ``max_request_size``, so when that is at or below every written
@@ -141,7 +141,7 @@ class KafkaProducer:
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(**_idempotent_kwargs(settings))
+        self._producer = AIOKafkaProducer(**idempotent_kwargs(settings))
 
     async def start(self) -> None:
         await self._producer.start()
@@ -175,7 +175,7 @@ class KafkaProducer:
             if is_refused(exc):  # over max_request_size: refused before anything was sent
                 return _failed(_refusal(exc, topic))
             raise
-        return _translated(ack, topic)
+        return translated_publish_error(ack, topic)
 
     async def flush(self) -> None:
         await self._producer.flush()
@@ -216,7 +216,7 @@ class TransactionalProducer:
         self._producer = AIOKafkaProducer(
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
-            **_idempotent_kwargs(settings),
+            **idempotent_kwargs(settings),
         )
         self._pending: list[_Pending] = []
         # Per input partition, the offset below which outcomes may be written (committed).

@@ -433,7 +433,7 @@ def replay_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------- redrive
 
 
-def _select(
+def redrive_selects(
     error: dict[str, Any],
     classes: set[str],
     providers: set[str],
@@ -531,7 +531,7 @@ async def redrive(
         except orjson.JSONDecodeError:
             counts["unreadable"] += 1
             continue
-        if not _select(error, wanted_classes, wanted_providers, since_ms, until_ms):
+        if not redrive_selects(error, wanted_classes, wanted_providers, since_ms, until_ms):
             continue
         coords = f"{record.topic}:{record.partition}:{record.offset}".encode()
         if coords in done:

@@ -35,7 +35,7 @@ from connector.kafka.producer import (
     TransactionalProducer,
     error_record_limit,
 )
-from tests.conftest import TopicFactory
+from tests.support.topics import TopicFactory
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from connector.contract.records import (
 )
 from connector.contract.schemas import SCHEMAS
 from connector.errors import ErrorClass
-from connector.ops.replay import _select
+from connector.ops.replay import redrive_selects
 
 MIB = 1024 * 1024
 SOURCE = SourceCoordinates(topic="order.status.changed", partition=2, offset=77)
@@ -244,5 +244,5 @@ def test_redrive_never_selects_a_truncated_value() -> None:
     value = os.urandom(100_000)
     whole = json.loads(_record(value).to_bytes())
     cut = json.loads(bounded_error_record(_record(value), max_bytes=MIN_ERROR_RECORD_BYTES))
-    assert _select(whole, set(), set(), None, None)
-    assert not _select(cut, set(), set(), None, None)
+    assert redrive_selects(whole, set(), set(), None, None)
+    assert not redrive_selects(cut, set(), set(), None, None)

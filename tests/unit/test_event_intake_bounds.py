@@ -40,7 +40,7 @@ from connector.contract.records import (
 )
 from connector.core.ledger import delivery_of, encode_order_entry
 from connector.errors import ErrorClass, InvalidEventError, InvalidFieldError
-from tests.unit.conftest import PROVIDER_KINDS, event_dict, make_provider
+from tests.support.providers import PROVIDER_KINDS, event_dict, make_provider
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 _ITEM = event_dict()["order"]["items"][0]

@@ -17,10 +17,10 @@ from connector.kafka.producer import (
     ERROR_RECORD_HEADERS_ROOM,
     ERROR_RECORD_KEY_ROOM,
     RECORD_BATCH_OVERHEAD,
-    _idempotent_kwargs,
-    _translated,
     error_record_limit,
+    idempotent_kwargs,
     is_refused,
+    translated_publish_error,
 )
 
 REFUSED = [
@@ -62,7 +62,9 @@ async def test_the_ack_raises_one_class_for_refusals_and_passes_the_rest_through
     refused_ack: asyncio.Future[object] = loop.create_future()
     other_ack: asyncio.Future[object] = loop.create_future()
     ok_ack: asyncio.Future[object] = loop.create_future()
-    refused, other, ok = (_translated(f, "errors") for f in (refused_ack, other_ack, ok_ack))
+    refused, other, ok = (
+        translated_publish_error(f, "errors") for f in (refused_ack, other_ack, ok_ack)
+    )
     cause = kafka_errors.MessageSizeTooLargeError()
     refused_ack.set_exception(cause)
     other_ack.set_exception(kafka_errors.KafkaConnectionError())
@@ -94,9 +96,9 @@ def test_error_record_limit_leaves_room_for_framing_key_and_headers() -> None:
 def test_max_request_size_is_a_setting_and_bounds_the_batches() -> None:
     assert KafkaSettings().max_request_size == 1024 * 1024
     small = KafkaSettings(max_request_size=100_000)
-    kwargs = _idempotent_kwargs(small)
+    kwargs = idempotent_kwargs(small)
     assert kwargs["max_request_size"] == 100_000
     assert kwargs["max_batch_size"] == 100_000
-    assert _idempotent_kwargs(KafkaSettings())["max_batch_size"] == 256 * 1024
+    assert idempotent_kwargs(KafkaSettings())["max_batch_size"] == 256 * 1024
     with pytest.raises(ValidationError):
         KafkaSettings(max_request_size=1000)

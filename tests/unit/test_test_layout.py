@@ -17,6 +17,7 @@ ENGINE_SPLIT = {"tests/unit/test_engine.py", "tests/unit/test_template_holds.py"
 PRIVATE_ON_PURPOSE = {
     "tests/unit/test_ordering.py": "white-box: a closed lane of the pure table leaves nothing",
     "tests/unit/test_devbroker_selection.py": "pure helpers of the development broker launcher",
+    "tests/unit/test_event_intake_bounds.py": "aiohttp's own header writers: what aiohttp refuses",
 }
 
 
