@@ -14,9 +14,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged, normalise_status
+from connector.core.redaction import SecretScrubber
 from connector.errors import UnknownStatusError, UnmappedStatusError
 from connector.providers.base import OutcomeKind, ProviderOutcome
-from connector.providers.classify import SecretScrubber, unclassifiable
+from connector.providers.classify import scrub_outcome, unclassifiable
 
 SKIP: Final = "skip"
 ERROR: Final = "error"
@@ -179,7 +180,7 @@ class AccountAdapter(Generic[SettingsT]):
         self._status = (
             StatusMapper(settings, aliases=aliases) if aliases else StatusMapper(settings)
         )
-        self._scrubber = SecretScrubber(list(secrets))
+        self._scrubber = SecretScrubber(list(secrets), min_length=4)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(account={self._settings.name!r})"
@@ -194,12 +195,12 @@ class AccountAdapter(Generic[SettingsT]):
 
     def scrub(self, text: str) -> str:
         """``text`` with this account's secrets removed (for exception messages from the sender)."""
-        return self._scrubber.scrub(text)
+        return self._scrubber.scrub_text(text)
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         """The adapter's ``_classify``, scrubbed of secrets; never raises."""
         try:
-            return self._scrubber.outcome(self._classify(response, attempt))
+            return scrub_outcome(self._classify(response, attempt), self._scrubber)
         except Exception:  # classify must never raise: a broken answer is still an answer
             return unclassifiable(response, self.kind)
 
