@@ -27,11 +27,17 @@ def _idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
-class KafkaProducer:
-    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future."""
+# topic, value, key, headers, partition, source (the input record it is the outcome of)
+_Pending = tuple[
+    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
+]
 
-    def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(**_idempotent_kwargs(settings))
+
+class _Producer:
+    """What both producers share: the aiokafka producer's life cycle and ``send``'s signature."""
+
+    def __init__(self, settings: KafkaSettings, **options: Any) -> None:
+        self._producer = AIOKafkaProducer(**options, **_idempotent_kwargs(settings))
 
     async def start(self) -> None:
         await self._producer.start()
@@ -49,16 +55,28 @@ class KafkaProducer:
         partition: int | None = None,
         source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
-        """Hand a record to the batcher; the returned future resolves when the broker acks.
+        """Hand a record on; the returned future resolves once it counts as published.
 
         ``source`` (the input record's coordinates) matters only to the transactional producer.
         """
+        return await self._send(
+            (topic, value, key, list(headers) if headers else None, partition, source)
+        )
+
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+        raise NotImplementedError
+
+
+class KafkaProducer(_Producer):
+    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+        topic, value, key, headers, partition, _ = record
         fut: asyncio.Future[object] = await self._producer.send(
-            topic,
-            value=value,
-            key=key,
-            headers=list(headers) if headers else None,
-            partition=partition,
+            topic, value=value, key=key, headers=headers, partition=partition
         )
         return fut
 
@@ -73,12 +91,7 @@ class TransactionFailedError(RuntimeError):
     """
 
 
-_Pending = tuple[
-    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
-]
-
-
-class TransactionalProducer:
+class TransactionalProducer(_Producer):
     """Buffers sends and writes them with the input offsets in one Kafka transaction.
 
     ``send`` only buffers (its future is already resolved: the record counts as published
@@ -94,12 +107,12 @@ class TransactionalProducer:
         group_id: str,
         transaction_timeout_ms: int = 30_000,
     ) -> None:
-        self._group_id = group_id
-        self._producer = AIOKafkaProducer(
+        super().__init__(
+            settings,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
-            **_idempotent_kwargs(settings),
         )
+        self._group_id = group_id
         self._pending: list[_Pending] = []
         # Per input partition, the offset below which outcomes may be written (committed).
         self._released: dict[TP, int] = {}
@@ -108,26 +121,12 @@ class TransactionalProducer:
 
     async def start(self) -> None:
         """Start; the broker fences any earlier producer with this id and aborts its open txn."""
-        await self._producer.start()
+        await super().start()
 
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
-        self._pending.append(
-            (topic, value, key, list(headers) if headers else None, partition, source)
-        )
+        self._pending.append(record)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
