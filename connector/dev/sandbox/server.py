@@ -7,7 +7,6 @@ It wires and serves; provider behaviour lives in the provider modules, state in 
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any
 
 import orjson
@@ -76,12 +75,7 @@ class SandboxServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
     @property
