@@ -332,23 +332,12 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
             file=out,
         )
         progress = _Progress(total)
+        outputs = ((topics.results, progress.on_results), (topics.errors, progress.on_errors))
         readers = asyncio.gather(
-            read_topic(
-                kafka,
-                topics.results,
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=600,
-                on_batch=progress.on_results,
-            ),
-            read_topic(
-                kafka,
-                topics.errors,
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=600,
-                on_batch=progress.on_errors,
-            ),
+            *(
+                read_topic(kafka, topic, idle_timeout_s=1e9, deadline_s=600, on_batch=on_batch)
+                for topic, on_batch in outputs
+            )
         )
         try:
             deadline = started + 600
