@@ -167,16 +167,18 @@ class AccountAdapter(Generic[SettingsT]):
     """What every adapter shares: its account settings, status mapper and secret scrubber."""
 
     kind: ClassVar[str]
-    __slots__ = ("_scrubber", "_settings", "_status")
+    __slots__ = ("_scrubber", "_sender", "_settings", "_status")
 
     def __init__(
         self,
         settings: SettingsT,
         *,
+        sender: str,
         secrets: Iterable[str],
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = settings
+        self._sender = sender  # the sending identity at the provider (number, instance, store)
         self._status = (
             StatusMapper(settings, aliases=aliases) if aliases else StatusMapper(settings)
         )
@@ -192,6 +194,14 @@ class AccountAdapter(Generic[SettingsT]):
     @property
     def settings(self) -> SettingsT:
         return self._settings
+
+    def target_key(self, event: OrderStatusChanged) -> str:
+        """``kind:sender:order``, the order as this provider knows it: the engine keeps the
+        requests of one key in input order. Never raises (missing refs: the order id)."""
+        return f"{self.kind}:{self._sender}:{self._order_ref(event)}"
+
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return event.order_id
 
     def scrub(self, text: str) -> str:
         """``text`` with this account's secrets removed (for exception messages from the sender)."""

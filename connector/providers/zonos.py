@@ -104,6 +104,7 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         spelling = settings.labels_printed_status
         super().__init__(
             settings,
+            sender=settings.store,
             secrets=[settings.secret.get_secret_value()],
             aliases={LABELS_PRINTED: spelling, LABELS_PRINTED_DATE: spelling},
         )
@@ -113,13 +114,6 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         )
         self._secret = settings.secret
         self._prefix = settings.store + "-"
-
-    def _order_number(self, order_id: str) -> str:
-        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
-
-    def target_key(self, event: OrderStatusChanged) -> str:
-        order_id = event.zonos.order_id if event.zonos is not None else event.order_id
-        return f"zonos:{self._settings.store}:{self._order_number(order_id)}"
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
@@ -172,6 +166,11 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
             )
         text = str(error)
         return classify_zonos_error(text, http_status=status)
+
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        """The order number without this store's prefix (``999-1001`` and ``1001`` are one)."""
+        order_id = event.zonos.order_id if event.zonos is not None else event.order_id
+        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
 
 
 def classify_zonos_error(text: str, *, http_status: int | None = 200) -> ProviderOutcome:
