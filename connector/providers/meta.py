@@ -259,6 +259,9 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
         )
         self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
 
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return whatsapp_order_ref(event)
+
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
@@ -331,9 +334,6 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
                 error_code=str(code) if code is not None else None,
             )
         return by_http_status(response, provider=self.kind)
-
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        return whatsapp_order_ref(event)
 
 
 def _accepted(status: int, body: dict[str, Any] | None) -> ProviderOutcome:

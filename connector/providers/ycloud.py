@@ -85,6 +85,9 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
             settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
         )
 
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return whatsapp_order_ref(event)
+
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
@@ -192,9 +195,6 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
         kind = OutcomeKind.DELIVERED if state in ("delivered", "read") else OutcomeKind.ACCEPTED
         note = None if message_id else "ycloud accepted the request but returned no message id"
         return ProviderOutcome(kind, message_id=message_id, http_status=status, detail=note)
-
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        return whatsapp_order_ref(event)
 
 
 __all__ = ["YCloudAccount", "YCloudProvider"]

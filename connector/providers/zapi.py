@@ -95,6 +95,9 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
             [("Client-Token", client), JSON_CONTENT_TYPE],
         )
 
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return event.zapi.reference_id if event.zapi is not None else event.order_id
+
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
@@ -193,9 +196,6 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
         elif status == 415:
             detail = detail or "z-api 415: missing or wrong Content-Type (client bug)"
         return by_http_status(response, provider=self.kind, detail=detail)
-
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        return event.zapi.reference_id if event.zapi is not None else event.order_id
 
 
 __all__ = ["ZAPI_STATUSES", "ZApiAccount", "ZApiProvider"]

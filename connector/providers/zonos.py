@@ -115,6 +115,11 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         self._secret = settings.secret
         self._prefix = settings.store + "-"
 
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        """The order number without this store's prefix (``999-1001`` and ``1001`` are one)."""
+        order_id = event.zonos.order_id if event.zonos is not None else event.order_id
+        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
+
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
@@ -166,11 +171,6 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
             )
         text = str(error)
         return classify_zonos_error(text, http_status=status)
-
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        """The order number without this store's prefix (``999-1001`` and ``1001`` are one)."""
-        order_id = event.zonos.order_id if event.zonos is not None else event.order_id
-        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
 
 
 def classify_zonos_error(text: str, *, http_status: int | None = 200) -> ProviderOutcome:
