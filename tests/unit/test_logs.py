@@ -11,7 +11,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from connector.core.redaction import mask_phone
+from connector.core.redaction import SecretScrubber, mask_phone
 from connector.logs import configure_logging, get_logger, reset_logging
 
 SECRETS = (
@@ -139,3 +139,11 @@ def test_unknown_level_rejected() -> None:
 )
 def test_mask_phone(raw: str, masked: str) -> None:
     assert mask_phone(raw) == masked
+
+
+def test_scrubber_min_length_leaves_shorter_values_alone() -> None:
+    # Provider accounts pass min_length=4: a three-character value is not a meaningful secret
+    # and replacing it would mangle ordinary text.
+    scrubber = SecretScrubber(["abc", "tok-secret"], min_length=4)
+    assert scrubber.scrub_text("abc tok-secret") == "abc [REDACTED]"
+    assert SecretScrubber(["abc"]).scrub_text("abc") == "[REDACTED]"
