@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return topics_main(args_list[1:])
     if args_list and args_list[0] in ("replay", "redrive"):
-        from connector.ops.replay import redrive_main, replay_main
+        from connector.ops.redrive import redrive_main
+        from connector.ops.replay import replay_main
 
         return (replay_main if args_list[0] == "replay" else redrive_main)(args_list[1:])
     if args_list and args_list[0] == "sandbox":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -359,15 +359,23 @@ def _decode_structured(value: bytes, traceparent: str | None) -> OrderStatusChan
         raise MissingFieldError("CloudEvents envelope has no 'data'", field="data")
     if not isinstance(data, dict):
         raise UndecodableEventError("CloudEvents 'data' is not a JSON object")
-    if "event_id" not in data and isinstance(envelope.get("id"), str):
-        data["event_id"] = envelope["id"]
-    if "occurred_at" not in data and envelope.get("time") is not None:
-        data["occurred_at"] = envelope["time"]
+    _fill_from_attributes(data, envelope, traceparent)
+    return _validate_object(data, prefix="data.")
+
+
+def _fill_from_attributes(
+    data: dict[str, Any], attributes: Mapping[str, Any], traceparent: str | None
+) -> None:
+    """CloudEvents attributes (envelope keys or ``ce_`` headers) fill what ``data`` leaves out:
+    ``id`` -> ``event_id``, ``time`` -> ``occurred_at``, and the ``traceparent``."""
+    if "event_id" not in data and isinstance(attributes.get("id"), str):
+        data["event_id"] = attributes["id"]
+    if "occurred_at" not in data and attributes.get("time") is not None:
+        data["occurred_at"] = attributes["time"]
     if "traceparent" not in data:
-        tp = envelope.get("traceparent") or traceparent
+        tp = attributes.get("traceparent") or traceparent
         if tp is not None:
             data["traceparent"] = tp
-    return _validate_object(data, prefix="data.")
 
 
 def decode_event(
@@ -401,14 +409,7 @@ def decode_event(
         return _decode_structured(value, traceparent)
     if binary:
         data = _loads_object(value, "event")
-        if "event_id" not in data and "id" in ce:
-            data["event_id"] = ce["id"]
-        if "occurred_at" not in data and "time" in ce:
-            data["occurred_at"] = ce["time"]
-        if "traceparent" not in data:
-            tp = ce.get("traceparent") or traceparent
-            if tp is not None:
-                data["traceparent"] = tp
+        _fill_from_attributes(data, ce, traceparent)
         return _validate_object(data)
     try:
         event = _validate_json(value)

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -61,16 +61,19 @@ def _config_value(value: Any) -> str:
     return str(value)
 
 
+def _stringify_configs(value: Any) -> Any:
+    return {k: _config_value(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+# Topic configs as Kafka takes them: every value a string (YAML/TOML booleans lower-cased).
+TopicConfigs = Annotated[dict[str, str], BeforeValidator(_stringify_configs)]
+
+
 class TopicDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     replication_factor: int = Field(default=3, ge=1)
-    configs: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("configs", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        return {k: _config_value(v) for k, v in value.items()} if isinstance(value, dict) else value
+    configs: TopicConfigs = Field(default_factory=dict)
 
 
 class TopicSpec(BaseModel):
@@ -99,12 +102,7 @@ class _RawTopic(BaseModel):
     partitions: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
     co_partitioned_with: str | None = None
-    configs: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("configs", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        return {k: _config_value(v) for k, v in value.items()} if isinstance(value, dict) else value
+    configs: TopicConfigs = Field(default_factory=dict)
 
 
 class _RawSpec(BaseModel):
@@ -310,28 +308,20 @@ def plan(spec: TopicsSpec, existing: Mapping[str, TopicState]) -> TopicPlan:
             creates.append(topic)
             continue
         found: list[Drift] = []
-        if state.partitions != topic.partitions:
-            found.append(
-                Drift(
-                    topic=topic.name,
-                    kind=DriftKind.PARTITIONS,
-                    key="partitions",
-                    expected=str(topic.partitions),
-                    actual=str(state.partitions),
-                    fixable=False,
+        # Partitions and replication factor: attributes named like their drift kind.
+        for kind in (DriftKind.PARTITIONS, DriftKind.REPLICATION_FACTOR):
+            want, have = getattr(topic, kind.value), getattr(state, kind.value)
+            if have != want:
+                found.append(
+                    Drift(
+                        topic=topic.name,
+                        kind=kind,
+                        key=kind.value,
+                        expected=str(want),
+                        actual=str(have),
+                        fixable=False,
+                    )
                 )
-            )
-        if state.replication_factor != topic.replication_factor:
-            found.append(
-                Drift(
-                    topic=topic.name,
-                    kind=DriftKind.REPLICATION_FACTOR,
-                    key="replication_factor",
-                    expected=str(topic.replication_factor),
-                    actual=str(state.replication_factor),
-                    fixable=False,
-                )
-            )
         for key, expected in sorted(topic.configs.items()):
             actual = state.configs.get(key)
             if not same_config_value(key, expected, actual):

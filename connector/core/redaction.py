@@ -66,16 +66,19 @@ def mask_phones_in_text(text: str) -> str:
 class SecretScrubber:
     """Replaces every occurrence of the registered secret values with ``[REDACTED]``.
 
+    The one scrubber: log lines, provider outcome details and exception messages all use it.
     Also matches the JSON-escaped spelling of each secret, so a rendered JSON line is safe.
+    Values shorter than ``min_length`` are not searched for (provider accounts pass 4: tiny
+    values would mangle ordinary text and cannot be meaningful secrets).
     """
 
     __slots__ = ("_pattern",)
 
-    def __init__(self, secrets: Iterable[str | SecretStr]) -> None:
+    def __init__(self, secrets: Iterable[str | SecretStr], *, min_length: int = 1) -> None:
         plain: set[str] = set()
         for secret in secrets:
             value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-            if not value:
+            if len(value) < max(min_length, 1):
                 continue
             plain.add(value)
             plain.add(json.dumps(value)[1:-1])  # as it appears inside a JSON string

@@ -12,9 +12,9 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,9 +29,12 @@ from connector.config import (
 )
 from connector.contract.events import OrderStatusChanged, encode_event
 from connector.dev.sandbox.config import SandboxConfig
-from connector.dev.workload import WorkloadSpec, build_orders, interleave
+from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from connector.kafka.consumer import ConsumedRecord, read_topic
 from connector.kafka.producer import KafkaProducer
+
+if TYPE_CHECKING:
+    from connector.dev.sandbox.server import SandboxServer
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 ASYNC_ERROR = "async_provider_error"
@@ -243,6 +246,61 @@ def _summary(progress: _Progress, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def _demo_config(
+    kafka: KafkaSettings,
+    topics: TopicNames,
+    provider_url: Callable[[str], str],
+    sandbox_config: SandboxConfig,
+) -> ConnectorConfig:
+    """The connector's configuration: sandbox accounts, quick commits and retries, webhooks."""
+    return ConnectorConfig.model_validate(
+        {
+            "kafka": kafka.model_dump(),
+            "topics": topics.model_dump(),
+            "accounts": sandbox_accounts(provider_url, sandbox_config),
+            "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
+            "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
+            "server": ServerSettings(port=0).model_dump(),
+            "webhooks": {
+                "meta": {
+                    "app_secret": sandbox_config.credentials.meta_app_secret,
+                    "verify_token": "demo-verify-token",
+                },
+                "ycloud": {"secret": sandbox_config.credentials.ycloud_webhook_secret},
+            },
+        }
+    )
+
+
+def _with_invalid_records(
+    events: list[OrderStatusChanged],
+) -> tuple[list[OrderStatusChanged | tuple[bytes | None, bytes]], int]:
+    """``events`` with the invalid records spread evenly among them, and how many those are."""
+    bad = invalid_records()
+    mixed: list[OrderStatusChanged | tuple[bytes | None, bytes]] = list(events)
+    for i, record in enumerate(bad):
+        mixed.insert((i + 1) * len(mixed) // (len(bad) + 1), record)
+    return mixed, len(bad)
+
+
+def _seed_trouble(sandbox: SandboxServer, scripts: Sequence[OrderScript]) -> None:
+    """Zonos orders on fraud review (ending in 3) and paid Meta orders that get canceled:
+    Meta accepts their cancel, then refuses it (2047)."""
+    for script in scripts:
+        zonos = script.events[0].zonos
+        if zonos is not None and script.order_id.endswith("3"):
+            sandbox.seed_order(
+                {"provider": "zonos", "key": zonos.order_id, "status": "IGLOBAL_FRAUD_REVIEW"}
+            )
+        refs = script.events[0].whatsapp
+        canceled = any(e.status == "canceled" for e in script.events)
+        paid = script.order_id.endswith(("0", "8"))
+        if script.provider == "meta" and refs and canceled and paid:
+            sandbox.seed_order(
+                {"provider": "meta", "key": refs.reference_id, "payment_status": "paid"}
+            )
+
+
 async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> int:
     from connector.contract.topics import load_spec
     from connector.dev.sandbox.server import SandboxServer
@@ -274,37 +332,8 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         scripts = build_orders(
             WorkloadSpec(orders=orders, accounts=DEMO_ACCOUNTS, invalid_transition_share=0.05)
         )
-        for script in scripts[:400]:
-            zonos = script.events[0].zonos
-            if zonos is not None and script.order_id.endswith("3"):
-                sandbox.seed_order(
-                    {"provider": "zonos", "key": zonos.order_id, "status": "IGLOBAL_FRAUD_REVIEW"}
-                )
-            # Some Meta orders are paid: Meta accepts their cancel, then refuses it (2047).
-            refs = script.events[0].whatsapp
-            canceled = any(e.status == "canceled" for e in script.events)
-            paid = script.order_id.endswith(("0", "8"))
-            if script.provider == "meta" and refs and canceled and paid:
-                sandbox.seed_order(
-                    {"provider": "meta", "key": refs.reference_id, "payment_status": "paid"}
-                )
-        config = ConnectorConfig.model_validate(
-            {
-                "kafka": kafka.model_dump(),
-                "topics": topics.model_dump(),
-                "accounts": sandbox_accounts(sandbox.provider_url, sandbox_config),
-                "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
-                "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
-                "server": ServerSettings(port=0).model_dump(),
-                "webhooks": {
-                    "meta": {
-                        "app_secret": sandbox_config.credentials.meta_app_secret,
-                        "verify_token": "demo-verify-token",
-                    },
-                    "ycloud": {"secret": sandbox_config.credentials.ycloud_webhook_secret},
-                },
-            }
-        )
+        _seed_trouble(sandbox, scripts[:400])
+        config = _demo_config(kafka, topics, sandbox.provider_url, sandbox_config)
         app = ConnectorApp(config)
         runner = asyncio.create_task(app.run())
         await asyncio.wait_for(app.started.wait(), 60)
@@ -320,35 +349,21 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         )
         print(f"connector web server at {app.web_url} (/readyz, /metrics, /webhooks/*)", file=out)
         events = list(interleave(scripts))
-        bad = invalid_records()
-        mixed: list[OrderStatusChanged | tuple[bytes | None, bytes]] = list(events)
-        for i, record in enumerate(bad):
-            mixed.insert((i + 1) * len(mixed) // (len(bad) + 1), record)
+        mixed, invalid = _with_invalid_records(events)
         started = time.monotonic()
         total = await produce(kafka, topics.input, mixed)
         print(
             f"produced {total} records ({len(events)} events for {orders} orders over "
-            f"{len(DEMO_ACCOUNTS)} providers, {len(bad)} invalid)",
+            f"{len(DEMO_ACCOUNTS)} providers, {invalid} invalid)",
             file=out,
         )
         progress = _Progress(total)
+        outputs = ((topics.results, progress.on_results), (topics.errors, progress.on_errors))
         readers = asyncio.gather(
-            read_topic(
-                kafka,
-                topics.results,
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=600,
-                on_batch=progress.on_results,
-            ),
-            read_topic(
-                kafka,
-                topics.errors,
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=600,
-                on_batch=progress.on_errors,
-            ),
+            *(
+                read_topic(kafka, topic, idle_timeout_s=1e9, deadline_s=600, on_batch=on_batch)
+                for topic, on_batch in outputs
+            )
         )
         try:
             deadline = started + 600

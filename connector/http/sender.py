@@ -14,7 +14,7 @@ import http.cookiejar
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import aiohttp
 import httpx
@@ -22,9 +22,6 @@ from aiohttp import hdrs
 from yarl import URL
 
 from connector.errors import AccountConfigError, DeliveryError, TransportFailure
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 HttpClientKind = Literal["aiohttp", "httpx"]
 
@@ -192,12 +189,7 @@ class AiohttpSender:
             self._open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
 
@@ -279,21 +271,12 @@ class HttpxSender:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
 
 def _standard_response(
-    status: int,
-    headers: Any,
-    content: bytes,
-    request: httpx.Request,
-    extensions: dict[str, Any],
+    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
 ) -> httpx.Response:
     return httpx.Response(
         status, headers=headers, content=content, request=request, extensions=extensions
@@ -301,11 +284,7 @@ def _standard_response(
 
 
 def _preloaded_response(
-    status: int,
-    headers: Any,
-    content: bytes,
-    request: httpx.Request,
-    extensions: dict[str, Any],
+    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
 ) -> httpx.Response:
     """An already-read ``httpx.Response`` without the constructor's content pipeline.
 

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -79,12 +78,7 @@ class KafkaAdmin:
             raise TopicAdminError("connect to", self._bootstrap_servers, -1, str(error)) from error
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self._client.close()
 
     async def list_topics(self) -> set[str]:

@@ -7,7 +7,7 @@ awaited before the member rejoins (aiokafka's eager protocol revokes everything 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,6 +38,37 @@ class ConsumedRecord:
 
 
 RebalanceCallback = Callable[[set[TP]], Awaitable[None]]
+
+
+def consumed_records(batches: Mapping[Any, Iterable[Any]]) -> list[ConsumedRecord]:
+    """aiokafka's ``getmany`` answer (records by partition) as one list of plain records."""
+    out: list[ConsumedRecord] = []
+    for tp, records in batches.items():
+        topic, partition = tp.topic, tp.partition
+        out.extend(
+            ConsumedRecord(topic, partition, r.offset, r.key, r.value, r.headers, r.timestamp)
+            for r in records
+        )
+    return out
+
+
+def groupless_consumer(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    fetch_max_wait_ms: int,
+    isolation_level: str = "read_uncommitted",
+) -> AIOKafkaConsumer:
+    """A consumer without a group: aiokafka assigns every partition, reading from the start."""
+    return AIOKafkaConsumer(
+        topic,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **client_kwargs(settings),
+    )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -98,22 +129,7 @@ class KafkaConsumer:
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[ConsumedRecord]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        out: list[ConsumedRecord] = []
-        for tp, records in batches.items():
-            topic, partition = tp.topic, tp.partition
-            out.extend(
-                ConsumedRecord(
-                    topic,
-                    partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    r.headers,
-                    r.timestamp,
-                )
-                for r in records
-            )
-        return out
+        return consumed_records(batches)
 
     def assignment(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self._consumer.assignment()}
@@ -193,14 +209,8 @@ async def read_topic(
     Stops when ``expected`` records were read, when nothing arrived for ``idle_timeout_s``
     (only when ``expected`` is None), or at ``deadline_s``.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level=isolation_level,
-        fetch_max_wait_ms=100,
-        **client_kwargs(settings),
+    consumer = groupless_consumer(
+        settings, topic, fetch_max_wait_ms=100, isolation_level=isolation_level
     )
     await consumer.start()
     out: list[ConsumedRecord] = []
@@ -210,13 +220,7 @@ async def read_topic(
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=5_000)
             now = loop.time()
-            batch = [
-                ConsumedRecord(
-                    r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.timestamp
-                )
-                for records in batches.values()
-                for r in records
-            ]
+            batch = consumed_records(batches)
             if batch:
                 last = now
                 out.extend(batch)

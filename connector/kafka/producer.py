@@ -132,16 +132,17 @@ def idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
-class KafkaProducer:
-    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future.
+# topic, value, key, headers, partition, source (the input record it is the outcome of)
+_Pending = tuple[
+    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
+]
 
-    A record that can never be published makes the ack future raise ``PublishRefusedError``
-    (``send`` itself does not raise it): one over ``max_request_size`` at once, without
-    reaching the broker; one the broker refuses when it answers.
-    """
 
-    def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(**idempotent_kwargs(settings))
+class _Producer:
+    """What both producers share: the aiokafka producer's life cycle and ``send``'s signature."""
+
+    def __init__(self, settings: KafkaSettings, **options: Any) -> None:
+        self._producer = AIOKafkaProducer(**options, **idempotent_kwargs(settings))
 
     async def start(self) -> None:
         await self._producer.start()
@@ -159,17 +160,34 @@ class KafkaProducer:
         partition: int | None = None,
         source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
-        """Hand a record to the batcher; the returned future resolves when the broker acks.
+        """Hand a record on; the returned future resolves once it counts as published.
 
         ``source`` (the input record's coordinates) matters only to the transactional producer.
         """
+        return await self._send(
+            (topic, value, key, list(headers) if headers else None, partition, source)
+        )
+
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+        raise NotImplementedError
+
+
+class KafkaProducer(_Producer):
+    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future.
+
+    A record that can never be published makes the ack future raise ``PublishRefusedError``
+    (``send`` itself does not raise it): one over ``max_request_size`` at once, without
+    reaching the broker; one the broker refuses when it answers.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+        topic, value, key, headers, partition, _ = record
         try:
             ack: asyncio.Future[object] = await self._producer.send(
-                topic,
-                value=value,
-                key=key,
-                headers=list(headers) if headers else None,
-                partition=partition,
+                topic, value=value, key=key, headers=headers, partition=partition
             )
         except KafkaError as exc:
             if is_refused(exc):  # over max_request_size: refused before anything was sent
@@ -188,12 +206,7 @@ class TransactionFailedError(RuntimeError):
     """
 
 
-_Pending = tuple[
-    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
-]
-
-
-class TransactionalProducer:
+class TransactionalProducer(_Producer):
     """Buffers sends and writes them with the input offsets in one Kafka transaction.
 
     ``send`` only buffers (its future is already resolved: the record counts as published
@@ -211,13 +224,13 @@ class TransactionalProducer:
         group_id: str,
         transaction_timeout_ms: int = 30_000,
     ) -> None:
-        self._group_id = group_id
-        self._max_request_size = settings.max_request_size
-        self._producer = AIOKafkaProducer(
+        super().__init__(
+            settings,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
-            **idempotent_kwargs(settings),
         )
+        self._group_id = group_id
+        self._max_request_size = settings.max_request_size
         self._pending: list[_Pending] = []
         # Per input partition, the offset below which outcomes may be written (committed).
         self._released: dict[TP, int] = {}
@@ -226,25 +239,13 @@ class TransactionalProducer:
 
     async def start(self) -> None:
         """Start; the broker fences any earlier producer with this id and aborts its open txn."""
-        await self._producer.start()
+        await super().start()
 
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
+    async def _send(self, record: _Pending) -> asyncio.Future[object]:
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
-        listed = list(headers) if headers else None
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, listed or [])
+        topic, value, key, headers, _, _ = record
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
         if size > self._max_request_size:
             return _failed(
                 PublishRefusedError(
@@ -252,7 +253,7 @@ class TransactionalProducer:
                     f" framing, over max_request_size {self._max_request_size}"
                 )
             )
-        self._pending.append((topic, value, key, listed, partition, source))
+        self._pending.append(record)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut

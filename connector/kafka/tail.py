@@ -9,11 +9,10 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from connector.kafka.connection import client_kwargs
-from connector.kafka.consumer import ConsumedRecord
+from connector.kafka.consumer import ConsumedRecord, consumed_records, groupless_consumer
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
@@ -37,14 +36,7 @@ class TopicTail:
         self.topic = topic
         self._on_batch = on_batch
         # No group: aiokafka assigns every partition itself and starts at the earliest offset.
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=200,
-            **client_kwargs(settings),
-        )
+        self._consumer = groupless_consumer(settings, topic, fetch_max_wait_ms=200)
         self._ends: dict[TopicPartition, int] | None = None
         self.caught_up = False
         self._task: asyncio.Task[None] | None = None
@@ -66,13 +58,7 @@ class TopicTail:
         while True:
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=5_000)
-                batch = [
-                    ConsumedRecord(
-                        r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.timestamp
-                    )
-                    for records in batches.values()
-                    for r in records
-                ]
+                batch = consumed_records(batches)
                 if batch:
                     self._on_batch(batch)
                 if not self.caught_up:

@@ -1,14 +1,13 @@
-"""``order-connector replay`` and ``order-connector redrive``: reprocess input history with the
-ledger's protection, and re-publish selected error records to the input exactly once each.
+"""``order-connector replay``: reprocess input history with the ledger's protection.
 
-Owns offset resets, replay bounds and the redrive log; never sends to providers itself.
+Owns offset resets and replay bounds; never sends to providers itself (``redrive`` lives in
+``connector.ops.redrive``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import sys
 import time
@@ -16,19 +15,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from connector.app import ConnectorApp
-from connector.config import ConnectorConfig, load_config
-from connector.contract.topics import TopicSpec
+from connector.config import ConnectorConfig
 from connector.delivery.engine import NullObserver
-from connector.errors import ConfigError
-from connector.kafka.admin import KafkaAdmin, TopicAdminError
-from connector.kafka.connection import client_kwargs
-from connector.kafka.consumer import TP, ConsumedRecord, KafkaConsumer, read_topic
+from connector.kafka.consumer import TP, ConsumedRecord, KafkaConsumer
 from connector.kafka.group_offsets import (
     GroupOffsetsError,
     commit_offsets,
@@ -37,29 +31,17 @@ from connector.kafka.group_offsets import (
     offsets_at,
     partition_bounds,
 )
-from connector.kafka.producer import KafkaProducer
-from connector.logs import configure_logging
+from connector.ops.command import command_parser, parse_command_line, parse_time
 
+_DESCRIPTION = (
+    "Reprocess input history; the ledger turns what was delivered into skipped_* results. "
+    "Prints progress to stderr and a JSON summary to stdout."
+)
 DEFAULT_REPLAY_MAX_AGE_S = 7 * 24 * 3600.0
-REDRIVE_HEADER = "x-redriven-from"
 
 
 class ReplayRefusedError(Exception):
     """The replay cannot start as asked (message says why); nothing was changed."""
-
-
-# ---------------------------------------------------------------------------------- replay
-
-
-def _parse_time(text: str) -> int:
-    """ISO 8601 with a zone (``2026-01-01T00:00Z``) to epoch milliseconds."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. 2026-01-01T00:00Z")
-    return int(moment.timestamp() * 1000)
 
 
 def _parse_offsets(text: str) -> dict[int, int]:
@@ -361,19 +343,12 @@ async def _prepare(args: argparse.Namespace, base: ConnectorConfig) -> ReplayPla
 
 
 def replay_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="order-connector replay",
-        description=(
-            "Reprocess input history; the ledger turns what was delivered into skipped_* "
-            "results. Prints progress to stderr and a JSON summary to stdout."
-        ),
-    )
-    parser.add_argument("--config", type=Path, required=True)
+    parser = command_parser("order-connector replay", _DESCRIPTION)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--from-beginning", action="store_true", help="(default)")
-    where.add_argument("--from-time", type=_parse_time, help="ISO time with zone")
+    where.add_argument("--from-time", type=parse_time, help="ISO time with zone")
     where.add_argument("--from-offsets", type=_parse_offsets, help="P:O,P:O,...")
-    parser.add_argument("--until", type=_parse_time, help="process records up to this time")
+    parser.add_argument("--until", type=parse_time, help="process records up to this time")
     who = parser.add_mutually_exclusive_group()
     who.add_argument(
         "--group", help="replay into this group (default: kafka.group_id); stop its members"
@@ -388,14 +363,10 @@ def replay_main(argv: list[str]) -> int:
         default=DEFAULT_REPLAY_MAX_AGE_S,
         help="events older are 'expired' (default 7 days; 0 = off)",
     )
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-    try:
-        base = load_config(args.config)
-    except ConfigError as exc:
-        print(f"configuration invalid: {exc}", file=sys.stderr)
+    loaded = parse_command_line(parser, argv)
+    if loaded is None:
         return 2
-    configure_logging(level=args.log_level, secrets=base.secret_values(), stream=sys.stderr)
+    args, base = loaded
 
     async def go() -> ReplaySummary | None:
         try:
@@ -428,203 +399,3 @@ def replay_main(argv: list[str]) -> int:
     )
     print(orjson.dumps(summary.to_json()).decode())
     return 0 if summary.complete else 1
-
-
-# ---------------------------------------------------------------------------------- redrive
-
-
-def redrive_selects(
-    error: dict[str, Any],
-    classes: set[str],
-    providers: set[str],
-    since_ms: int | None,
-    until_ms: int | None,
-) -> bool:
-    if classes and error.get("error_class") not in classes:
-        return False
-    if (
-        providers
-        and error.get("provider") not in providers
-        and error.get("account") not in providers
-    ):
-        return False
-    if error.get("original_value") is None or error.get("source") is None:
-        return False  # nothing to re-drive (asynchronous provider errors have no input record)
-    if error.get("original_value_truncated"):
-        return False  # only a prefix was kept: re-publishing it would be a broken event
-    at = int(datetime.fromisoformat(error["recorded_at"]).timestamp() * 1000)
-    if since_ms is not None and at < since_ms:
-        return False
-    return until_ms is None or at <= until_ms
-
-
-async def _ensure_log_topic(config: ConnectorConfig, topic: str) -> None:
-    """Create the compacted redrive log if missing, replicated like the errors topic."""
-    options = client_kwargs(config.kafka)
-    bootstrap = options.pop("bootstrap_servers")
-    options.pop("client_id", None)
-    async with KafkaAdmin(bootstrap, **options) as admin:
-        if topic in await admin.list_topics():
-            return
-        errors = (await admin.describe_topics([config.topics.errors])).get(config.topics.errors)
-        await admin.create_topics(
-            [
-                TopicSpec(
-                    logical_name=topic,
-                    name=topic,
-                    role="state",
-                    key="errors topic:partition:offset",
-                    partitions=1,
-                    replication_factor=errors.replication_factor if errors else 1,
-                    configs={"cleanup.policy": "compact"},
-                )
-            ]
-        )
-        await admin.wait_for_topics([topic])
-
-
-def _source_order(item: tuple[bytes, dict[str, Any]]) -> tuple[str, int, int]:
-    source = item[1].get("source") or {}
-    return (
-        str(source.get("topic", "")),
-        int(source.get("partition", -1)),
-        int(source.get("offset", -1)),
-    )
-
-
-async def redrive(
-    config: ConnectorConfig,
-    *,
-    classes: Iterable[str] = (),
-    providers: Iterable[str] = (),
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    log_topic: str | None = None,
-    dry_run: bool = False,
-) -> Counter[str]:
-    """Re-publish matching error records to the input, each error record at most once.
-
-    The redrive log (compacted, key = ``errors-topic:partition:offset``) remembers what was
-    re-driven; the input copy carries the same coordinates in the ``x-redriven-from`` header.
-    Input records are acknowledged before their log entries are written: a crash in between
-    re-drives them again, and the ledger then reports a delivered copy as skipped_duplicate.
-    """
-    log_topic = log_topic or f"{config.topics.errors}.redrive-log"
-    await _ensure_log_topic(config, log_topic)
-    done = {
-        r.key
-        for r in await read_topic(
-            config.kafka, log_topic, idle_timeout_s=1.0, isolation_level="read_committed"
-        )
-        if r.key
-    }
-    errors = await read_topic(
-        config.kafka, config.topics.errors, idle_timeout_s=1.0, isolation_level="read_committed"
-    )
-    wanted_classes, wanted_providers = set(classes), set(providers)
-    counts: Counter[str] = Counter()
-    picked: list[tuple[bytes, dict[str, Any]]] = []
-    for record in errors:
-        counts["errors_read"] += 1
-        try:
-            error = orjson.loads(record.value or b"{}")
-        except orjson.JSONDecodeError:
-            counts["unreadable"] += 1
-            continue
-        if not redrive_selects(error, wanted_classes, wanted_providers, since_ms, until_ms):
-            continue
-        coords = f"{record.topic}:{record.partition}:{record.offset}".encode()
-        if coords in done:
-            counts["already_redriven"] += 1
-            continue
-        counts["selected"] += 1
-        picked.append((coords, error))
-    # Re-drive in the order of the original input records, so each order's events reach the
-    # input topic again in their own order whatever order their errors were published in.
-    picked.sort(key=_source_order)
-    if dry_run or not picked:
-        counts["redriven"] += 0
-        return counts
-    producer = KafkaProducer(config.kafka)
-    await producer.start()
-    try:
-        acks = []
-        for coords, error in picked:
-            key = base64.b64decode(error["original_key"]) if error.get("original_key") else None
-            value = base64.b64decode(error["original_value"])
-            headers = [
-                (h["key"], base64.b64decode(h["value"]) if h.get("value") else b"")
-                for h in error.get("original_headers", [])
-                if h["key"] != REDRIVE_HEADER
-            ]
-            headers.append((REDRIVE_HEADER, coords))
-            acks.append(await producer.send(config.topics.input, value, key=key, headers=headers))
-        await asyncio.gather(*acks)
-        now = orjson.dumps({"redriven_at": datetime.now(UTC).isoformat()})
-        await asyncio.gather(
-            *[await producer.send(log_topic, now, key=coords) for coords, _ in picked]
-        )
-        counts["redriven"] += len(picked)
-    finally:
-        await producer.stop()
-    return counts
-
-
-def redrive_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="order-connector redrive",
-        description=(
-            "Re-publish error records (original key, value and headers) to the input after a "
-            "fix; an error record is never re-driven twice. Prints a JSON summary to stdout."
-        ),
-    )
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument(
-        "--class", dest="classes", action="append", default=[], help="error class (repeatable)"
-    )
-    parser.add_argument(
-        "--provider",
-        dest="providers",
-        action="append",
-        default=[],
-        help="provider kind or account name (repeatable)",
-    )
-    parser.add_argument("--since", type=_parse_time, help="errors recorded at or after (ISO)")
-    parser.add_argument("--until", type=_parse_time, help="errors recorded at or before (ISO)")
-    parser.add_argument("--log-topic", default=None, help="default: <errors topic>.redrive-log")
-    parser.add_argument("--dry-run", action="store_true", help="count, publish nothing")
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"configuration invalid: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(level=args.log_level, secrets=config.secret_values(), stream=sys.stderr)
-    try:
-        counts = asyncio.run(
-            redrive(
-                config,
-                classes=args.classes,
-                providers=args.providers,
-                since_ms=args.since,
-                until_ms=args.until,
-                log_topic=args.log_topic,
-                dry_run=args.dry_run,
-            )
-        )
-    except TopicAdminError as exc:
-        print(f"redrive failed: {exc}", file=sys.stderr)
-        return 1
-    did = (
-        f"would re-drive {counts['selected']} (dry run)"
-        if args.dry_run
-        else f"re-drove {counts['redriven']}"
-    )
-    print(
-        f"redrive: read {counts['errors_read']} error records, selected {counts['selected']}, "
-        f"{did}, skipped {counts['already_redriven']} already re-driven",
-        file=sys.stderr,
-    )
-    print(orjson.dumps(dict(sorted(counts.items()))).decode())
-    return 0

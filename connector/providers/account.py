@@ -14,9 +14,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged, normalise_status
+from connector.core.redaction import SecretScrubber
 from connector.errors import UnknownStatusError, UnmappedStatusError
 from connector.providers.base import OutcomeKind, ProviderOutcome
-from connector.providers.classify import SecretScrubber, unclassifiable
+from connector.providers.classify import scrub_outcome, unclassifiable
 
 SKIP: Final = "skip"
 ERROR: Final = "error"
@@ -166,20 +167,22 @@ class AccountAdapter(Generic[SettingsT]):
     """What every adapter shares: its account settings, status mapper and secret scrubber."""
 
     kind: ClassVar[str]
-    __slots__ = ("_scrubber", "_settings", "_status")
+    __slots__ = ("_scrubber", "_sender", "_settings", "_status")
 
     def __init__(
         self,
         settings: SettingsT,
         *,
+        sender: str,
         secrets: Iterable[str],
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = settings
+        self._sender = sender  # the sending identity at the provider (number, instance, store)
         self._status = (
             StatusMapper(settings, aliases=aliases) if aliases else StatusMapper(settings)
         )
-        self._scrubber = SecretScrubber(list(secrets))
+        self._scrubber = SecretScrubber(list(secrets), min_length=4)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(account={self._settings.name!r})"
@@ -192,14 +195,22 @@ class AccountAdapter(Generic[SettingsT]):
     def settings(self) -> SettingsT:
         return self._settings
 
+    def target_key(self, event: OrderStatusChanged) -> str:
+        """``kind:sender:order``, the order as this provider knows it: the engine keeps the
+        requests of one key in input order. Never raises (missing refs: the order id)."""
+        return f"{self.kind}:{self._sender}:{self._order_ref(event)}"
+
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return event.order_id
+
     def scrub(self, text: str) -> str:
         """``text`` with this account's secrets removed (for exception messages from the sender)."""
-        return self._scrubber.scrub(text)
+        return self._scrubber.scrub_text(text)
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         """The adapter's ``_classify``, scrubbed of secrets; never raises."""
         try:
-            return self._scrubber.outcome(self._classify(response, attempt))
+            return scrub_outcome(self._classify(response, attempt), self._scrubber)
         except Exception:  # classify must never raise: a broken answer is still an answer
             return unclassifiable(response, self.kind)
 

@@ -1,11 +1,12 @@
 """Response-reading pieces every adapter's ``classify`` shares: safe JSON, ``Retry-After``,
-the HTTP-status fallback and secret scrubbing. Never raises on any response; never logs.
+the HTTP-status fallback and scrubbing outcome details with the one ``SecretScrubber``.
+Never raises on any response; never logs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -13,11 +14,11 @@ from typing import Any, Final
 import httpx
 import orjson
 
+from connector.core.redaction import SecretScrubber
 from connector.providers.base import OutcomeKind, ProviderOutcome
 
 MAX_DETAIL: Final = 300
 MAX_RETRY_AFTER_S: Final = 24 * 3600.0
-REDACTED: Final = "[redacted]"
 
 
 def json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -104,38 +105,15 @@ def by_http_status(
     )
 
 
-class SecretScrubber:
-    """Replaces an account's secret values in text (outcome details, exception messages)."""
-
-    __slots__ = ("_secrets",)
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first so a secret containing another is removed whole; tiny values are not
-        # searched for (they would mangle ordinary text and cannot be meaningful secrets).
-        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
-
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def outcome(self, outcome: ProviderOutcome) -> ProviderOutcome:
-        detail = outcome.detail
-        if detail is None:
-            return outcome
-        clean = clip(self.scrub(detail))
-        if clean is detail:
-            return outcome
-        return ProviderOutcome(
-            outcome.kind,
-            message_id=outcome.message_id,
-            http_status=outcome.http_status,
-            error_code=outcome.error_code,
-            detail=clean,
-            retry_after=outcome.retry_after,
-            pause_template=outcome.pause_template,
-        )
+def scrub_outcome(outcome: ProviderOutcome, scrubber: SecretScrubber) -> ProviderOutcome:
+    """``outcome`` with secrets removed from its detail (clipped); the same object if clean."""
+    detail = outcome.detail
+    if detail is None:
+        return outcome
+    clean = clip(scrubber.scrub_text(detail))
+    if clean == detail:
+        return outcome
+    return dataclasses.replace(outcome, detail=clean)
 
 
 def unclassifiable(response: httpx.Response, provider: str) -> ProviderOutcome:
@@ -147,13 +125,12 @@ def unclassifiable(response: httpx.Response, provider: str) -> ProviderOutcome:
 
 
 __all__ = [
-    "REDACTED",
-    "SecretScrubber",
     "as_code",
     "body_excerpt",
     "by_http_status",
     "clip",
     "json_object",
     "retry_after",
+    "scrub_outcome",
     "unclassifiable",
 ]

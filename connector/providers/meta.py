@@ -217,6 +217,12 @@ def whatsapp_reference_id(event: OrderStatusChanged) -> str:
     return ref
 
 
+def whatsapp_order_ref(event: OrderStatusChanged) -> str:
+    """The order as WhatsApp knows it (``reference_id``); the order id for an event without
+    WhatsApp refs, so a lane key never fails (building its request does)."""
+    return event.whatsapp.reference_id if event.whatsapp is not None else event.order_id
+
+
 def template_identity(
     event: OrderStatusChanged, default_name: str | None, default_language: str
 ) -> tuple[str, str]:
@@ -248,12 +254,13 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
             auth = "Basic " + base64.b64encode(pair).decode("ascii")
         else:
             auth = f"Bearer {token}"
-        super().__init__(settings, secrets=[token, auth.split(" ", 1)[1]])
+        super().__init__(
+            settings, sender=settings.phone_number_id, secrets=[token, auth.split(" ", 1)[1]]
+        )
         self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
 
-    def target_key(self, event: OrderStatusChanged) -> str:
-        ref = event.whatsapp.reference_id if event.whatsapp is not None else event.order_id
-        return f"meta:{self._settings.phone_number_id}:{ref}"
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return whatsapp_order_ref(event)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

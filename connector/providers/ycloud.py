@@ -43,6 +43,7 @@ from connector.providers.meta import (
     order_status_order,
     order_status_template,
     template_identity,
+    whatsapp_order_ref,
     whatsapp_reference_id,
 )
 from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
@@ -79,14 +80,13 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
 
     def __init__(self, settings: YCloudAccount) -> None:
         key = settings.api_key.get_secret_value()
-        super().__init__(settings, secrets=[key])
+        super().__init__(settings, sender=settings.sender, secrets=[key])
         self._endpoint = Endpoint(
             settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
         )
 
-    def target_key(self, event: OrderStatusChanged) -> str:
-        ref = event.whatsapp.reference_id if event.whatsapp is not None else event.order_id
-        return f"ycloud:{self._settings.sender}:{ref}"
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return whatsapp_order_ref(event)
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

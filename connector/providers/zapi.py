@@ -88,16 +88,15 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
     def __init__(self, settings: ZApiAccount) -> None:
         token = settings.instance_token.get_secret_value()
         client = settings.client_token.get_secret_value()
-        super().__init__(settings, secrets=[token, client])
+        super().__init__(settings, sender=settings.instance_id, secrets=[token, client])
         self._endpoint = Endpoint(
             f"{settings.base_url}/instances/{settings.instance_id}/token/{token}"
             "/order-status-update",
             [("Client-Token", client), JSON_CONTENT_TYPE],
         )
 
-    def target_key(self, event: OrderStatusChanged) -> str:
-        ref = event.zapi.reference_id if event.zapi is not None else event.order_id
-        return f"zapi:{self._settings.instance_id}:{ref}"
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return event.zapi.reference_id if event.zapi is not None else event.order_id
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

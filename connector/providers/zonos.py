@@ -52,19 +52,22 @@ _BLOCKED_BY = re.compile(r"while in status:\s*([A-Za-z0-9_]+)")
 
 # Stable fragments of Zonos's HTTP-200 error texts (lower-cased), checked in this order.
 # (fragment, outcome kind, error_code). Texts: see tests/unit/test_classification.py.
+_PERMANENT_FRAGMENTS: Final = (
+    ("has been cancelled", "order_cancelled"),
+    ("cannot parse input", "cannot_parse_input"),
+    ("parameter required", "missing_parameter"),
+    ("is required", "missing_parameter"),
+    ("is not a valid orderid", "invalid_order_id"),
+    ("unable to retrieve order", "order_not_found"),
+    ("invalid status", "invalid_status"),
+    ("is not a valid order status", "invalid_status"),
+    ("unable to update order status", "status_not_settable"),
+)
 ERROR_FRAGMENTS: Final[tuple[tuple[str, OutcomeKind, str], ...]] = (
     ("already has current status", OutcomeKind.ALREADY_DONE, "already_current_status"),
     ("invalid security credentials", OutcomeKind.CONFIGURATION, "invalid_credentials"),
     ("unable to process updatevendororderstatus", OutcomeKind.RETRYABLE, "unable_to_process"),
-    ("has been cancelled", OutcomeKind.PERMANENT, "order_cancelled"),
-    ("cannot parse input", OutcomeKind.PERMANENT, "cannot_parse_input"),
-    ("parameter required", OutcomeKind.PERMANENT, "missing_parameter"),
-    ("is required", OutcomeKind.PERMANENT, "missing_parameter"),
-    ("is not a valid orderid", OutcomeKind.PERMANENT, "invalid_order_id"),
-    ("unable to retrieve order", OutcomeKind.PERMANENT, "order_not_found"),
-    ("invalid status", OutcomeKind.PERMANENT, "invalid_status"),
-    ("is not a valid order status", OutcomeKind.PERMANENT, "invalid_status"),
-    ("unable to update order status", OutcomeKind.PERMANENT, "status_not_settable"),
+    *((fragment, OutcomeKind.PERMANENT, code) for fragment, code in _PERMANENT_FRAGMENTS),
 )
 
 
@@ -101,6 +104,7 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         spelling = settings.labels_printed_status
         super().__init__(
             settings,
+            sender=settings.store,
             secrets=[settings.secret.get_secret_value()],
             aliases={LABELS_PRINTED: spelling, LABELS_PRINTED_DATE: spelling},
         )
@@ -111,12 +115,10 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         self._secret = settings.secret
         self._prefix = settings.store + "-"
 
-    def _order_number(self, order_id: str) -> str:
-        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
-
-    def target_key(self, event: OrderStatusChanged) -> str:
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        """The order number without this store's prefix (``999-1001`` and ``1001`` are one)."""
         order_id = event.zonos.order_id if event.zonos is not None else event.order_id
-        return f"zonos:{self._settings.store}:{self._order_number(order_id)}"
+        return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
 
     def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
         status = self._status.resolve(event)

@@ -7,6 +7,7 @@ never order ids, event ids, message ids or free text. It must not start a server
 from __future__ import annotations
 
 import contextlib
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +18,29 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+# The help text of every metric, by name; the label names are given where each is created.
+_HELP: Final[dict[str, str]] = {
+    "records_consumed": "Input records read from Kafka.",
+    "outcomes": "Final outcomes of events, by provider account and outcome or error class.",
+    "retries": "Provider request retries scheduled.",
+    "rate_limit_waits": "Times a send waited for a rate limiter.",
+    "rate_limit_wait_seconds": "Seconds spent waiting for rate limiters.",
+    "inflight_requests": "Provider requests currently in flight.",
+    "open_lanes": "Per-order lanes holding unfinished records.",
+    "buffered_records": "Records held in memory, not yet finished.",
+    "buffered_bytes": "Bytes of records held in memory, not yet finished.",
+    "paused_partitions": "Input partitions paused for back-pressure.",
+    "consumer_lag": "Records between the committed offset and the partition end.",
+    "commit_latency_seconds": "Time to commit offsets (or a transaction).",
+    "provider_request_seconds": "Provider HTTP request duration.",
+    "webhooks_received": "Webhook requests received.",
+    "webhooks_rejected": "Webhook requests rejected, by fixed reason word.",
+    "webhook_reports": "Status reports taken from webhooks and handed on.",
+    "webhook_duplicates": "Webhook items recognised as provider retries and dropped.",
+    "webhook_template_changes": "Template status changes received.",
+    "invalid_events": "Input records rejected as invalid, by error kind.",
+}
+
 
 class ConnectorMetrics:
     """Every metric the connector exports. Update through the methods (which fix the label
@@ -24,82 +48,42 @@ class ConnectorMetrics:
 
     def __init__(self, *, namespace: str = "connector") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        ns, reg = namespace, self.registry
-        self.records_consumed = Counter(
-            "records_consumed", "Input records read from Kafka.",
-            ["topic", "partition"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.outcomes = Counter(
-            "outcomes", "Final outcomes of events, by provider account and outcome or error class.",
-            ["provider", "account", "outcome"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.retries = Counter(
-            "retries", "Provider request retries scheduled.",
-            ["provider", "account"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.rate_limit_waits = Counter(
-            "rate_limit_waits", "Times a send waited for a rate limiter.",
-            ["provider", "account", "limiter"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.rate_limit_wait_seconds = Counter(
-            "rate_limit_wait_seconds", "Seconds spent waiting for rate limiters.",
-            ["provider", "account", "limiter"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.inflight_requests = Gauge(
-            "inflight_requests", "Provider requests currently in flight.",
-            ["provider"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.open_lanes = Gauge(
-            "open_lanes", "Per-order lanes holding unfinished records.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.buffered_records = Gauge(
-            "buffered_records", "Records held in memory, not yet finished.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.buffered_bytes = Gauge(
-            "buffered_bytes", "Bytes of records held in memory, not yet finished.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.paused_partitions = Gauge(
-            "paused_partitions", "Input partitions paused for back-pressure.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.consumer_lag = Gauge(
-            "consumer_lag", "Records between the committed offset and the partition end.",
-            ["topic", "partition"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.commit_latency = Histogram(
-            "commit_latency_seconds", "Time to commit offsets (or a transaction).",
-            namespace=ns, registry=reg, buckets=_COMMIT_BUCKETS,
-        )  # fmt: skip
-        self.provider_request_latency = Histogram(
-            "provider_request_seconds", "Provider HTTP request duration.",
-            ["provider"], namespace=ns, registry=reg, buckets=_REQUEST_BUCKETS,
-        )  # fmt: skip
-        self.webhooks_received = Counter(
-            "webhooks_received", "Webhook requests received.",
-            ["provider"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.webhooks_rejected = Counter(
-            "webhooks_rejected", "Webhook requests rejected, by fixed reason word.",
-            ["provider", "reason"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.webhook_reports = Counter(
-            "webhook_reports", "Status reports taken from webhooks and handed on.",
-            ["provider", "status"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.webhook_duplicates = Counter(
-            "webhook_duplicates", "Webhook items recognised as provider retries and dropped.",
-            ["provider"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.webhook_template_changes = Counter(
-            "webhook_template_changes", "Template status changes received.",
-            ["provider", "event"], namespace=ns, registry=reg,
-        )  # fmt: skip
-        self.invalid_events = Counter(
-            "invalid_events", "Input records rejected as invalid, by error kind.",
-            ["topic", "kind"], namespace=ns, registry=reg,
+        self._namespace = namespace
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.records_consumed = counter("records_consumed", "topic", "partition")
+        self.outcomes = counter("outcomes", "provider", "account", "outcome")
+        self.retries = counter("retries", "provider", "account")
+        self.rate_limit_waits = counter("rate_limit_waits", "provider", "account", "limiter")
+        self.rate_limit_wait_seconds = counter(
+            "rate_limit_wait_seconds", "provider", "account", "limiter"
+        )
+        self.inflight_requests = gauge("inflight_requests", "provider")
+        self.open_lanes = gauge("open_lanes")
+        self.buffered_records = gauge("buffered_records")
+        self.buffered_bytes = gauge("buffered_bytes")
+        self.paused_partitions = gauge("paused_partitions")
+        self.consumer_lag = gauge("consumer_lag", "topic", "partition")
+        self.commit_latency = histogram("commit_latency_seconds", _COMMIT_BUCKETS)
+        self.provider_request_latency = histogram(
+            "provider_request_seconds", _REQUEST_BUCKETS, "provider"
+        )
+        self.webhooks_received = counter("webhooks_received", "provider")
+        self.webhooks_rejected = counter("webhooks_rejected", "provider", "reason")
+        self.webhook_reports = counter("webhook_reports", "provider", "status")
+        self.webhook_duplicates = counter("webhook_duplicates", "provider")
+        self.webhook_template_changes = counter("webhook_template_changes", "provider", "event")
+        self.invalid_events = counter("invalid_events", "topic", "kind")
+
+    def _counter(self, name: str, *labels: str) -> Counter:
+        return Counter(name, _HELP[name], labels, namespace=self._namespace, registry=self.registry)
+
+    def _gauge(self, name: str, *labels: str) -> Gauge:
+        return Gauge(name, _HELP[name], labels, namespace=self._namespace, registry=self.registry)
+
+    def _histogram(self, name: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+        return Histogram(
+            name, _HELP[name], labels,
+            namespace=self._namespace, registry=self.registry, buckets=buckets,
         )  # fmt: skip
 
     # --- Kafka side -----------------------------------------------------------------------

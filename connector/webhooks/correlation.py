@@ -22,6 +22,8 @@ from connector.contract.records import ResultRecord, SourceCoordinates
 from connector.kafka.consumer import ConsumedRecord
 
 CORRELATION_SCHEMA_VERSION: Final = 1
+# The fields a correlation record takes unchanged from the accepted send's result record.
+_FROM_RESULT: Final = ("provider", "account", "event_id", "order_id", "source", "traceparent")
 
 log = structlog.get_logger("connector.webhooks.correlation")
 
@@ -47,15 +49,8 @@ class CorrelationRecord(BaseModel):
             return None
         if result.event_id is None or result.order_id is None:
             return None
-        return cls(
-            message_id=result.provider_message_id,
-            provider=result.provider,
-            account=result.account,
-            event_id=result.event_id,
-            order_id=result.order_id,
-            source=result.source,
-            traceparent=result.traceparent,
-        )
+        copied = {name: getattr(result, name) for name in _FROM_RESULT}
+        return cls(message_id=result.provider_message_id, **copied)
 
     def to_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self)

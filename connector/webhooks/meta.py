@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
 from connector.webhooks.model import (
     DeliveryStatus,
@@ -20,9 +20,9 @@ from connector.webhooks.model import (
     WebhookHandshakeError,
     WebhookPayloadError,
     WebhookSignatureError,
-    describe_validation_error,
     unix_to_datetime,
 )
+from connector.webhooks.payload import ErrorData, ProviderPayload, parse_payload
 from connector.webhooks.signing import hmac_sha256_hex, same_secret, same_text
 
 PROVIDER = "meta"
@@ -30,22 +30,14 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 _SIGNATURE_PREFIX = "sha256="
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
-
-
-class _ErrorData(_Lenient):
-    details: str | None = None
-
-
-class _Error(_Lenient):
+class _Error(ProviderPayload):
     code: str
     title: str | None = None
     message: str | None = None
-    error_data: _ErrorData | None = None
+    error_data: ErrorData | None = None
 
 
-class _Status(_Lenient):
+class _Status(ProviderPayload):
     id: str
     status: str
     timestamp: str | None = None
@@ -54,11 +46,11 @@ class _Status(_Lenient):
     errors: list[_Error] = Field(default_factory=list)
 
 
-class _Metadata(_Lenient):
+class _Metadata(ProviderPayload):
     phone_number_id: str | None = None
 
 
-class _Value(_Lenient):
+class _Value(ProviderPayload):
     # Only the parts we read; any other shape under another field is ignored.
     metadata: _Metadata | None = None
     statuses: list[_Status] = Field(default_factory=list)
@@ -69,18 +61,18 @@ class _Value(_Lenient):
     reason: str | None = None
 
 
-class _Change(_Lenient):
+class _Change(ProviderPayload):
     field: str
     value: _Value
 
 
-class _Entry(_Lenient):
+class _Entry(ProviderPayload):
     id: str | None = None
     time: str | None = None
     changes: list[_Change] = Field(default_factory=list)
 
 
-class _Payload(_Lenient):
+class _Payload(ProviderPayload):
     object: str | None = None
     entry: list[_Entry]
 
@@ -138,10 +130,7 @@ class MetaWebhookReceiver:
 
     def parse(self, body: bytes) -> ParsedWebhook:
         """Parse an already verified body (tests and replays may call it directly)."""
-        try:
-            payload = _Payload.model_validate_json(body)
-        except ValidationError as exc:
-            raise WebhookPayloadError(describe_validation_error(exc)) from None
+        payload = parse_payload(_Payload, body)
         reports: list[StatusReport] = []
         templates: list[TemplateStatusChange] = []
         ignored = 0

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from pydantic import ValidationError
 
+from connector.contract.records import ReportStatus
 from connector.core.redaction import mask_phone
 from connector.errors import ConnectorError
 
@@ -66,13 +66,9 @@ class WebhookBodyTimeout(WebhookError):  # noqa: N818  (named like WebhookTooLar
     reason = "body_timeout"
 
 
-class DeliveryStatus(StrEnum):
-    """Canonical delivery states reported by providers after they accepted a send."""
-
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
+# Canonical delivery states reported by providers after they accepted a send: the same
+# words a result record carries as its ``report_status``, so the enum is declared once.
+DeliveryStatus = ReportStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import structlog
 
-from connector.contract.records import ErrorRecord, ReportStatus, ResultOutcome, ResultRecord
+from connector.contract.records import ErrorRecord, ResultOutcome, ResultRecord
 from connector.errors import ErrorClass
 from connector.webhooks import DeliveryStatus, StatusReport, TemplateStatusChange
 from connector.webhooks.correlation import CorrelationCache, CorrelationRecord
@@ -111,7 +111,7 @@ class KafkaWebhookSink:
             event_id=event_id,
             order_id=order_id,
             outcome=ResultOutcome.STATUS_REPORT,
-            report_status=ReportStatus(report.status.value),
+            report_status=report.status,
             provider=report.provider,
             account=account,
             # The id the send answered with (YCloud: its own id, not the wamid).

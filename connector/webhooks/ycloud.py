@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ConfigDict, Field, SecretStr
 
 from connector.webhooks.model import (
     DeliveryStatus,
@@ -19,9 +19,9 @@ from connector.webhooks.model import (
     WebhookPayloadError,
     WebhookSignatureError,
     WebhookStaleError,
-    describe_validation_error,
     iso_to_datetime,
 )
+from connector.webhooks.payload import ErrorData, ProviderPayload, parse_payload
 from connector.webhooks.signing import hmac_sha256_hex, same_text
 
 PROVIDER = "ycloud"
@@ -31,20 +31,14 @@ DEFAULT_TOLERANCE_S = 300.0
 _MAX_TIMESTAMP_DIGITS = 12  # unix seconds stay below 10^12 until the year 33658
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore", coerce_numbers_to_str=True, frozen=True, populate_by_name=True
-    )
-
-
-class _ErrorData(_Lenient):
-    details: str | None = None
+class _Lenient(ProviderPayload):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class _ApiError(_Lenient):
     code: str | None = None
     message: str | None = None
-    error_data: _ErrorData | None = None
+    error_data: ErrorData | None = None
 
 
 class _Message(_Lenient):
@@ -130,10 +124,7 @@ class YCloudWebhookReceiver:
         return self.parse(body)
 
     def parse(self, body: bytes) -> ParsedWebhook:
-        try:
-            envelope = _Envelope.model_validate_json(body)
-        except ValidationError as exc:
-            raise WebhookPayloadError(describe_validation_error(exc)) from None
+        envelope = parse_payload(_Envelope, body)
         if envelope.type != MESSAGE_UPDATED:
             return ParsedWebhook(PROVIDER, ignored=1)
         message = envelope.whatsapp_message

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
 from connector.webhooks.model import (
     DeliveryStatus,
@@ -16,9 +16,9 @@ from connector.webhooks.model import (
     StatusReport,
     WebhookPayloadError,
     WebhookSignatureError,
-    describe_validation_error,
     unix_to_datetime,
 )
+from connector.webhooks.payload import ProviderPayload, parse_payload
 from connector.webhooks.signing import same_secret
 
 PROVIDER = "zapi"
@@ -34,9 +34,7 @@ _STATUS = {
 }
 
 
-class _Callback(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
-
+class _Callback(ProviderPayload):
     type: str
     status: str | None = None
     ids: list[str] = Field(default_factory=list)
@@ -81,10 +79,7 @@ class ZapiWebhookReceiver:
         return self.parse(body, account=account)
 
     def parse(self, body: bytes, *, account: str | None = None) -> ParsedWebhook:
-        try:
-            callback = _Callback.model_validate_json(body)
-        except ValidationError as exc:
-            raise WebhookPayloadError(describe_validation_error(exc)) from None
+        callback = parse_payload(_Callback, body)
         if callback.type != STATUS_CALLBACK:
             return ParsedWebhook(PROVIDER, ignored=1)
         status = _STATUS.get((callback.status or "").upper())

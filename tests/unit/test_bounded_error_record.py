@@ -27,7 +27,7 @@ from connector.contract.records import (
 )
 from connector.contract.schemas import SCHEMAS
 from connector.errors import ErrorClass
-from connector.ops.replay import redrive_selects
+from connector.ops.redrive import redrive_selects
 
 MIB = 1024 * 1024
 SOURCE = SourceCoordinates(topic="order.status.changed", partition=2, offset=77)

@@ -425,4 +425,4 @@ def test_zonos_error_echoing_the_secret_is_scrubbed() -> None:
     assert outcome.kind is K.PERMANENT
     assert outcome.detail is not None
     assert secret not in outcome.detail
-    assert "[redacted]" in outcome.detail
+    assert "[REDACTED]" in outcome.detail

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from connector.core.redaction import mask_phone
+from connector.core.redaction import SecretScrubber, mask_phone
 from connector.logs import configure_logging, get_logger, reset_logging
 
 SECRETS = (
@@ -203,3 +203,11 @@ def test_a_flood_of_aiokafka_lines_becomes_a_few_lines_and_one_count(
     assert report["event"] == "log_lines_suppressed"
     assert report["suppressed"] == 1_997
     assert report["source_logger"] == "aiokafka.conn"
+
+
+def test_scrubber_min_length_leaves_shorter_values_alone() -> None:
+    # Provider accounts pass min_length=4: a three-character value is not a meaningful secret
+    # and replacing it would mangle ordinary text.
+    scrubber = SecretScrubber(["abc", "tok-secret"], min_length=4)
+    assert scrubber.scrub_text("abc tok-secret") == "abc [REDACTED]"
+    assert SecretScrubber(["abc"]).scrub_text("abc") == "[REDACTED]"

@@ -103,6 +103,18 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         patch = loaded
     config = SandboxConfig().merged(patch)
     changes: dict[str, Any] = {}
+    if webhooks := _webhook_changes(args):
+        changes["webhooks"] = webhooks
+    if fault := _fault_changes(args):
+        changes["faults"] = dict.fromkeys(PROVIDERS, fault)
+    if limits := _limit_changes(args):
+        changes["limits"] = limits
+    if args.record_capacity is not None:
+        changes["record_capacity"] = args.record_capacity
+    return config.merged(changes)
+
+
+def _webhook_changes(args: argparse.Namespace) -> dict[str, Any]:
     webhooks: dict[str, Any] = {}
     if args.meta_webhook_url:
         webhooks["meta_url"] = args.meta_webhook_url
@@ -112,16 +124,20 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         webhooks["status_reports"] = [s for s in args.status_reports.split(",") if s]
     if args.webhook_delay_ms is not None:
         webhooks["delay_ms"] = args.webhook_delay_ms
-    if webhooks:
-        changes["webhooks"] = webhooks
+    return webhooks
+
+
+def _fault_changes(args: argparse.Namespace) -> dict[str, Any]:
     fault: dict[str, Any] = {}
     if args.latency is not None:
         fault["latency"] = args.latency
     for name in ("server_error_rate", "timeout_rate", "reset_rate"):
         if getattr(args, name) is not None:
             fault[name] = getattr(args, name)
-    if fault:
-        changes["faults"] = dict.fromkeys(PROVIDERS, fault)
+    return fault
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     if args.no_rate_limits:
         off = {"per_second": 0}
@@ -136,11 +152,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         limits["meta_per_sender"] = args.meta_rate
     if args.pair_limit is not None:
         limits["pair"] = args.pair_limit
-    if limits:
-        changes["limits"] = limits
-    if args.record_capacity is not None:
-        changes["record_capacity"] = args.record_capacity
-    return config.merged(changes)
+    return limits
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> None:

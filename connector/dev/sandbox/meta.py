@@ -16,8 +16,13 @@ import orjson
 from aiohttp import web
 
 from connector.dev.sandbox.config import Rule
-from connector.dev.sandbox.responder import Reply, SandboxResponder, secret_matches
-from connector.dev.sandbox.state import META_STATUSES, meta_transition_error
+from connector.dev.sandbox.responder import (
+    Reply,
+    SandboxResponder,
+    connection_fault,
+    secret_matches,
+)
+from connector.dev.sandbox.state import META_STATUSES
 from connector.dev.sandbox.webhooks import StatusReport
 
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,35}")
@@ -195,13 +200,11 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
     key = parsed.reference_id
 
     async_code: int | None = None
-    if engine.rules:
-        rule = engine.rules.match("meta", key)
-        if rule is not None:
-            if rule.action == "async_error":
-                async_code = int(rule.code or 131026)
-            else:
-                return _rule_reply(rule)
+    rule = engine.rule_for("meta", key)
+    if rule is not None:
+        if rule.action != "async_error":
+            return _rule_reply(rule)
+        async_code = int(rule.code or 131026)
 
     meta_limit, _, _, pair_limit = engine.limit_flags
     if meta_limit or pair_limit:
@@ -225,11 +228,7 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
 
     wamid = engine.new_wamid()
     if async_code is None:
-        order = engine.orders.ensure("meta", key)
-        payment = order.payment_status or engine.config.meta_default_payment_status
-        async_code = meta_transition_error(order.status, parsed.status, payment)
-        if async_code is None:
-            order.status = parsed.status
+        async_code = engine.meta_transition("meta", key, parsed.status)
     event_id = request.headers.get("X-Request-Id") or callback_data
     engine.record(
         request,
@@ -263,10 +262,8 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
 
 def _rule_reply(rule: Rule) -> Reply:
     action, status, code, message = rule.action, rule.status, rule.code, rule.message
-    if action == "timeout":
-        return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
-    if action == "reset":
-        return Reply(500, b"", "reset", action="reset")
+    if (fault := connection_fault(rule)) is not None:
+        return fault
     if action == "rate_limit":
         return _problem_reply(rate_limit_problem(130429))
     if action == "http_error":

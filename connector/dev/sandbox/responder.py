@@ -29,6 +29,7 @@ from connector.dev.sandbox.state import (
     RequestLog,
     RuleBook,
     TokenBuckets,
+    meta_transition_error,
 )
 from connector.dev.sandbox.webhooks import (
     StatusReport,
@@ -83,6 +84,16 @@ class _FaultPlan:
         self.timeout_after = faults.reset_after_accept_rate + faults.timeout_after_accept_rate
         self.after = self.timeout_after
         self.hold_s = faults.timeout_hold_s
+
+
+def connection_fault(rule: Rule) -> Reply | None:
+    """The scripted faults every provider answers alike: ``timeout`` (held, then 504) and
+    ``reset`` (the connection is dropped); None for every other action."""
+    if rule.action == "timeout":
+        return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
+    if rule.action == "reset":
+        return Reply(500, b"", "reset", action="reset")
+    return None
 
 
 def _secret_bytes(value: Any) -> bytes:
@@ -177,6 +188,20 @@ class SandboxResponder:
 
     def new_wamid(self) -> str:
         return "wamid.HBgLSBX" + self.new_id()
+
+    def rule_for(self, provider: str, key: str) -> Rule | None:
+        """The scripted rule for this request's order, if any (cheap when there are none)."""
+        return self.rules.match(provider, key) if self.rules else None
+
+    def meta_transition(self, provider: str, key: str, status: str) -> int | None:
+        """Meta's order_status rules (Meta and YCloud) on the order kept here: None, and the
+        order moves to ``status``, when allowed; else the asynchronous error code (2046/2047)."""
+        order = self.orders.ensure(provider, key)
+        payment = order.payment_status or self.config.meta_default_payment_status
+        code = meta_transition_error(order.status, status, payment)
+        if code is None:
+            order.status = status
+        return code
 
     # -- recording and webhooks ----------------------------------------------------------------
 

@@ -7,12 +7,11 @@ It wires and serves; provider behaviour lives in the provider modules, state in 
 from __future__ import annotations
 
 import time
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from connector.dev.sandbox import meta, ycloud, zapi, zonos
 from connector.dev.sandbox.config import PROVIDERS, OrderSeed, Rule, SandboxConfig
@@ -28,6 +27,16 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _bad_request(message: str, errors: Any = None) -> web.Response:
     return _json({"error": message, "details": errors}, status=400)
+
+
+def _invalid(message: str, exc: ValidationError) -> web.Response:
+    """400 with where the body is wrong, without echoing any input value."""
+    return _bad_request(
+        message, exc.errors(include_input=False, include_url=False, include_context=False)
+    )
+
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
 class SandboxServer:
@@ -76,12 +85,7 @@ class SandboxServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
     @property
@@ -162,32 +166,20 @@ class SandboxServer:
         }
         app = web.Application()
         add = app.router.add_route
-        add(
-            "POST",
-            "/meta/{api_version}/{phone_number_id}/messages",
-            engine.endpoint("meta", meta.send_message),
+        provider_routes = (
+            ("meta", "/meta/{api_version}/{phone_number_id}/messages", meta.send_message),
+            ("meta", "/meta/{api_version}/{waba_id}/message_templates", meta.create_template),
+            ("ycloud", "/ycloud/v2/whatsapp/messages/sendDirectly", ycloud.send_directly),
+            ("ycloud", "/ycloud/v2/whatsapp/messages", ycloud.send_queued),
+            (
+                "zapi",
+                "/zapi/instances/{instanceId}/token/{token}/order-status-update",
+                zapi.order_status_update,
+            ),
+            ("zonos", "/zonos/v1/updateVendorOrderStatus", zonos.update_vendor_order_status),
         )
-        add(
-            "POST",
-            "/meta/{api_version}/{waba_id}/message_templates",
-            engine.endpoint("meta", meta.create_template),
-        )
-        add(
-            "POST",
-            "/ycloud/v2/whatsapp/messages/sendDirectly",
-            engine.endpoint("ycloud", ycloud.send_directly),
-        )
-        add("POST", "/ycloud/v2/whatsapp/messages", engine.endpoint("ycloud", ycloud.send_queued))
-        add(
-            "POST",
-            "/zapi/instances/{instanceId}/token/{token}/order-status-update",
-            engine.endpoint("zapi", zapi.order_status_update),
-        )
-        add(
-            "POST",
-            "/zonos/v1/updateVendorOrderStatus",
-            engine.endpoint("zonos", zonos.update_vendor_order_status),
-        )
+        for provider, path, handler in provider_routes:
+            add("POST", path, engine.endpoint(provider, handler))
         add("GET", "/_sandbox/health", self._health)
         add("GET", "/_sandbox/requests", self._requests)
         add("GET", "/_sandbox/stats", self._stats)
@@ -245,25 +237,22 @@ class SandboxServer:
         try:
             config = self.set_config(patch)
         except ValidationError as exc:
-            return _bad_request(
-                "invalid config",
-                exc.errors(include_input=False, include_url=False, include_context=False),
-            )
+            return _invalid("invalid config", exc)
         return _json(config.model_dump(mode="json"))
 
     async def _get_rules(self, request: web.Request) -> web.Response:
         return _json({"rules": self.engine.rules.snapshot()})
 
-    async def _post_rules(self, request: web.Request) -> web.Response:
+    async def _read_items(self, request: web.Request, model: type[_ModelT]) -> list[_ModelT]:
+        """The body as one object or a list of them, each validated as ``model``."""
         body = await self._read_json(request)
-        items = body if isinstance(body, list) else [body]
+        return [model.model_validate(item) for item in (body if isinstance(body, list) else [body])]
+
+    async def _post_rules(self, request: web.Request) -> web.Response:
         try:
-            rules = [Rule.model_validate(item) for item in items]
+            rules = await self._read_items(request, Rule)
         except ValidationError as exc:
-            return _bad_request(
-                "invalid rule",
-                exc.errors(include_input=False, include_url=False, include_context=False),
-            )
+            return _invalid("invalid rule", exc)
         for rule in rules:
             self.engine.add_rule(rule)
         return _json({"rules": self.engine.rules.snapshot()})
@@ -273,15 +262,10 @@ class SandboxServer:
         return _json({"rules": []})
 
     async def _post_orders(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request)
-        items = body if isinstance(body, list) else [body]
         try:
-            seeds = [OrderSeed.model_validate(item) for item in items]
+            seeds = await self._read_items(request, OrderSeed)
         except ValidationError as exc:
-            return _bad_request(
-                "invalid order seed",
-                exc.errors(include_input=False, include_url=False, include_context=False),
-            )
+            return _invalid("invalid order seed", exc)
         for seed in seeds:
             self.seed_order(seed)
         return _json({"seeded": len(seeds)})

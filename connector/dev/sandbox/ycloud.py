@@ -21,10 +21,10 @@ from connector.dev.sandbox.responder import (
     Reply,
     SandboxResponder,
     ServerError,
+    connection_fault,
     retry_after_header,
     secret_matches,
 )
-from connector.dev.sandbox.state import meta_transition_error
 from connector.dev.sandbox.webhooks import StatusReport
 
 E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
@@ -128,13 +128,12 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
     key = parsed.reference_id if not isinstance(parsed, MetaProblem) else ""
 
     async_code: int | None = problem.code if problem is not None else None
-    if engine.rules:
-        rule = engine.rules.match("ycloud", key)
-        if rule is not None:
-            reply = _rule_reply(engine, rule)
-            if reply is not None:
-                return reply
-            async_code = int(rule.code or 131026)
+    rule = engine.rule_for("ycloud", key)
+    if rule is not None:
+        reply = _rule_reply(engine, rule)
+        if reply is not None:
+            return reply
+        async_code = int(rule.code or 131026)
 
     _, direct_limit, queued_limit, pair_limit = engine.limit_flags
     now = time.monotonic()
@@ -169,11 +168,7 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
     wamid = engine.new_wamid() if direct else None
     status = "" if isinstance(parsed, MetaProblem) else parsed.status
     if async_code is None and not isinstance(parsed, MetaProblem):
-        order = engine.orders.ensure("ycloud", key)
-        payment = order.payment_status or engine.config.meta_default_payment_status
-        async_code = meta_transition_error(order.status, parsed.status, payment)
-        if async_code is None:
-            order.status = parsed.status
+        async_code = engine.meta_transition("ycloud", key, parsed.status)
     event_id = request.headers.get("X-Request-Id") or external_id
     engine.record(
         request,
@@ -226,10 +221,8 @@ def _rule_reply(engine: SandboxResponder, rule: Rule) -> Reply | None:
     action, status, code, message = rule.action, rule.status, rule.code, rule.message
     if action == "async_error":
         return None
-    if action == "timeout":
-        return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
-    if action == "reset":
-        return Reply(500, b"", "reset", action="reset")
+    if (fault := connection_fault(rule)) is not None:
+        return fault
     if action == "rate_limit":
         return ycloud_error(
             engine,

@@ -13,9 +13,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from connector.dev.sandbox.config import Rule
 from connector.dev.sandbox.responder import (
     Reply,
     SandboxResponder,
+    connection_fault,
     retry_after_header,
     secret_matches,
 )
@@ -62,6 +64,18 @@ def _check_order(order: Any) -> str | None:
     return None
 
 
+def _rule_reply(rule: Rule) -> Reply:
+    if (fault := connection_fault(rule)) is not None:
+        return fault
+    if rule.action == "rate_limit":
+        reply = zapi_error(429, rule.message or "Too many requests")
+        reply.headers = retry_after_header(rule.retry_after_s)
+        return reply
+    if rule.action == "http_error":
+        return server_error(rule.status or 500)
+    return zapi_error(rule.status or 400, rule.message or "Scripted sandbox error")
+
+
 async def order_status_update(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /zapi/instances/{instanceId}/token/{token}/order-status-update"""
     if request.content_type != "application/json":
@@ -97,20 +111,9 @@ async def order_status_update(engine: SandboxResponder, request: web.Request) ->
     if message is not None and not isinstance(message, str):
         return zapi_error(400, "message must be a string")
     key = body["referenceId"]
-    if engine.rules:
-        rule = engine.rules.match("zapi", key)
-        if rule is not None:
-            if rule.action == "timeout":
-                return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
-            if rule.action == "reset":
-                return Reply(500, b"", "reset", action="reset")
-            if rule.action == "rate_limit":
-                reply = zapi_error(429, rule.message or "Too many requests")
-                reply.headers = retry_after_header(rule.retry_after_s)
-                return reply
-            if rule.action == "http_error":
-                return server_error(rule.status or 500)
-            return zapi_error(rule.status or 400, rule.message or "Scripted sandbox error")
+    rule = engine.rule_for("zapi", key)
+    if rule is not None:
+        return _rule_reply(rule)
     instance = request.match_info["instanceId"]
     engine.orders.ensure("zapi", key).status = order_status
     zaap_id = os.urandom(16).hex().upper()

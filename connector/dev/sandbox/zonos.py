@@ -12,7 +12,13 @@ import re
 import orjson
 from aiohttp import web
 
-from connector.dev.sandbox.responder import Reply, SandboxResponder, secret_matches
+from connector.dev.sandbox.config import Rule
+from connector.dev.sandbox.responder import (
+    Reply,
+    SandboxResponder,
+    connection_fault,
+    secret_matches,
+)
 from connector.dev.sandbox.state import ZONOS_ALL_STATUSES, ZONOS_BLOCKING
 
 ORDER_ID = re.compile(r"(?:([0-9]+)-)?([0-9]+)")
@@ -59,6 +65,16 @@ def split_order_id(value: object) -> tuple[str | None, str] | None:
     return match.group(1), match.group(2)
 
 
+def _rule_reply(rule: Rule) -> Reply:
+    if (fault := connection_fault(rule)) is not None:
+        return fault
+    if rule.action == "http_error":
+        return server_error(rule.status or 500)
+    if rule.action == "rate_limit":
+        return _html(rule.status or 429, "Too Many Requests")
+    return zonos_error(rule.message or "Unable to process updateVendorOrderStatus.", "scripted")
+
+
 async def update_vendor_order_status(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /zonos/v1/updateVendorOrderStatus"""
     if not _accepts_json(request.headers.get("Accept")):
@@ -103,20 +119,9 @@ async def update_vendor_order_status(engine: SandboxResponder, request: web.Requ
         return zonos_error(
             f"Unable to update order status to invalid status: {new_status}", "not_settable"
         )
-    if engine.rules:
-        rule = engine.rules.match("zonos", key)
-        if rule is not None:
-            if rule.action == "timeout":
-                return Reply(504, b"", "timeout", action="timeout", hold_s=rule.hold_s)
-            if rule.action == "reset":
-                return Reply(500, b"", "reset", action="reset")
-            if rule.action == "http_error":
-                return server_error(rule.status or 500)
-            if rule.action == "rate_limit":
-                return _html(rule.status or 429, "Too Many Requests")
-            return zonos_error(
-                rule.message or "Unable to process updateVendorOrderStatus.", "scripted"
-            )
+    rule = engine.rule_for("zonos", key)
+    if rule is not None:
+        return _rule_reply(rule)
     order = engine.orders.get("zonos", key)
     if order is None or order.status is None:
         if not engine.config.zonos_auto_create_orders:
