@@ -24,7 +24,7 @@ import orjson
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, load_config
 from connector.contract.topics import TopicSpec
-from connector.delivery.engine import NullObserver
+from connector.delivery.ports import NullObserver
 from connector.errors import ConfigError
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
