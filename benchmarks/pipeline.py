@@ -672,8 +672,9 @@ async def baseline_main(args: argparse.Namespace) -> int:
                 if isinstance(built, ProviderOutcome):
                     outcome = built
                 else:
-                    built.headers["X-Request-Id"] = event.event_id
-                    response = await client.send(built)
+                    request = built.request
+                    request.headers["X-Request-Id"] = event.event_id
+                    response = await client.send(request)
                     await response.aread()
                     outcome = provider.classify(response, attempt=0)
                 label = outcome.kind.value

@@ -72,7 +72,7 @@ async def _one(
             runner.result()
         await asyncio.sleep(0.01)
     # Outcomes count only once committed: wait for the final commit/transaction.
-    while any(s.tracker.needs_commit for s in app.engine._states.values()):  # noqa: ASYNC110
+    while app.engine.commit_pending:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     elapsed = time.monotonic() - started
     app.request_stop()

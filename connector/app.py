@@ -18,7 +18,8 @@ import structlog
 from connector.config import ConnectorConfig
 from connector.contract.records import ResultRecord
 from connector.core.retry import RetryPolicy
-from connector.delivery.engine import Engine, EngineObserver, RecordSource
+from connector.delivery.engine import Engine
+from connector.delivery.ports import EngineObserver, RecordSource
 from connector.http.sender import HttpSender, create_sender
 from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
 from connector.kafka.ledger_store import LedgerReader

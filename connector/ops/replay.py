@@ -21,7 +21,7 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig
-from connector.delivery.engine import NullObserver
+from connector.delivery.ports import NullObserver
 from connector.kafka.consumer import TP, ConsumedRecord, KafkaConsumer
 from connector.kafka.group_offsets import (
     GroupOffsetsError,

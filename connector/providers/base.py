@@ -1,7 +1,7 @@
 """The provider Protocol and the outcome vocabulary every adapter speaks.
 
-Adapters are pure: they build an ``httpx.Request`` from an event and classify an
-``httpx.Response`` into a ``ProviderOutcome``. They never send anything and never log.
+Adapters are pure: they build an ``httpx.Request`` (in a ``BuiltRequest``) from an event and
+classify an ``httpx.Response`` into a ``ProviderOutcome``. They never send anything and never log.
 """
 
 from __future__ import annotations
@@ -48,6 +48,18 @@ class ProviderOutcome:
     pause_template: bool = False  # Meta 132015/132016: the template is paused or disabled
 
 
+TemplateKey = tuple[str, str | None]  # (WhatsApp template name, language; None = every language)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltRequest:
+    """A request ready to send and the WhatsApp template it uses (None: no template), so the
+    engine can park sends of a paused template without parsing the body."""
+
+    request: httpx.Request
+    template: TemplateKey | None = None
+
+
 class SendLimits(Protocol):
     """The per-account sending limits the engine reads (``AccountSettings`` provides them)."""
 
@@ -78,7 +90,7 @@ class Provider(Protocol):
         """The per-order ordering key on this provider (e.g. sender + reference id)."""
         ...
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         """The request for ``event``, or a SKIPPED outcome when the mapping says skip.
 
         Raises ``MissingFieldError``/``UnknownStatusError`` when the event cannot be sent.

@@ -35,7 +35,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import InvalidFieldError, MissingFieldError
 from connector.providers.account import SKIP, AccountAdapter, AccountSettings
-from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome, TemplateKey
 from connector.providers.classify import (
     as_code,
     by_http_status,
@@ -262,7 +262,7 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
     def _order_ref(self, event: OrderStatusChanged) -> str:
         return whatsapp_order_ref(event)
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
             return status
@@ -271,8 +271,10 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
         to = recipient_phone(event)[1:]  # Meta takes digits only
         order = order_status_order(status, event.description)
         body: dict[str, Any]
+        template: TemplateKey | None = None
         if settings.variant == "template":
             name, language = template_identity(event, settings.template_name, settings.language)
+            template = (name, language)
             body = {
                 "messaging_product": "whatsapp",
                 "recipient_type": "individual",
@@ -297,7 +299,7 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
                 },
                 "biz_opaque_callback_data": event.event_id,
             }
-        return self._endpoint.post(orjson.dumps(body))
+        return BuiltRequest(self._endpoint.post(orjson.dumps(body)), template=template)
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code

@@ -28,7 +28,7 @@ from pydantic import Field, SecretStr
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.providers.account import AccountAdapter, AccountSettings
-from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
     as_code,
     by_http_status,
@@ -88,7 +88,7 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
     def _order_ref(self, event: OrderStatusChanged) -> str:
         return whatsapp_order_ref(event)
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
             return status
@@ -105,7 +105,7 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
             ),
             "externalId": event.event_id,
         }
-        return self._endpoint.post(orjson.dumps(body))
+        return BuiltRequest(self._endpoint.post(orjson.dumps(body)), template=(name, language))
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code

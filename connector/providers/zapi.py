@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import MissingFieldError
 from connector.providers.account import SKIP, AccountAdapter, AccountSettings
-from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
     by_http_status,
     clip,
@@ -98,7 +98,7 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
     def _order_ref(self, event: OrderStatusChanged) -> str:
         return event.zapi.reference_id if event.zapi is not None else event.order_id
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
             return status
@@ -150,11 +150,13 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
             message = self._settings.partially_shipped_message
         if message:
             body["message"] = message
-        return _RedactedUrlRequest(
-            "POST",
-            self._endpoint.url,
-            headers=self._endpoint.headers,
-            content=orjson.dumps(body, default=_decimal_as_json_number),
+        return BuiltRequest(
+            _RedactedUrlRequest(
+                "POST",
+                self._endpoint.url,
+                headers=self._endpoint.headers,
+                content=orjson.dumps(body, default=_decimal_as_json_number),
+            )
         )
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:

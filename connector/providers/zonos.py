@@ -30,7 +30,7 @@ from pydantic import Field, SecretStr
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import InvalidFieldError, MissingFieldError
 from connector.providers.account import SKIP, AccountAdapter, AccountSettings
-from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
     by_http_status,
     clip,
@@ -120,7 +120,7 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
         order_id = event.zonos.order_id if event.zonos is not None else event.order_id
         return order_id[len(self._prefix) :] if order_id.startswith(self._prefix) else order_id
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
             return status
@@ -142,7 +142,7 @@ class ZonosProvider(AccountAdapter[ZonosAccount]):
             "orderId": refs.order_id,
             "orderStatus": status,
         }
-        return self._endpoint.post(orjson.dumps(body))
+        return BuiltRequest(self._endpoint.post(orjson.dumps(body)))
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:
         status = response.status_code

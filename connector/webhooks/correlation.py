@@ -13,13 +13,14 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final
 
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from connector.contract.records import ResultRecord, SourceCoordinates
 from connector.kafka.consumer import ConsumedRecord
+from connector.kafka.record_sink import RecordSink
 
 CORRELATION_SCHEMA_VERSION: Final = 1
 # The fields a correlation record takes unchanged from the accepted send's result record.
@@ -127,18 +128,6 @@ class CorrelationCache:
                         del self._waiters[message_id]
 
 
-class _Sink(Protocol):
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[object]: ...
-
-
 class CorrelationWriter:
     """``Engine(on_accepted=writer.record)``: writes the correlation of an accepted send and
     waits for the broker's ack (a few tries), before the result record is published.
@@ -148,7 +137,12 @@ class CorrelationWriter:
     """
 
     def __init__(
-        self, sink: _Sink, topic: str, *, cache: CorrelationCache | None = None, attempts: int = 3
+        self,
+        sink: RecordSink,
+        topic: str,
+        *,
+        cache: CorrelationCache | None = None,
+        attempts: int = 3,
     ) -> None:
         self._sink = sink
         self.topic = topic

@@ -15,22 +15,11 @@ import structlog
 
 from connector.contract.records import ErrorRecord, ResultOutcome, ResultRecord
 from connector.errors import ErrorClass
+from connector.kafka.record_sink import RecordSink
 from connector.webhooks import DeliveryStatus, StatusReport, TemplateStatusChange
 from connector.webhooks.correlation import CorrelationCache, CorrelationRecord
 
 log = structlog.get_logger("connector.webhooks.sink")
-
-
-class _Producer(Protocol):
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[object]: ...
 
 
 class TemplateControl(Protocol):
@@ -46,7 +35,7 @@ class KafkaWebhookSink:
 
     def __init__(
         self,
-        producer: _Producer,
+        producer: RecordSink,
         *,
         results_topic: str,
         errors_topic: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -21,6 +20,7 @@ from connector.providers import (
     build_provider,
     parse_account,
 )
+from connector.providers.base import BuiltRequest
 from tests.support.providers import (
     ACCOUNTS,
     SECRETS,
@@ -31,9 +31,9 @@ from tests.support.providers import (
 )
 
 
-def body_of(request: object) -> dict[str, Any]:
-    assert isinstance(request, httpx.Request)
-    body: dict[str, Any] = json.loads(request.content)
+def body_of(built: object) -> dict[str, Any]:
+    assert isinstance(built, BuiltRequest)
+    body: dict[str, Any] = json.loads(built.request.content)
     return body
 
 
@@ -64,8 +64,9 @@ def test_sandbox_base_urls_get_real_paths_appended() -> None:
     urls = {}
     for kind in ACCOUNTS:
         provider = make_provider(kind, base_url=f"{base}/{kind}/")
-        request = provider.build_request(make_event())
-        assert isinstance(request, httpx.Request)
+        built = provider.build_request(make_event())
+        assert isinstance(built, BuiltRequest)
+        request = built.request
         urls[kind] = str(request.url)
     assert urls["meta"] == f"{base}/meta/v21.0/106540352242922/messages"
     assert urls["ycloud"] == f"{base}/ycloud/v2/whatsapp/messages/sendDirectly"
@@ -75,14 +76,18 @@ def test_sandbox_base_urls_get_real_paths_appended() -> None:
 
 
 def test_ycloud_queued_endpoint() -> None:
-    request = make_provider("ycloud", endpoint="queued").build_request(make_event())
-    assert isinstance(request, httpx.Request)
+    built = make_provider("ycloud", endpoint="queued").build_request(make_event())
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     assert request.url.path == "/v2/whatsapp/messages"
 
 
 def test_meta_interactive_variant() -> None:
     provider = make_provider("meta", variant="interactive")
-    body = body_of(provider.build_request(make_event(status="shipped")))
+    built = provider.build_request(make_event(status="shipped"))
+    assert isinstance(built, BuiltRequest)
+    assert built.template is None  # no template to park on
+    body = body_of(built)
     assert body["type"] == "interactive"
     interactive = body["interactive"]
     assert interactive["type"] == "order_status"

@@ -39,8 +39,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "connector"
 
 LAYERS: tuple[frozenset[str], ...] = tuple(
@@ -71,10 +69,6 @@ PROVIDER_NAMES = frozenset({"meta", "ycloud", "zapi", "zonos"})
 # TODO(lead, at merge): delete these two allowances once the engine split (branch engine) and
 # the redrive split (branch dedup) land; then no module in connector/ is over MAX_LINES.
 MAX_LINES = 600
-TEMPORARY_LINE_ALLOWANCE = {
-    "delivery/engine.py": 1300,  # being split into connector/delivery/*.py (issue 9 item 1)
-}
-
 # TODO(lead): these pairs name two concepts with one word; rename one side of each (e.g.
 # ops/topics.py -> ops/topics_command.py, dev/sandbox/config.py -> settings.py,
 # dev/sandbox/cli.py -> command.py) and delete the entry. Kept here so the test is green
@@ -255,17 +249,9 @@ def test_no_module_over_the_line_limit() -> None:
     for path in PACKAGE.rglob("*.py"):
         name = path.relative_to(PACKAGE).as_posix()
         lines = len(path.read_text(encoding="utf-8").splitlines())
-        if lines > TEMPORARY_LINE_ALLOWANCE.get(name, MAX_LINES):
+        if lines > MAX_LINES:
             too_long[name] = lines
     assert too_long == {}
-
-
-@pytest.mark.parametrize("name", sorted(TEMPORARY_LINE_ALLOWANCE))
-def test_line_allowances_are_still_needed(name: str) -> None:
-    path = PACKAGE / name
-    if path.is_file():
-        lines = len(path.read_text(encoding="utf-8").splitlines())
-        assert lines > MAX_LINES, f"{name} is {lines} lines now: drop its allowance"
 
 
 def _same_names() -> dict[str, list[str]]:

@@ -26,23 +26,6 @@ LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 CODE_SPAN = re.compile(r"`[^`\n]*`")  # a regex in `code` is not a link
 MODULE = re.compile(r"python -m ((?:connector|benchmarks)(?:\.\w+)*)")
 
-# TODO(lead, at merge): the delivery engine's intended rooms (docs/architecture.md), named
-# before the engine split lands. Delete this set when it does; a listed path that exists
-# fails the test, so the set cannot outlive the split unnoticed.
-PLANNED = frozenset(
-    {
-        "delivery/ports.py",
-        "delivery/jobs.py",
-        "delivery/slots.py",
-        "delivery/holds.py",
-        "delivery/screening.py",
-        "delivery/outcomes.py",
-        "delivery/commits.py",
-        "core/backpressure.py",
-        "connector/delivery/screening.py",
-    }
-)
-
 
 def _exists(path: str) -> bool:
     return (ROOT / path).exists() or (ROOT / "connector" / path).exists()
@@ -54,7 +37,7 @@ def _named_paths(doc: Path) -> set[str]:
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_named_path_exists(doc: Path) -> None:
-    missing = sorted(p for p in _named_paths(doc) - PLANNED if not _exists(p))
+    missing = sorted(p for p in _named_paths(doc) if not _exists(p))
     assert missing == []
 
 
@@ -71,11 +54,6 @@ def test_every_python_dash_m_module_exists(doc: Path) -> None:
     modules = set(MODULE.findall(doc.read_text(encoding="utf-8")))
     missing = sorted(m for m in modules if importlib.util.find_spec(m) is None)
     assert missing == []
-
-
-def test_planned_paths_do_not_exist_yet() -> None:
-    landed = sorted(p for p in PLANNED if _exists(p))
-    assert landed == [], "the split landed: delete these from PLANNED"
 
 
 def test_the_path_pattern_finds_paths() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connector.providers.base import BuiltRequest
 from tests.support.providers import event_dict, make_event, make_provider
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -67,8 +68,10 @@ def test_meta_template_example(status: str) -> None:
             "template_language": "pt_BR",
         },
     )
-    request = provider.build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(event)
+    assert isinstance(built, BuiltRequest)
+    assert built.template == ("order_update_pt", "pt_BR")  # the engine parks by this key
+    request = built.request
     body = assert_request_matches(request, example)
     assert body == {**example["body"], "biz_opaque_callback_data": event.event_id}
 
@@ -102,8 +105,9 @@ def test_meta_example_through_chatarchitect_style_endpoint() -> None:
             "template_language": "pt_BR",
         },
     )
-    request = provider.build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(event)
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     assert str(request.url) == "https://bsp.example/whatsapp/106540352242922/messages"
     # base64("app-id:meta-access-token-0123456789")
     assert (
@@ -133,8 +137,11 @@ def test_ycloud_send_directly_example(status: str) -> None:
         recipient={"phone": "+5544999999999"},
         whatsapp={"reference_id": "ORDER-1001", "template_language": "en_US"},
     )
-    request = provider.build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(event)
+    assert isinstance(built, BuiltRequest)
+    template = example["body"]["template"]
+    assert built.template == (template["name"], template["language"]["code"])
+    request = built.request
     body = assert_request_matches(request, example)
     assert body == {**example["body"], "externalId": event.event_id}
 
@@ -182,8 +189,9 @@ def test_zapi_order_status_update_example() -> None:
             ],
         },
     )
-    request = provider.build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(event)
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     body = assert_request_matches(request, example)
     assert body == example["body"]
     assert b'"value":150,' in request.content  # a JSON number, as Z-API expects
@@ -204,8 +212,9 @@ def test_zapi_amounts_are_exact_json_numbers() -> None:
             "discount": "0.10",
         }
     )
-    request = make_provider("zapi").build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = make_provider("zapi").build_request(event)
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     assert b'"value":1234567890123.456789' in request.content
     assert b'"discount":0.10' in request.content
 
@@ -215,8 +224,9 @@ def test_zonos_update_vendor_order_status_example(status: str) -> None:
     example = load_example("zonos_update_vendor_order_status.json", {})
     provider = make_provider("zonos")
     event = make_event(status=status, zonos={"store": "999", "order_id": "999-9999"})
-    request = provider.build_request(event)
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(event)
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     body = assert_request_matches(request, example)
     assert body == example["body"]
 

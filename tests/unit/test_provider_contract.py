@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from connector.contract.events import CanonicalStatus
 from connector.errors import InvalidEventError, MissingFieldError, UnmappedStatusError
 from connector.providers import OutcomeKind, ProviderOutcome
+from connector.providers.base import BuiltRequest
 from tests.support.providers import SECRETS, event_dict, event_from, make_event, make_provider
 
 # For each provider, the event fields it cannot send without.
@@ -30,8 +31,9 @@ def all_secret_forms(kind: str) -> list[str]:
 
 def test_builds_a_valid_json_request_for_a_full_event(kind: str) -> None:
     provider = make_provider(kind)
-    request = provider.build_request(make_event())
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(make_event())
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/json"
     body = json.loads(request.content)
@@ -55,7 +57,8 @@ def test_every_canonical_status_is_sent_or_explicitly_skipped(
         assert outcome.detail is not None
         assert status.value in outcome.detail
     else:
-        assert isinstance(outcome, httpx.Request)
+        assert isinstance(outcome, BuiltRequest)
+        assert isinstance(outcome.request, httpx.Request)
 
 
 def test_status_mapped_to_error_raises_a_typed_invalid_event(kind: str) -> None:
@@ -115,8 +118,9 @@ def test_target_key_never_raises_on_a_minimal_event(kind: str) -> None:
 
 def test_no_secret_in_repr_of_provider_settings_or_request(kind: str) -> None:
     provider = make_provider(kind)
-    request = provider.build_request(make_event())
-    assert isinstance(request, httpx.Request)
+    built = provider.build_request(make_event())
+    assert isinstance(built, BuiltRequest)
+    request = built.request
     texts = [repr(provider), repr(request), repr(provider.settings), str(provider.settings)]  # type: ignore[attr-defined]
     for text in texts:
         for secret in all_secret_forms(kind):

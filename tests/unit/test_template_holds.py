@@ -17,8 +17,8 @@ from connector.contract.events import OrderStatusChanged
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
-from connector.providers.base import OutcomeKind, ProviderOutcome
-from tests.unit.test_engine import INPUT, FakeSettings, FakeSink, FakeSource
+from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
+from tests.support.engine_fakes import INPUT, FakeSettings, FakeSink, FakeSource
 
 RESULTS, ERRORS = TopicNames().results, TopicNames().errors
 
@@ -38,7 +38,7 @@ class TemplateProvider:
     def target_key(self, event: OrderStatusChanged) -> str:
         return event.order_id
 
-    def build_request(self, event: OrderStatusChanged) -> httpx.Request | ProviderOutcome:
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         template = event.description or "tpl"
         body = {
             "event": event.event_id,
@@ -47,7 +47,8 @@ class TemplateProvider:
                 "language": {"policy": "deterministic", "code": "pt_BR"},
             },
         }
-        return httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+        request = httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+        return BuiltRequest(request, template=(template, "pt_BR"))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
         if response.status_code == 200:

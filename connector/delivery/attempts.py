@@ -1,0 +1,49 @@
+"""One attempt at the provider: send a job's request, count and time it, translate a retryable
+transport failure into a RETRYABLE answer, and classify the response. Nothing else: what the
+answer means for the job is the engine's decision."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from connector.errors import RetryableDeliveryError
+from connector.providers.base import OutcomeKind, ProviderOutcome
+
+if TYPE_CHECKING:
+    from connector.delivery.jobs import Job
+    from connector.delivery.ports import EngineObserver, EngineStats
+    from connector.http.sender import HttpSender
+
+
+class Attempts:
+    """Sends attempts; ``in_flight`` counts requests awaiting their answer."""
+
+    def __init__(self, sender: HttpSender, observer: EngineObserver, stats: EngineStats) -> None:
+        self._sender = sender
+        self._obs = observer
+        self._stats = stats
+        self.in_flight = 0
+
+    async def send(self, job: Job) -> ProviderOutcome:
+        attempt = job.attempts
+        job.attempts += 1
+        if job.first_attempt_at is None:
+            job.first_attempt_at = datetime.now(UTC)
+            job.first_attempt_mono = time.monotonic()
+        provider = job.provider
+        self.in_flight += 1
+        self._obs.request_started(provider.kind)  # request_latency marks its end
+        started = time.monotonic()
+        try:
+            response = await self._sender.send(
+                job.request, timeout=provider.settings.request_timeout_s
+            )
+        except RetryableDeliveryError as exc:
+            return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
+        finally:
+            self.in_flight -= 1
+            self._obs.request_latency(provider.kind, time.monotonic() - started)
+            self._stats.sent_requests += 1
+        return provider.classify(response, attempt=attempt)

@@ -1,0 +1,117 @@
+"""The engine's edge: what it needs from the consumer, the producers, the ledger store and the
+metrics. Protocols only (plus the null observer); Kafka itself stays in ``connector.kafka``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from connector.kafka.record_sink import RecordSink
+
+if TYPE_CHECKING:
+    from connector.core.ledger import PartitionLedger
+    from connector.kafka.consumer import TP, ConsumedRecord
+
+__all__ = [
+    "EngineObserver",
+    "EngineStats",
+    "LedgerLoader",
+    "NullObserver",
+    "RecordSink",
+    "RecordSource",
+    "TransactionCommitter",
+]
+
+
+class RecordSource(Protocol):
+    """What the engine needs from the consumer."""
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[ConsumedRecord]: ...
+    def assignment(self) -> set[TP]: ...
+    def pause(self, partitions: Iterable[TP]) -> None: ...
+    def resume(self, partitions: Iterable[TP]) -> None: ...
+    async def commit(self, offsets: dict[TP, int]) -> None: ...
+
+
+class TransactionCommitter(Protocol):
+    """A transactional sink: everything sent since the last call, plus ``offsets``, is
+    committed atomically. Raises when the transaction failed (nothing of it is visible)."""
+
+    async def commit_transaction(self, offsets: dict[TP, int]) -> None: ...
+
+    def discard_held(self, partitions: set[TP]) -> None:
+        """Forget outcomes held back for ``partitions`` (revoked: their next owner redoes them)."""
+        ...
+
+
+LedgerLoader = Callable[[set[int]], Awaitable[dict[int, "PartitionLedger"]]]
+
+
+class EngineObserver(Protocol):
+    """Metrics hooks; every method must be cheap and must not raise."""
+
+    def record_consumed(self, tp: TP) -> None: ...
+    def outcome(self, provider: str, account: str, outcome: str) -> None: ...
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    def request_started(self, provider: str) -> None: ...
+    def request_latency(self, provider: str, seconds: float) -> None: ...
+    def commit_latency(self, seconds: float) -> None: ...
+    def gauges(
+        self,
+        *,
+        in_flight: int,
+        open_lanes: int,
+        buffered_records: int,
+        buffered_bytes: int,
+        paused_partitions: int,
+    ) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything; subclass it to watch only what you need."""
+
+    def record_consumed(self, tp: TP) -> None:
+        pass
+
+    def outcome(self, provider: str, account: str, outcome: str) -> None:
+        pass
+
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        pass
+
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def request_started(self, provider: str) -> None:
+        pass
+
+    def request_latency(self, provider: str, seconds: float) -> None:
+        pass
+
+    def commit_latency(self, seconds: float) -> None:
+        pass
+
+    def gauges(
+        self,
+        *,
+        in_flight: int,
+        open_lanes: int,
+        buffered_records: int,
+        buffered_bytes: int,
+        paused_partitions: int,
+    ) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters the engine keeps for tests, benchmarks and the replay report."""
+
+    consumed: int = 0
+    results: int = 0
+    errors: int = 0
+    sent_requests: int = 0
+    retries: int = 0
+    commits: int = 0

@@ -1,0 +1,90 @@
+"""Decisions taken before a send: the ledger's verdict on a replayed event (duplicate, stale,
+expired, invalid transition), dry run, and whether an account coalesces a backlog. Each
+decision is an ``Ending`` (or None: send); this module never publishes and never starts jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from connector.contract.records import ResultOutcome
+from connector.core.ledger import Verdict, judge, would_be_rejected
+from connector.delivery.outcomes import Ending
+from connector.errors import ErrorClass
+
+if TYPE_CHECKING:
+    from connector.config import DeliverySettings
+    from connector.core.ledger import Delivery
+    from connector.delivery.jobs import Job
+
+log = structlog.get_logger("connector.delivery.screening")
+
+SUPERSEDED = Ending(
+    result=ResultOutcome.SUPERSEDED,
+    detail="a newer event of the order was queued behind it",
+    verdict=True,
+)
+DRY_RUN = Ending(result=ResultOutcome.DRY_RUN, detail="dry run: built, not sent", verdict=True)
+
+
+class Screening:
+    """``active`` is False without delivery settings (tests, tools): nothing is screened."""
+
+    def __init__(self, delivery: DeliverySettings | None) -> None:
+        self._delivery = delivery
+        self.active = delivery is not None
+        self._max_age = (
+            timedelta(seconds=delivery.max_event_age_s)
+            if delivery is not None and delivery.max_event_age_s is not None
+            else None
+        )
+
+    def coalesces(self, job: Job) -> bool:
+        d = self._delivery
+        return d is not None and d.coalesces(job.provider.account, job.provider.kind)
+
+    def verdict(self, job: Job) -> Ending | None:
+        """What the ledger says about a first attempt: None to go on, else how it ends."""
+        assert self._delivery is not None
+        last = self._last(job)
+        verdict = judge(
+            job.event,
+            last,
+            provider_kind=job.provider.kind,
+            now=datetime.now(UTC),
+            max_age=self._max_age,
+            guard=self._delivery.transition_guard,
+        )
+        if verdict is Verdict.SEND:
+            return None
+        if verdict is Verdict.INVALID_TRANSITION:
+            return Ending(
+                error=ErrorClass.INVALID_TRANSITION,
+                detail=f"{job.provider.kind} rejects any status after "
+                f"{last.status if last else '?'} (transition guard: enforce)",
+                verdict=True,
+            )
+        detail = f"last delivered {last.event_id}" if last is not None else None
+        return Ending(result=ResultOutcome(verdict.value), detail=detail, verdict=True)
+
+    def before_send(self, job: Job) -> Ending | None:
+        """The last word before a first attempt: warn of a transition the provider will
+        reject (guard: warn), and end a dry run here."""
+        assert self._delivery is not None
+        if self._delivery.transition_guard == "warn":
+            last = self._last(job)
+            if would_be_rejected(job.provider.kind, last):
+                log.warning(
+                    "transition_will_be_rejected",
+                    order_id=job.event.order_id,
+                    account=job.provider.account,
+                    last_status=last.status if last else None,
+                )
+        return DRY_RUN if self._delivery.dry_run else None
+
+    @staticmethod
+    def _last(job: Job) -> Delivery | None:
+        ledger = job.state.ledger
+        return ledger.last(job.event.order_id, job.lane[1]) if ledger is not None else None
