@@ -3,7 +3,7 @@
 Owns connection pools, per-request total timeouts, the response size cap and the translation of
 library exceptions into ``TransportFailure``. Never classifies answers; never logs URLs/headers.
 Each failure says whether the request may have been written (``TransportFailure.written``): a
-timeout after the headers went out is ambiguous, one while connecting is not.
+timeout once the request had a connection is ambiguous, one while connecting is not.
 """
 
 # ASYNC109: ``send(timeout=...)`` is the per-request budget the sender itself enforces.
@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import aiohttp
@@ -29,6 +29,10 @@ from connector.errors import AccountConfigError, DeliveryError, TransportFailure
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
 
 HttpClientKind = Literal["aiohttp", "httpx"]
 
@@ -109,17 +113,14 @@ class AiohttpSender:
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("AiohttpSender is closed")
-        connector = aiohttp.TCPConnector(
+        connector = _MarkingConnector(
             limit=self._max_connections,
             limit_per_host=self._max_connections_per_host,
             keepalive_timeout=self._keepalive_timeout,
             ssl=self._ssl,
         )
-        written = aiohttp.TraceConfig()
-        written.on_request_headers_sent.append(_mark_written)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            trace_configs=[written],
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=(hdrs.ACCEPT_ENCODING,),
             trust_env=self._trust_env,
@@ -143,11 +144,11 @@ class AiohttpSender:
             body = await request.aread()
         truncated = False
         mark = _WriteMark()
+        token = _SENDING.set(mark)
         try:
             async with session.request(
                 request.method,
                 URL(str(request.url), encoded=True),
-                trace_request_ctx=mark,
                 # Raw pairs: multi_items() re-derives the header encoding for every item.
                 headers=[
                     (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
@@ -172,6 +173,8 @@ class AiohttpSender:
                 reason = answer.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _delivery_error(exc, timeout=timeout, written=mark.written) from exc
+        finally:
+            _SENDING.reset(token)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
@@ -390,10 +393,11 @@ def _without_encoding(raw_headers: Any) -> list[tuple[bytes, bytes]]:
 
 
 class _WriteMark:
-    """Per request: whether its headers started to go out (set from the libraries' trace hooks).
+    """Per request: whether it may have started to go out.
 
-    Marked just before the first byte is handed to the socket, so "not written" is certain and
-    "written" is the cautious side.
+    aiohttp: set when the pool hands over a connection (``_MarkingConnector``), right before the
+    request is written; httpx: set by httpcore's ``send_request_headers`` trace. Either way it is
+    set before the first byte leaves, so "not written" is certain and "written" the cautious side.
     """
 
     __slots__ = ("written",)
@@ -413,14 +417,28 @@ class _WriteMark:
         return trace
 
 
-async def _mark_written(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
-    mark = context.trace_request_ctx
-    if isinstance(mark, _WriteMark):
-        mark.written = True
+#: The ``_WriteMark`` of the request the current task is sending (aiohttp only).
+_SENDING: ContextVar[_WriteMark | None] = ContextVar("connector_sending", default=None)
+
+
+class _MarkingConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that marks the sending request once it has a connection.
+
+    Cheaper than aiohttp's ``on_request_headers_sent`` trace: a trace config builds parameter
+    objects for every signal of every request, measured at roughly 15 µs of CPU per loopback
+    request on a loaded 2-core machine; this is a context-variable read (no difference within
+    the noise). After ``connect`` returns aiohttp writes the request
+    without awaiting anything else, so the mark precedes the first byte.
+    """
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        mark = _SENDING.get()
+        if mark is not None:
+            mark.written = True
+        return connection
 
 
 def _delivery_error(exc: BaseException, *, timeout: float, written: bool = True) -> DeliveryError:
