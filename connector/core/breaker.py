@@ -24,15 +24,27 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 __all__ = [
+    "PAIR_LIMIT_CODES",
+    "RATE_LIMIT_CODES",
     "AccountBreaker",
     "Admission",
     "AttemptResult",
     "BreakerSettings",
     "BreakerState",
     "Transition",
+    "attempt_result",
 ]
+
+#: Provider error codes that mean "this sender is over its rate" (Meta codes as strings, as
+#: ``ProviderOutcome.error_code`` carries them; YCloud's own 429 codes).
+RATE_LIMIT_CODES: Final = frozenset(
+    {"130429", "4", "80007", "SENDER_RATE_LIMITED", "ACCOUNT_RATE_LIMITED"}
+)
+#: Per-recipient limits (Meta 131056): the account is fine, this recipient must wait.
+PAIR_LIMIT_CODES: Final = frozenset({"131056"})
 
 
 class AttemptResult(StrEnum):
@@ -231,3 +243,35 @@ class AccountBreaker:
         self._interval = self._settings.probe_interval_s
         self._recent.clear()
         self.opened_at = None
+
+
+def attempt_result(
+    *,
+    success: bool,
+    retryable: bool,
+    http_status: int | None = None,
+    error_code: str | None = None,
+    transport_kind: str | None = None,
+) -> AttemptResult:
+    """What an attempt means for the account's health, from plain fields of its outcome.
+
+    ``transport_kind`` is ``TransportFailure.kind`` when no answer arrived; otherwise pass the
+    classified answer (``ProviderOutcome``: ``kind.is_success``, ``kind is RETRYABLE``,
+    ``http_status``, ``error_code``). Retryable answers that concern one event or one recipient
+    (Meta 131056, Zonos "blocked:" states) are per-event failures, not account trouble.
+    """
+    if transport_kind is not None:
+        if transport_kind == "timeout":
+            return AttemptResult.TIMEOUT
+        if transport_kind in {"connect", "dns", "tls"}:
+            return AttemptResult.CONNECT_ERROR
+        return AttemptResult.RESET
+    if success:
+        return AttemptResult.SUCCESS
+    if error_code in PAIR_LIMIT_CODES:
+        return AttemptResult.EVENT_FAILURE
+    if error_code in RATE_LIMIT_CODES or http_status == 429:
+        return AttemptResult.RATE_LIMITED
+    if not retryable or (error_code is not None and error_code.startswith("blocked:")):
+        return AttemptResult.EVENT_FAILURE
+    return AttemptResult.SERVER_ERROR

@@ -120,7 +120,7 @@ class AdaptiveRate:
         return max(wait, self.held_until - now)
 
     def on_success(self, now: float) -> None:
-        """An answer that was not a rate-limit answer: grow back slowly."""
+        """A successful answer (the provider took the message): grow back slowly."""
         self._set_rate(now, min(self._ceiling, self._rate + self._increase / self._rate))
 
     def on_rate_limited(

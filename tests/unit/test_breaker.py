@@ -14,6 +14,7 @@ from connector.core.breaker import (
     BreakerSettings,
     BreakerState,
     Transition,
+    attempt_result,
 )
 
 OK = AttemptResult.SUCCESS
@@ -171,6 +172,38 @@ def test_settings_are_validated(field: str, value: float) -> None:
     base = {"window": 10, "min_requests": 4, "probe_interval_s": 1.0, "probe_interval_cap_s": 5.0}
     with pytest.raises(ValueError, match=field.split("_", maxsplit=1)[0]):
         BreakerSettings(**{**base, field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"success": True, "retryable": False, "http_status": 200}, AttemptResult.SUCCESS),
+        ({"success": False, "retryable": False, "http_status": 400, "error_code": "100"},
+         AttemptResult.EVENT_FAILURE),
+        ({"success": False, "retryable": True, "http_status": 503}, AttemptResult.SERVER_ERROR),
+        ({"success": False, "retryable": True, "http_status": 400, "error_code": "131000"},
+         AttemptResult.SERVER_ERROR),
+        ({"success": False, "retryable": True, "http_status": 400, "error_code": "130429"},
+         AttemptResult.RATE_LIMITED),
+        ({"success": False, "retryable": True, "http_status": 429,
+          "error_code": "SENDER_RATE_LIMITED"}, AttemptResult.RATE_LIMITED),
+        ({"success": False, "retryable": True, "http_status": 429}, AttemptResult.RATE_LIMITED),
+        ({"success": False, "retryable": True, "http_status": 400, "error_code": "131056"},
+         AttemptResult.EVENT_FAILURE),
+        ({"success": False, "retryable": True, "http_status": 200,
+          "error_code": "blocked:IGLOBAL_FRAUD_REVIEW"}, AttemptResult.EVENT_FAILURE),
+        ({"success": False, "retryable": True, "transport_kind": "timeout"},
+         AttemptResult.TIMEOUT),
+        ({"success": False, "retryable": True, "transport_kind": "dns"},
+         AttemptResult.CONNECT_ERROR),
+        ({"success": False, "retryable": True, "transport_kind": "disconnected"},
+         AttemptResult.RESET),
+    ],
+)  # fmt: skip
+def test_attempt_results_from_outcome_fields(
+    fields: dict[str, object], expected: AttemptResult
+) -> None:
+    assert attempt_result(**fields) is expected  # type: ignore[arg-type]
 
 
 class BreakerMachine(RuleBasedStateMachine):
