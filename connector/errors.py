@@ -106,12 +106,23 @@ class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the desi
     """No usable HTTP answer arrived: connect/DNS failure, timeout, reset or protocol error.
 
     Raised only by ``connector.http.sender``; ``kind`` names the failure (``"timeout"``,
-    ``"connect"``, ``"dns"``, ...). The message never holds the URL or any header.
+    ``"connect"``, ``"dns"``, ...). ``written`` is False only when the request provably never
+    left (connect, DNS, TLS, waiting for a pooled connection); True means the provider may have
+    received it and may still process it: the outcome is ambiguous, not failed
+    (``connector.core.ambiguity``). The message never holds the URL or any header.
     """
 
-    def __init__(self, detail: str, *, code: str | None = None, kind: str = "transport") -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        kind: str = "transport",
+        written: bool = True,
+    ) -> None:
         super().__init__(detail, code=code)
         self.kind = kind
+        self.written = written
 
 
 class PublishRefusedError(Exception):

@@ -1,6 +1,14 @@
-"""Token buckets for per-account send rates. Pure: the caller passes the clock reading."""
+"""Send-rate limits: token buckets, the adaptive per-account rate, Meta's pair limit.
+
+Pure: the caller passes the clock reading; nothing here sleeps or reads a clock.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+__all__ = ["AdaptiveRate", "PairLimiter", "TokenBucket"]
 
 
 class TokenBucket:
@@ -28,3 +36,207 @@ class TokenBucket:
         if self._tokens >= 0:
             return 0.0
         return -self._tokens / self._rate
+
+
+class AdaptiveRate:
+    """A per-account send rate that finds the provider's real limit (AIMD) below the configured one.
+
+    Starts at ``ceiling`` (the account's ``rate_per_second``) and never exceeds it. A rate-limit
+    answer (Meta 130429, YCloud 429) multiplies the rate by ``decrease`` (not below ``floor``),
+    at most once per "generation": answers to requests sent before the last cut were caused by
+    the old rate and are ignored, so a burst of 429s for one overshoot cuts once. Each success
+    adds ``increase_per_s / rate``: at full use that is ``increase_per_s`` per second, while an
+    idle account does not grow on no evidence. A ``Retry-After`` holds every send until it has
+    passed: it stays a lower bound whatever the rate.
+
+    ``reserve(now)`` works like ``TokenBucket.reserve`` at the current rate, with a burst of
+    ``burst_s`` seconds' worth of tokens (short, since the provider's limit is unknown).
+    """
+
+    __slots__ = (
+        "_burst_s",
+        "_ceiling",
+        "_cut_at",
+        "_decrease",
+        "_floor",
+        "_increase",
+        "_rate",
+        "_stamp",
+        "_tokens",
+        "cuts",
+        "held_until",
+    )
+
+    def __init__(
+        self,
+        ceiling: float,
+        *,
+        floor: float | None = None,
+        decrease: float = 0.7,
+        increase_per_s: float | None = None,
+        burst_s: float = 0.1,
+        now: float = 0.0,
+    ) -> None:
+        if not (ceiling > 0 and math.isfinite(ceiling)):
+            raise ValueError("ceiling must be finite and positive")
+        floor = ceiling / 50 if floor is None else floor
+        if not 0 < floor <= ceiling:
+            raise ValueError("floor must be in (0, ceiling]")
+        if not 0 < decrease < 1:
+            raise ValueError("decrease must be in (0, 1)")
+        increase = ceiling / 50 if increase_per_s is None else increase_per_s
+        if not (increase > 0 and math.isfinite(increase)):
+            raise ValueError("increase_per_s must be finite and positive")
+        if not (burst_s > 0 and math.isfinite(burst_s)):
+            raise ValueError("burst_s must be finite and positive")
+        self._ceiling = ceiling
+        self._floor = floor
+        self._decrease = decrease
+        self._increase = increase
+        self._burst_s = burst_s
+        self._rate = ceiling
+        self._tokens = self._burst()
+        self._stamp = now
+        self._cut_at = -math.inf
+        #: sends wait at least until this time (the latest Retry-After)
+        self.held_until = -math.inf
+        #: how many times the rate was cut
+        self.cuts = 0
+
+    @property
+    def rate(self) -> float:
+        """The current rate, messages per second."""
+        return self._rate
+
+    @property
+    def ceiling(self) -> float:
+        return self._ceiling
+
+    def reserve(self, now: float) -> float:
+        """Take one send slot; returns how long to wait before using it (0.0: go now)."""
+        self._refill(now)
+        self._tokens -= 1.0
+        wait = 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        return max(wait, self.held_until - now)
+
+    def on_success(self, now: float) -> None:
+        """A successful answer (the provider took the message): grow back slowly."""
+        self._set_rate(now, min(self._ceiling, self._rate + self._increase / self._rate))
+
+    def on_rate_limited(
+        self, now: float, *, sent_at: float, retry_after: float | None = None
+    ) -> bool:
+        """A rate-limit answer to a request sent at ``sent_at``; True when the rate was cut.
+
+        ``retry_after`` (seconds from ``now``) holds every send until then, even when the
+        answer belongs to an older generation and the rate is left alone.
+        """
+        if retry_after is not None and retry_after > 0:
+            self.held_until = max(self.held_until, now + retry_after)
+        if sent_at < self._cut_at:
+            return False
+        self._set_rate(now, max(self._floor, self._rate * self._decrease))
+        self._cut_at = now
+        self.cuts += 1
+        return True
+
+    def _burst(self) -> float:
+        return max(1.0, self._rate * self._burst_s)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = max(self._stamp, now)
+        self._tokens = min(self._burst(), self._tokens + elapsed * self._rate)
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        self._refill(now)  # tokens earned so far were earned at the old rate
+        self._rate = rate
+        self._tokens = min(self._tokens, self._burst())
+
+
+class PairLimiter:
+    """Meta's pair rate limit per (sender, recipient), as a pure scheduler with bounded memory.
+
+    The rule, from ../shared/PROVIDERS.md ("Cross-provider facts" 5, lines 27-28: "a *pair*
+    limit of about 1 message per 6 s to the same customer (bursts up to 45, borrowed from
+    later). Over the pair limit: code 131056, retry after 4^X seconds"), read as a burst that is
+    borrowed and then repaid:
+
+    * a pair that owes nothing (``now >= free_at``) starts a burst at ``now``;
+    * inside the burst's first ``period_s`` seconds up to ``burst`` messages go;
+    * every message adds ``period_s`` to what the pair owes (``free_at``); after the burst
+      window nothing goes until ``free_at``, when the pair owes nothing again.
+
+    So one message per ``period_s`` always goes, and ``n`` messages in a burst block the pair for
+    ``n * period_s`` from the burst's start. The sandbox enforces the same rule
+    (``connector.dev.sandbox.limits``). ``margin_s`` makes the connector's side stricter than the
+    provider's (longer debt per message, shorter burst window) so network jitter between
+    scheduling a send and its arrival cannot cross the provider's line.
+
+    A pair that owes nothing behaves exactly like an unknown pair, so it is forgotten: memory is
+    bounded by the pairs messaged within the last ``burst * period_s`` seconds.
+    """
+
+    __slots__ = ("_burst", "_margin", "_pairs", "_period", "_sweep_at")
+
+    def __init__(self, *, period_s: float = 6.0, burst: int = 45, margin_s: float = 0.25) -> None:
+        if not (period_s > 0 and math.isfinite(period_s)):
+            raise ValueError("period_s must be finite and positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        if not 0 <= margin_s < period_s:
+            raise ValueError("margin_s must be in [0, period_s)")
+        self._period = period_s
+        self._burst = burst
+        self._margin = margin_s
+        # pair -> (burst start, messages in that burst, free_at)
+        self._pairs: dict[Hashable, tuple[float, int, float]] = {}
+        self._sweep_at = 1024
+
+    def __len__(self) -> int:
+        """Pairs currently remembered (those that still owe time, plus some not yet swept)."""
+        return len(self._pairs)
+
+    def available_at(self, pair: Hashable, now: float) -> float:
+        """The earliest time at or after ``now`` a message to ``pair`` may go (no change)."""
+        state = self._pairs.get(pair)
+        if state is None:
+            return now
+        start, count, free_at = state
+        if now >= free_at:
+            return now
+        if count < self._burst and now < start + self._period - self._margin:
+            return max(now, start)  # joins the burst (which may be booked to start later)
+        return free_at
+
+    def reserve(self, pair: Hashable, now: float) -> float:
+        """Book the pair's next message; returns how long to wait before sending it."""
+        at = self.available_at(pair, now)
+        state = self._pairs.get(pair)
+        cost = self._period + self._margin
+        if state is None or at >= state[2]:
+            self._pairs[pair] = (at, 1, at + cost)
+        else:
+            start, count, free_at = state
+            self._pairs[pair] = (start, count + 1, free_at + cost)
+        if len(self._pairs) >= self._sweep_at:
+            self._sweep(now)
+        return at - now
+
+    def try_acquire(self, pair: Hashable, now: float) -> bool:
+        """Take the pair's message now if the rule allows it (the provider's side)."""
+        if self.available_at(pair, now) > now:
+            return False
+        self.reserve(pair, now)
+        return True
+
+    def penalize(self, pair: Hashable, until: float) -> None:
+        """The provider refused the pair (131056): send nothing to it before ``until``."""
+        state = self._pairs.get(pair)
+        free_at = until if state is None else max(until, state[2])
+        # A closed burst (count at the limit) so nothing goes before free_at.
+        self._pairs[pair] = (-math.inf, self._burst, free_at)
+
+    def _sweep(self, now: float) -> None:
+        self._pairs = {k: v for k, v in self._pairs.items() if v[2] > now}
+        self._sweep_at = max(1024, 2 * len(self._pairs))  # amortised O(1) per reservation

@@ -2,6 +2,8 @@
 
 Owns connection pools, per-request total timeouts, the response size cap and the translation of
 library exceptions into ``TransportFailure``. Never classifies answers; never logs URLs/headers.
+Each failure says whether the request may have been written (``TransportFailure.written``): a
+timeout once the request had a connection is ambiguous, one while connecting is not.
 """
 
 # ASYNC109: ``send(timeout=...)`` is the per-request budget the sender itself enforces.
@@ -14,7 +16,9 @@ import http.cookiejar
 import os
 import socket
 import ssl
-from typing import Any, Literal, Protocol, Self
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import aiohttp
 import httpx
@@ -22,6 +26,11 @@ from aiohttp import hdrs
 from yarl import URL
 
 from connector.errors import AccountConfigError, DeliveryError, TransportFailure
+
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
 
 HttpClientKind = Literal["aiohttp", "httpx"]
 
@@ -102,7 +111,7 @@ class AiohttpSender:
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("AiohttpSender is closed")
-        connector = aiohttp.TCPConnector(
+        connector = _MarkingConnector(
             limit=self._max_connections,
             limit_per_host=self._max_connections_per_host,
             keepalive_timeout=self._keepalive_timeout,
@@ -132,6 +141,8 @@ class AiohttpSender:
         except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
             body = await request.aread()
         truncated = False
+        mark = _WriteMark()
+        token = _SENDING.set(mark)
         try:
             async with session.request(
                 request.method,
@@ -159,7 +170,9 @@ class AiohttpSender:
                     raw_headers = _without_encoding(raw_headers)
                 reason = answer.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _delivery_error(exc, timeout=timeout) from exc
+            raise _delivery_error(exc, timeout=timeout, written=mark.written) from exc
+        finally:
+            _SENDING.reset(token)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
@@ -214,6 +227,7 @@ class HttpxSender:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_response_bytes = max_response_bytes
+        self._httpcore = transport is None  # the default transport reports httpcore's traces
         refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(
@@ -231,6 +245,11 @@ class HttpxSender:
 
     async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
         cap = self._max_response_bytes
+        mark = _WriteMark()
+        # httpcore's trace hook tells when the headers start to go out; the caller's own trace
+        # callback, if any, is put back afterwards.
+        caller_trace = request.extensions.get("trace")
+        request.extensions["trace"] = mark.httpcore_trace(caller_trace)
         try:
             async with asyncio.timeout(timeout):
                 answer = await self._client.send(request, stream=True)
@@ -247,7 +266,16 @@ class HttpxSender:
                 finally:
                     await answer.aclose()
         except (httpx.TransportError, OSError, TimeoutError) as exc:
-            raise _delivery_error(exc, timeout=timeout) from exc
+            written = mark.written
+            if not self._httpcore:  # a transport without httpcore's trace hook (a mock): by class
+                written = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                written = written and not isinstance(exc, httpx.PoolTimeout | httpx.ProxyError)
+            raise _delivery_error(exc, timeout=timeout, written=written) from exc
+        finally:
+            if caller_trace is None:
+                request.extensions.pop("trace", None)
+            else:
+                request.extensions["trace"] = caller_trace
         content = b"".join(parts)
         headers: Any = answer.headers.raw
         if truncated:
@@ -349,9 +377,60 @@ def _without_encoding(raw_headers: Any) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in raw_headers if k.lower() not in drop]
 
 
-def _delivery_error(exc: BaseException, *, timeout: float) -> DeliveryError:
+class _WriteMark:
+    """Per request: whether it may have started to go out.
+
+    aiohttp: set when the pool hands over a connection (``_MarkingConnector``), right before the
+    request is written; httpx: set by httpcore's ``send_request_headers`` trace. Either way it is
+    set before the first byte leaves, so "not written" is certain and "written" the cautious side.
+    """
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written = False
+
+    def httpcore_trace(
+        self, inner: Callable[[str, dict[str, Any]], Awaitable[None]] | None
+    ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if "send_request_headers" in event:
+                self.written = True
+            if inner is not None:
+                await inner(event, info)
+
+        return trace
+
+
+#: The ``_WriteMark`` of the request the current task is sending (aiohttp only).
+_SENDING: ContextVar[_WriteMark | None] = ContextVar("connector_sending", default=None)
+
+
+class _MarkingConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that marks the sending request once it has a connection.
+
+    Cheaper than aiohttp's ``on_request_headers_sent`` trace: a trace config builds parameter
+    objects for every signal of every request, measured at roughly 15 µs of CPU per loopback
+    request on a loaded 2-core machine; this is a context-variable read (no difference within
+    the noise). After ``connect`` returns aiohttp writes the request
+    without awaiting anything else, so the mark precedes the first byte.
+    """
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        mark = _SENDING.get()
+        if mark is not None:
+            mark.written = True
+        return connection
+
+
+def _delivery_error(exc: BaseException, *, timeout: float, written: bool = True) -> DeliveryError:
     """Translate an aiohttp/httpx/OS exception; the only place library errors are mapped.
 
+    ``written`` says whether the request's headers had started to go out; failures that happen
+    before any byte can leave (DNS, connect, TLS) are never written whatever it says.
     Messages are built from fixed text, class names and OS error strings only: library messages
     may quote the URL (Z-API carries its token in the path), so they are never copied.
     """
@@ -360,26 +439,32 @@ def _delivery_error(exc: BaseException, *, timeout: float) -> DeliveryError:
         return AccountConfigError(f"the request URL cannot be sent ({name})")
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         # aiohttp's ServerTimeoutError and asyncio.timeout both land here
+        stage = "no complete answer" if written else "not sent (still connecting)"
         return TransportFailure(
-            f"timeout: no complete answer within {timeout:g} s ({name})", kind="timeout"
+            f"timeout: {stage} within {timeout:g} s ({name})", kind="timeout", written=written
         )
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or _caused_by(exc, socket.gaierror):
-        return TransportFailure(f"dns: name resolution failed ({name})", kind="dns")
+        return TransportFailure(f"dns: name resolution failed ({name})", kind="dns", written=False)
     if isinstance(exc, aiohttp.ClientSSLError) or _caused_by(exc, ssl.SSLError):
-        return TransportFailure(f"tls: handshake or certificate failed ({name})", kind="tls")
+        detail = f"tls: handshake or certificate failed ({name})"
+        return TransportFailure(detail, kind="tls", written=False)
     if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError | httpx.ProxyError):
-        return TransportFailure(f"connect: {_os_reason(exc)} ({name})", kind="connect")
+        detail = f"connect: {_os_reason(exc)} ({name})"
+        return TransportFailure(detail, kind="connect", written=False)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         detail = f"disconnected: server closed the connection ({name})"
-        return TransportFailure(detail, kind="disconnected")
+        return TransportFailure(detail, kind="disconnected", written=written)
     if isinstance(
         exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError | httpx.ProtocolError
     ):
         detail = f"protocol: malformed or incomplete answer ({name})"
-        return TransportFailure(detail, kind="protocol")
+        return TransportFailure(detail, kind="protocol", written=written)
     if isinstance(exc, OSError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
-        return TransportFailure(f"connection: {_os_reason(exc)} ({name})", kind="connection")
-    return TransportFailure(f"transport: request failed ({name})", kind="transport")
+        detail = f"connection: {_os_reason(exc)} ({name})"
+        return TransportFailure(detail, kind="connection", written=written)
+    return TransportFailure(
+        f"transport: request failed ({name})", kind="transport", written=written
+    )
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

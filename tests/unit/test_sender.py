@@ -65,6 +65,7 @@ class Web:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.hanging = False
         self.peers: set[tuple[str, int]] = set()
         app = web.Application()
         app.router.add_route("*", "/echo/{tail:.*}", self.echo)
@@ -98,6 +99,7 @@ class Web:
         )
 
     async def hang(self, request: web.Request) -> web.Response:
+        self.hanging = True
         await self.release.wait()
         return web.json_response({})
 
@@ -218,9 +220,104 @@ async def test_timeout_without_answer_is_a_transport_failure(
     with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
         await sender.send(secret_request(server.url("")), timeout=0.3)
     assert caught.value.kind == "timeout"
+    assert caught.value.written  # the provider has the request: the outcome is ambiguous
     assert caught.value.retriable
     assert isinstance(caught.value, RetryableDeliveryError)
     assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+async def test_a_timeout_before_the_request_left_says_it_was_never_written(
+    client: str, server: Web
+) -> None:
+    """Waiting for the only pooled connection times out: nothing reached the provider."""
+    made: AiohttpSender | HttpxSender = (
+        AiohttpSender(max_connections=1) if client == "aiohttp" else HttpxSender(max_connections=1)
+    )
+    async with made:
+        first = asyncio.ensure_future(
+            made.send(httpx.Request("GET", server.url("/hang")), timeout=5)
+        )
+        try:
+            await asyncio.sleep(0)  # let the first request take the connection
+            with anyio.fail_after(5):
+                while not server.hanging:
+                    await asyncio.sleep(0.01)
+            with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+                await made.send(httpx.Request("POST", server.url("/echo/x")), timeout=0.3)
+        finally:
+            server.release.set()
+            with anyio.fail_after(5):
+                await first
+    assert caught.value.kind == "timeout"
+    assert not caught.value.written
+    assert "not sent" in caught.value.detail
+
+
+async def test_a_refused_connection_was_never_written(sender: HttpSender) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+        await sender.send(httpx.Request("POST", f"http://127.0.0.1:{port}/x"), timeout=5)
+    assert not caught.value.written
+
+
+async def test_a_reset_after_the_request_arrived_is_written(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    base = await raw_server(reset)
+    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+        await sender.send(secret_request(base), timeout=5)
+    assert caught.value.written
+
+
+@pytest.mark.parametrize(
+    ("raised", "written"),
+    [
+        (httpx.ConnectTimeout("x"), False),
+        (httpx.ConnectError("x"), False),
+        (httpx.PoolTimeout("x"), False),
+        (httpx.ReadTimeout("x"), True),
+        (httpx.WriteTimeout("x"), True),
+        (httpx.RemoteProtocolError("x"), True),
+    ],
+)
+async def test_without_httpcore_traces_httpx_failures_are_judged_by_class(
+    raised: Exception, written: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise raised
+
+    async with HttpxSender(transport=httpx.MockTransport(fail)) as mocked:
+        with pytest.raises(TransportFailure) as caught:
+            await mocked.send(httpx.Request("POST", "http://provider.test/x"), timeout=1)
+    assert caught.value.written is written
+
+
+async def test_httpx_sender_keeps_the_callers_trace_hook(server: Web) -> None:
+    seen: list[str] = []
+
+    async def trace(event: str, info: dict[str, object]) -> None:
+        seen.append(event)
+
+    request = httpx.Request("POST", server.url("/echo/t"), extensions={"trace": trace})
+    async with HttpxSender() as made:
+        with anyio.fail_after(5):
+            await made.send(request, timeout=5)
+    assert any("send_request_headers" in event for event in seen)
+    assert request.extensions["trace"] is trace
+    plain = httpx.Request("POST", server.url("/echo/u"))
+    async with HttpxSender() as made:
+        with anyio.fail_after(5):
+            await made.send(plain, timeout=5)
+    assert "trace" not in plain.extensions
 
 
 async def test_timeout_covers_a_body_that_stops_arriving(sender: HttpSender, server: Web) -> None:
@@ -347,6 +444,7 @@ async def test_create_sender_names_the_two_clients() -> None:
 
 def test_errors_are_typed_for_the_retry_policy() -> None:
     failure = TransportFailure("timeout: no complete answer within 1 s", kind="timeout")
+    assert failure.written  # the cautious default: it may have reached the provider
     assert failure.retriable
     assert failure.code is None
     assert failure.detail.startswith("timeout")

@@ -83,6 +83,11 @@ class FaultConfig(_Model):
     ``*_rate`` faults strike before the request is looked at (nothing is recorded);
     ``*_after_accept_rate`` faults strike after it was accepted and recorded, which is the case
     that makes a client retry create a customer-visible duplicate.
+
+    ``late_rate`` is late processing (issue 11): the request is taken in, no answer is sent until
+    it is applied ``late_min_s..late_max_s`` seconds after it arrived (set that beyond the
+    client's timeout), and only then does it change the order and enter the request log, as a
+    provider that queued the connection would. Sandbox shutdown drops requests not yet applied.
     """
 
     latency: LatencyConfig = LatencyConfig()
@@ -93,6 +98,15 @@ class FaultConfig(_Model):
     reset_rate: float = Field(default=0.0, ge=0, le=1)
     reset_after_accept_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_hold_s: float = Field(default=30.0, ge=0)
+    late_rate: float = Field(default=0.0, ge=0, le=1)
+    late_min_s: float = Field(default=3.0, ge=0)
+    late_max_s: float = Field(default=15.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_late(self) -> FaultConfig:
+        if self.late_max_s < self.late_min_s:
+            raise ValueError("late processing needs late_max_s >= late_min_s")
+        return self
 
 
 class ProviderFaults(_Model):
@@ -121,7 +135,13 @@ class RateLimit(_Model):
 class RateLimits(_Model):
     """Meta's and YCloud's documented defaults, except the pair limit (off by default so demos
     and benchmarks that reuse one test recipient still flow; Meta's real value is about
-    ``per_second=1/6, burst=45``)."""
+    ``per_second=1/6, burst=45``).
+
+    The pair limit follows Meta's rule as ``connector.core.ratelimit.PairLimiter`` states it (one
+    message per ``1 / per_second`` seconds; a burst of up to ``burst`` messages inside that
+    period is borrowed and repaid before the pair may send again), not a token bucket. Over it
+    Meta answers 131056, YCloud 429 with the Meta error inside.
+    """
 
     meta_per_sender: RateLimit = RateLimit(per_second=80)
     ycloud_send_directly_per_sender: RateLimit = RateLimit(per_second=80)
@@ -200,6 +220,15 @@ class Rule(_Model):
         if numeric and self.code is not None and not self.code.isdigit():
             raise ValueError(f"{self.action} needs a numeric Meta error code, got {self.code!r}")
         return self
+
+
+class Outage(_Model):
+    """``POST /_sandbox/outages``: answer 503 to every request of ``provider`` (and, when given,
+    only of ``account``: Meta phone number id, YCloud ``from``, Z-API instance id, Zonos store)
+    until the outage is cleared."""
+
+    provider: ProviderName
+    account: str | None = None
 
 
 class OrderSeed(_Model):

@@ -19,12 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 
 from connector.dev.sandbox.config import PROVIDERS, FaultConfig, Rule, SandboxConfig
 from connector.dev.sandbox.state import (
     AnswerCounters,
     OrderBook,
+    PairLimits,
+    ProcessedStatus,
     RecordedRequest,
     RequestLog,
     RuleBook,
@@ -66,6 +69,9 @@ class _FaultPlan:
         "after",
         "before",
         "hold_s",
+        "late_max_s",
+        "late_min_s",
+        "late_rate",
         "latency",
         "reset_after",
         "reset_before",
@@ -84,6 +90,9 @@ class _FaultPlan:
         self.timeout_after = faults.reset_after_accept_rate + faults.timeout_after_accept_rate
         self.after = self.timeout_after
         self.hold_s = faults.timeout_hold_s
+        self.late_rate = faults.late_rate
+        self.late_min_s = faults.late_min_s
+        self.late_max_s = faults.late_max_s
 
 
 def connection_fault(rule: Rule) -> Reply | None:
@@ -127,6 +136,11 @@ class SandboxResponder:
             _secret_bytes(config.credentials.ycloud_webhook_secret),
         )
         self.server_errors: dict[str, ServerError] = {}
+        # (provider, order_ref) -> the last status applied; what the late-processing check reads
+        self.processed: dict[tuple[str, str], ProcessedStatus] = {}
+        # (provider, account or None for all accounts) answering 503 until cleared
+        self.outages: set[tuple[str, str | None]] = set()
+        self._late_tasks: set[asyncio.Task[Reply]] = set()
         self._apply(config, fresh_limits=True)
 
     # -- configuration ---------------------------------------------------------------------
@@ -148,7 +162,7 @@ class SandboxResponder:
             self.meta_sender = TokenBuckets(limits.meta_per_sender)
             self.ycloud_direct_sender = TokenBuckets(limits.ycloud_send_directly_per_sender)
             self.ycloud_queued_sender = TokenBuckets(limits.ycloud_queued_per_sender)
-            self.pair = TokenBuckets(limits.pair)
+            self.pair = PairLimits(limits.pair)
         self.limit_flags = (
             config.limits.meta_per_sender.enabled,
             config.limits.ycloud_send_directly_per_sender.enabled,
@@ -174,6 +188,8 @@ class SandboxResponder:
         self.templates.clear()
         self.counters.clear()
         self.log.clear()
+        self.processed.clear()
+        self.outages.clear()
         self.webhooks.clear()
         self._apply(self.config, fresh_limits=True)
 
@@ -220,9 +236,14 @@ class SandboxResponder:
         outcome: str = "accepted",
     ) -> None:
         log = self.log
+        seq = log.next_seq()
+        if outcome == "accepted":
+            self.processed[(provider, order_ref)] = ProcessedStatus(
+                status, seq, request.get(_LATE, False)
+            )
         log.append(
             RecordedRequest(
-                log.next_seq(),
+                seq,
                 provider,
                 endpoint,
                 account,
@@ -273,6 +294,10 @@ class SandboxResponder:
 
     async def serve(self, provider: str, handler: Handler, request: web.Request) -> web.Response:
         plan = self.plans[provider]
+        if self.outages and await self._in_outage(provider, request):
+            outage = self.server_errors[provider](503)
+            outage.label = "outage"
+            return self._respond(provider, outage)
         if plan.before:
             roll = random.random()
             if roll < plan.before:
@@ -282,6 +307,8 @@ class SandboxResponder:
                     return await self._hold(provider, plan.hold_s)
                 reply = self.server_errors[provider](plan.server_error_status)
                 return self._respond(provider, reply)
+        if plan.late_rate and random.random() < plan.late_rate:
+            return await self._late(provider, handler, request, plan)
         if plan.latency is not None:
             await asyncio.sleep(plan.latency())
         reply = await handler(self, request)
@@ -325,8 +352,60 @@ class SandboxResponder:
         return web.Response(status=504, text="Gateway Timeout")
 
     def stopping(self) -> None:
-        """Release every held request (called on shutdown)."""
+        """Release every held request and drop late ones not yet applied (on shutdown)."""
         self._stopping.set()
+        for task in list(self._late_tasks):
+            task.cancel()
+
+    # -- late processing and outages ----------------------------------------------------------
+
+    async def _late(
+        self, provider: str, handler: Handler, request: web.Request, plan: _FaultPlan
+    ) -> web.Response:
+        """Take the request in, answer nothing, apply it ``late_min_s..late_max_s`` s later."""
+        self.counters.add(provider, "late")
+        await request.read()  # the body is in hand before the client gives up (read is cached)
+        request[_LATE] = True
+        delay = random.uniform(plan.late_min_s, plan.late_max_s)
+        # Its own task: the client disconnects long before, and applying must not depend on
+        # what the server does with this handler then.
+        task = asyncio.create_task(self._apply_late(provider, handler, request, delay))
+        self._late_tasks.add(task)
+        task.add_done_callback(self._late_tasks.discard)
+        reply = await asyncio.shield(task)
+        return self._respond(provider, reply)
+
+    async def _apply_late(
+        self, provider: str, handler: Handler, request: web.Request, delay: float
+    ) -> Reply:
+        await asyncio.sleep(delay)
+        self.counters.add(provider, "late_applied")
+        return await handler(self, request)
+
+    async def _in_outage(self, provider: str, request: web.Request) -> bool:
+        outages = self.outages
+        if (provider, None) in outages:
+            return True
+        return (provider, await account_of(provider, request)) in outages
+
+
+_LATE = web.RequestKey("sandbox_late", bool)
+
+
+async def account_of(provider: str, request: web.Request) -> str | None:
+    """The account a provider request belongs to, as an outage names it; None if unreadable."""
+    if provider == "meta":
+        return request.match_info.get("phone_number_id")
+    if provider == "zapi":
+        return request.match_info.get("instanceId")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    value = body.get("from" if provider == "ycloud" else "store")
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from connector.dev.sandbox import meta, ycloud, zapi, zonos
-from connector.dev.sandbox.config import PROVIDERS, OrderSeed, Rule, SandboxConfig
+from connector.dev.sandbox.config import PROVIDERS, OrderSeed, Outage, Rule, SandboxConfig
 from connector.dev.sandbox.responder import SandboxResponder
 from connector.dev.sandbox.state import RecordedRequest
 
@@ -154,6 +154,38 @@ class SandboxServer:
     def reset(self) -> None:
         self.engine.reset()
 
+    def last_processed(self, provider: str, order_ref: str) -> str | None:
+        """The last status the sandbox applied to an order (late requests included), or None.
+
+        ``order_ref`` is the order as the provider names it: Meta/YCloud ``reference_id``, Z-API
+        ``referenceId``, Zonos ``orderId`` as sent.
+        """
+        found = self.engine.processed.get((provider, order_ref))
+        return found.status if found is not None else None
+
+    def processed(self, provider: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per order (``"provider/order_ref"``): the last applied status, its log seq, late?"""
+        return {
+            f"{p}/{ref}": {"status": v.status, "seq": v.seq, "late": v.late}
+            for (p, ref), v in self.engine.processed.items()
+            if provider is None or p == provider
+        }
+
+    def start_outage(self, provider: str, account: str | None = None) -> None:
+        """Answer 503 to everything of ``provider`` (or only ``account``) until cleared."""
+        outage = Outage.model_validate({"provider": provider, "account": account})
+        self.engine.outages.add((outage.provider, outage.account))
+
+    def end_outage(self, provider: str | None = None, account: str | None = None) -> None:
+        """Clear one outage, or with no arguments all of them."""
+        if provider is None:
+            self.engine.outages.clear()
+        else:
+            self.engine.outages.discard((provider, account))
+
+    def outages(self) -> list[dict[str, str | None]]:
+        return [{"provider": p, "account": a} for p, a in sorted(self.engine.outages, key=str)]
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
@@ -191,6 +223,11 @@ class SandboxServer:
         add("POST", "/_sandbox/orders", self._post_orders)
         add("GET", "/_sandbox/orders/{provider}/{key}", self._get_order)
         add("GET", "/_sandbox/webhooks", self._webhooks)
+        add("GET", "/_sandbox/processed", self._get_processed)
+        add("GET", "/_sandbox/processed/{provider}/{key}", self._get_processed_order)
+        add("GET", "/_sandbox/outages", self._get_outages)
+        add("POST", "/_sandbox/outages", self._post_outages)
+        add("DELETE", "/_sandbox/outages", self._delete_outages)
         add("POST", "/_sandbox/reset", self._reset)
         return app
 
@@ -281,6 +318,37 @@ class SandboxServer:
         return _json(
             {**webhooks.counts, "pending": webhooks.pending, "recent": list(webhooks.recent)}
         )
+
+    async def _get_processed(self, request: web.Request) -> web.Response:
+        return _json({"orders": self.processed(request.query.get("provider"))})
+
+    async def _get_processed_order(self, request: web.Request) -> web.Response:
+        found = self.engine.processed.get(
+            (request.match_info["provider"], request.match_info["key"])
+        )
+        if found is None:
+            return _json({"error": "nothing processed for this order"}, status=404)
+        return _json({"status": found.status, "seq": found.seq, "late": found.late})
+
+    async def _get_outages(self, request: web.Request) -> web.Response:
+        return _json({"outages": self.outages()})
+
+    async def _post_outages(self, request: web.Request) -> web.Response:
+        body = await self._read_json(request)
+        try:
+            outage = Outage.model_validate(body)
+        except ValidationError as exc:
+            return _bad_request(
+                "invalid outage",
+                exc.errors(include_input=False, include_url=False, include_context=False),
+            )
+        self.start_outage(outage.provider, outage.account)
+        return _json({"outages": self.outages()})
+
+    async def _delete_outages(self, request: web.Request) -> web.Response:
+        provider = request.query.get("provider")
+        self.end_outage(provider, request.query.get("account") if provider else None)
+        return _json({"outages": self.outages()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()

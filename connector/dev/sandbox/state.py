@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from connector.core.ratelimit import PairLimiter
 from connector.dev.sandbox.config import RateLimit, Rule
 
 META_STATUSES = frozenset(
@@ -127,6 +128,34 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class PairLimits:
+    """Meta's pair limit per (provider, sender, recipient): ``PairLimiter``'s rule, no margin."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limit: RateLimit) -> None:
+        period = 1.0 / limit.per_second if limit.enabled else 1.0
+        self._limiter = PairLimiter(period_s=period, burst=int(limit.capacity), margin_s=0.0)
+
+    def take(self, key: object, now: float) -> float:
+        """Take the pair's message: 0.0 when allowed, else the seconds until it would be."""
+        if self._limiter.try_acquire(key, now):
+            return 0.0
+        return max(1e-3, self._limiter.available_at(key, now) - now)
+
+    def __len__(self) -> int:
+        return len(self._limiter)
+
+
+@dataclass(slots=True)
+class ProcessedStatus:
+    """The last status the sandbox applied to one order (what the customer saw last)."""
+
+    status: str
+    seq: int
+    late: bool
 
 
 @dataclass(slots=True)
