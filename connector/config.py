@@ -6,10 +6,13 @@ Secrets never live in the file: a secret field there must be a reference, ``env:
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -266,37 +269,87 @@ def _collect_secrets(value: object, out: list[str]) -> None:
             _collect_secrets(item, out)
 
 
-def _resolve_secret(ref: str, where: str, environ: dict[str, str]) -> str:
+# ---------------------------------------------------------------------------------------------
+# loading: every problem in one pass, each named by file, line and path
+
+RawPath = tuple[str | int, ...]
+_UNRESOLVED = "unresolved-secret"  # stands in for a secret that failed, so validation goes on
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem of a config file: ``path`` names accounts by name (``accounts.meta-br.token``),
+    ``line`` is the file's line (None: not in the file, e.g. an environment variable)."""
+
+    path: str
+    message: str
+    line: int | None = None
+    from_env: bool = False  # set by an ORDER_CONNECTOR_* variable, not written in the file
+
+    def render(self, file: Path) -> str:
+        if self.from_env:
+            return f"(environment): {self.path}: {self.message}"
+        where = f"{file}:{self.line}" if self.line is not None else str(file)
+        return f"{where}: {self.path}: {self.message}"
+
+
+class ConfigProblemsError(ConfigError):
+    """Every problem found in one pass; ``lines`` holds one ``file:line: path: message`` each."""
+
+    def __init__(self, file: Path, problems: list[ConfigProblem]) -> None:
+        self.lines = [p.render(file) for p in problems]
+        super().__init__(f"{len(self.lines)} problem(s):\n" + "\n".join(self.lines))
+
+
+class _Findings:
+    """Problems as they are found, keyed by the raw path (list indexes, not yet names)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[RawPath | None, str, str]] = []  # (raw path, env var, message)
+
+    def at(self, path: RawPath, message: str) -> None:
+        self.items.append((path, "", message))
+
+    def env(self, var: str, message: str) -> None:
+        self.items.append((None, var, message))
+
+
+def _resolve_secret(ref: str, path: RawPath, environ: dict[str, str], found: _Findings) -> str:
     kind, _, target = ref.partition(":")
     if kind == "env":
         if target not in environ:
-            raise ConfigError(f"{where}: environment variable {target} is not set")
+            found.at(path, f"environment variable {target} is not set")
+            return _UNRESOLVED
         return environ[target]
-    path = Path(target)
+    secret_file = Path(target)
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return secret_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
+        found.at(path, f"cannot read secret file {secret_file}: {exc.strerror}")
+        return _UNRESOLVED
 
 
-def _resolve_secret_refs(raw: Any, where: str, environ: dict[str, str]) -> Any:
-    """Replace ``env:``/``file:`` references in secret-looking fields; reject literal secrets."""
+def _resolve_secret_refs(raw: Any, path: RawPath, environ: dict[str, str], found: _Findings) -> Any:
+    """Replace ``env:``/``file:`` references in secret-looking fields; report literal secrets."""
     if isinstance(raw, dict):
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            here = f"{where}.{key}" if where else str(key)
+            here = (*path, key)
             if _looks_secret(str(key)) and value is not None:
                 if not (isinstance(value, str) and value.startswith(_SECRET_REF_PREFIXES)):
-                    raise ConfigError(
-                        f"{here}: secrets may not be written in the config file; "
-                        f"use 'env:VARIABLE' or 'file:/path/to/secret'"
+                    found.at(
+                        here,
+                        "secrets may not be written in the config file; "
+                        "use 'env:VARIABLE' or 'file:/path/to/secret'",
                     )
-                out[key] = _resolve_secret(value, here, environ)
+                    out[key] = _UNRESOLVED
+                    continue
+                out[key] = _resolve_secret(value, here, environ, found)
             else:
-                out[key] = _resolve_secret_refs(value, here, environ)
+                out[key] = _resolve_secret_refs(value, here, environ, found)
         return out
     if isinstance(raw, list):
-        return [_resolve_secret_refs(v, f"{where}[{i}]", environ) for i, v in enumerate(raw)]
+        return [_resolve_secret_refs(v, (*path, i), environ, found) for i, v in enumerate(raw)]
     return raw
 
 
@@ -307,57 +360,253 @@ def _looks_secret(key: str) -> bool:
     return any(word in key for word in _SECRET_WORDS) and not key.endswith("_id")
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+def account_named(accounts: list[Any], wanted: str) -> tuple[int | None, str | None]:
+    """The index of the account an environment variable names, or a reason it names none.
+
+    ``wanted`` is the lowercased name from ``ORDER_CONNECTOR_ACCOUNTS__<NAME>__<FIELD>``. An
+    exact (case-insensitive) match wins; else ``_`` stands for ``-`` (a shell cannot export a
+    name with ``-``), and a name reached by more than one account is refused.
+    """
+    names = [str(a.get("name", "")) if isinstance(a, dict) else "" for a in accounts]
+    exact = [i for i, n in enumerate(names) if n.lower() == wanted]
+    mapped = [i for i, n in enumerate(names) if n.lower().replace("-", "_") == wanted]
+    for matches in (exact, mapped):
+        if len(matches) == 1:
+            return matches[0], None
+        if len(matches) > 1:
+            both = ", ".join(repr(names[i]) for i in matches)
+            return None, f"matches more than one account ({both}); rename one of them"
+    known = ", ".join(repr(n) for n in names if n) or "none"
+    return None, f"no account named {wanted!r} (with '_' as '-'); known accounts: {known}"
+
+
+def _apply_env_overrides(
+    raw: dict[str, Any], environ: dict[str, str], found: _Findings
+) -> dict[str, Any]:
     """``ORDER_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS=x`` sets ``kafka.bootstrap_servers``.
 
-    Account fields are addressed by name: ``ORDER_CONNECTOR_ACCOUNTS__<NAME>__<FIELD>``.
+    Account fields are addressed by name: ``ORDER_CONNECTOR_ACCOUNTS__<NAME>__<FIELD>``, where
+    ``_`` in ``<NAME>`` also matches ``-`` (``ACCOUNTS__META_BR__`` reaches ``meta-br``).
     """
-    for var, value in environ.items():
+    for var, value in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX) or "__" not in var:
             continue
         path = var[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] == "accounts" and len(path) == 3:
-            for account in raw.get("accounts", []):
-                if str(account.get("name", "")).lower() == path[1]:
-                    account[path[2]] = value
-                    break
+        if path[0] == "accounts":
+            accounts = raw.get("accounts")
+            if len(path) != 3 or not isinstance(accounts, list):
+                found.env(var, "an account override is ORDER_CONNECTOR_ACCOUNTS__<NAME>__<FIELD>")
+                continue
+            index, why = account_named(accounts, path[1])
+            if index is None:
+                found.env(var, str(why))
             else:
-                raise ConfigError(f"{var}: no account named {path[1]!r} in the config file")
+                accounts[index][path[2]] = value
             continue
-        node = raw
+        node: Any = raw
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
             if not isinstance(node, dict):
-                raise ConfigError(f"{var}: {part} is not a section")
-        node[path[-1]] = value
+                found.env(var, f"{part} is not a section")
+                break
+        else:
+            node[path[-1]] = value
     return raw
 
 
+def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line (1-based) of every key and list item of a YAML text, by path (all as text)."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*path, str(key.value))
+                lines.setdefault(here, key.start_mark.line + 1)
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, str(i)))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_of(lines: dict[tuple[str, ...], int], path: RawPath) -> int | None:
+    """The line of ``path``, else of its nearest ancestor written in the file."""
+    keys = tuple(str(p) for p in path)
+    for end in range(len(keys), 0, -1):
+        if keys[:end] in lines:
+            return lines[keys[:end]]
+    return None
+
+
+def _display_path(raw: Any, path: RawPath) -> str:
+    """``path`` with list indexes replaced by the item's ``name`` (or ``account``)."""
+    parts: list[str] = []
+    node = raw
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            item = node[part]
+            label = item.get("name") or item.get("account") if isinstance(item, dict) else None
+            parts.append(str(label) if isinstance(label, str) and label else str(part))
+            node = item
+            continue
+        parts.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def _without_tags(raw: Any, loc: tuple[str | int, ...]) -> RawPath:
+    """A pydantic error location as a raw path: discriminator tags (``meta``) dropped."""
+    out: list[str | int] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("provider") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _concrete(annotation: Any, node: Any) -> Any:
+    """The type ``annotation`` means for ``node``: Annotated/Optional unwrapped, a provider
+    union resolved by the node's ``provider``; None when that cannot be decided."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _concrete(members[0], node)
+        for member in members:
+            field = getattr(member, "model_fields", {}).get("provider")
+            if (
+                field is not None
+                and isinstance(node, dict)
+                and field.default == node.get("provider")
+            ):
+                return member
+        return None
+    return annotation
+
+
+def _fields_at(raw: Any, path: RawPath) -> list[str]:
+    """The setting names the model at ``path`` accepts (empty when it cannot be told)."""
+    annotation: Any = ConnectorConfig
+    node = raw
+    for part in path:
+        annotation = _concrete(annotation, node)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return []
+            annotation = field.annotation
+        elif get_origin(annotation) in (list, tuple):
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return []
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    annotation = _concrete(annotation, node)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unknown_key_message(raw: Any, path: RawPath) -> str:
+    known = _fields_at(raw, path[:-1])
+    close = difflib.get_close_matches(str(path[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown setting; did you mean {close[0]!r}?"
+    return "unknown setting"
+
+
+def _check_routing(raw: dict[str, Any], found: _Findings) -> bool:
+    """Report routing targets that name no account (with the known names); True if any."""
+    accounts = raw.get("accounts")
+    routing = raw.get("routing")
+    if not isinstance(accounts, list) or not isinstance(routing, dict):
+        return False
+    names = sorted({str(a["name"]) for a in accounts if isinstance(a, dict) and "name" in a})
+    known = ", ".join(names) or "none"
+    bad = False
+    targets: list[tuple[RawPath, Any]] = [
+        (("routing", "default_account"), routing.get("default_account"))
+    ]
+    by_merchant = routing.get("by_merchant")
+    if isinstance(by_merchant, dict):
+        targets += [(("routing", "by_merchant", m), a) for m, a in by_merchant.items()]
+    for path, target in targets:
+        if target is not None and str(target) not in names:
+            found.at(path, f"unknown account {target!r}; known accounts: {known}")
+            bad = True
+    return bad
+
+
+def _validation_findings(
+    raw: dict[str, Any], exc: ValidationError, found: _Findings, *, routed: bool
+) -> None:
+    for err in exc.errors(include_input=False, include_url=False):
+        path = _without_tags(raw, tuple(err["loc"]))
+        message = err["msg"]
+        if routed and not path and "routing names unknown accounts" in message:
+            continue  # already reported per route, with the known names
+        if err["type"] == "extra_forbidden":
+            message = _unknown_key_message(raw, path)
+        found.at(path, message.removeprefix("Value error, "))
+
+
 def load_config(path: Path, environ: dict[str, str] | None = None) -> ConnectorConfig:
-    """Read, resolve and validate the configuration; raise ConfigError with every problem."""
+    """Read, resolve and validate the configuration; raise ``ConfigProblemsError`` naming every
+    problem (missing variables, literal secrets, unknown keys, unknown routing targets and
+    every validation error), each as ``file:line: path: message``."""
     env = dict(os.environ if environ is None else environ)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    is_toml = path.suffix == ".toml"
     try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        raw = tomllib.loads(text) if is_toml else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        kind = "TOML" if path.suffix == ".toml" else "YAML"
+        kind = "TOML" if is_toml else "YAML"
         raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    raw = _resolve_secret_refs(raw, "", env)
-    raw = _apply_env_overrides(raw, env)
+    found = _Findings()
+    raw = _resolve_secret_refs(raw, (), env, found)
+    raw = _apply_env_overrides(raw, env, found)
+    routed = _check_routing(raw, found)
+    config: ConnectorConfig | None = None
     try:
-        return ConnectorConfig.model_validate(raw)
+        config = ConnectorConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_explain(path, exc)) from None
-
-
-def _explain(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s):"]
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {err['msg']}")
-    return "\n".join(lines)
+        _validation_findings(raw, exc, found, routed=routed)
+    if found.items or config is None:
+        lines = {} if is_toml else _yaml_lines(text)
+        problems = [
+            ConfigProblem(_display_path(raw, where), message, _line_of(lines, where))
+            if where is not None
+            else ConfigProblem(var, message, from_env=True)
+            for where, var, message in found.items
+        ]
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise ConfigProblemsError(path, problems)
+    return config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import load_config
+from connector.config import ConfigProblemsError, load_config
 from connector.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "connector.yaml"
@@ -48,7 +48,9 @@ def test_literal_secret_in_file_is_refused(tmp_path: Path) -> None:
     text = EXAMPLE.read_text().replace("env:ZONOS_SECRET", "hunter2")
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=r"accounts\[3\]\.secret: secrets may not be written"):
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml:44: accounts\.zonos-us\.secret: secrets may not be written"
+    ):
         load_config(path, SECRETS)
 
 
@@ -95,3 +97,91 @@ def test_unknown_keys_and_bad_yaml_are_reported(tmp_path: Path) -> None:
     path.write_text("kafka: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path, SECRETS)
+
+
+def test_check_config_names_every_problem_with_file_line_and_account_names(tmp_path: Path) -> None:
+    """Issue 14: missing variables, literal secrets, unknown keys and routes, all in one pass."""
+    text = (
+        EXAMPLE.read_text()
+        .replace("env:ZONOS_SECRET", "hunter2")
+        .replace("env:META_APP_SECRET", "also-literal")
+        .replace("limits:\n", "limits:\n  max_inflight: 3\n")
+        .replace("merchant-42: zapi-br", "merchant-42: zapi-x")
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    env = {k: v for k, v in SECRETS.items() if k not in ("META_ACCESS_TOKEN", "YCLOUD_API_KEY")}
+    env["ORDER_CONNECTOR_ACCOUNTS__NOBODY__RATE_PER_SECOND"] = "3"
+    with pytest.raises(ConfigProblemsError) as info:
+        load_config(path, env)
+    assert info.value.lines == [
+        f"{path}:26: accounts.meta-br.access_token: environment variable META_ACCESS_TOKEN"
+        " is not set",
+        f"{path}:32: accounts.ycloud-br.api_key: environment variable YCLOUD_API_KEY is not set",
+        f"{path}:44: accounts.zonos-us.secret: secrets may not be written in the config file;"
+        " use 'env:VARIABLE' or 'file:/path/to/secret'",
+        f"{path}:49: routing.by_merchant.merchant-42: unknown account 'zapi-x'; known accounts:"
+        " meta-br, ycloud-br, zapi-br, zonos-us",
+        f"{path}:52: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?",
+        f"{path}:75: webhooks.meta.app_secret: secrets may not be written in the config file;"
+        " use 'env:VARIABLE' or 'file:/path/to/secret'",
+        "(environment): ORDER_CONNECTOR_ACCOUNTS__NOBODY__RATE_PER_SECOND: no account named"
+        " 'nobody' (with '_' as '-'); known accounts: 'meta-br', 'ycloud-br', 'zapi-br',"
+        " 'zonos-us'",
+    ]
+    assert "hunter2" not in str(info.value)
+    assert "also-literal" not in str(info.value)
+
+
+def test_unknown_key_inside_an_account_is_named_by_account(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(EXAMPLE.read_text().replace('    store: "9999"\n', '    stor: "9999"\n'))
+    with pytest.raises(ConfigProblemsError) as info:
+        load_config(path, SECRETS)
+    assert f"{path}:43: accounts.zonos-us.stor: unknown setting; did you mean 'store'?" in (
+        info.value.lines
+    )
+    assert f"{path}:41: accounts.zonos-us.store: Field required" in info.value.lines
+
+
+def test_check_config_command_prints_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.cli import main
+
+    for name in SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text(EXAMPLE.read_text().replace("limits:\n", "limits:\n  max_inflight: 3\n"))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "configuration invalid: 10 problem(s):"
+    assert sum("is not set" in line for line in err) == 9
+    assert f"{path}:52: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?" in err
+
+
+def test_environment_override_maps_underscore_to_dash_in_account_names() -> None:
+    env = {**SECRETS, "ORDER_CONNECTOR_ACCOUNTS__META_BR__RATE_PER_SECOND": "12.5"}
+    config = load_config(EXAMPLE, env)
+    meta = next(a for a in config.accounts if a.name == "meta-br")
+    assert meta.rate_per_second == 12.5
+
+
+def test_environment_override_prefers_exact_name_and_refuses_ambiguous(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("name: zonos-us", "name: meta_br")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    exact = load_config(
+        path, {**SECRETS, "ORDER_CONNECTOR_ACCOUNTS__META_BR__REQUEST_TIMEOUT_S": "3"}
+    )
+    timeouts = {a.name: a.request_timeout_s for a in exact.accounts}
+    assert timeouts["meta_br"] == 3 and timeouts["meta-br"] == 10
+    path.write_text(
+        text.replace("name: meta_br", "name: zonos-us").replace("name: ycloud-br", "name: Meta-Br")
+    )
+    with pytest.raises(ConfigProblemsError) as info:
+        load_config(path, {**SECRETS, "ORDER_CONNECTOR_ACCOUNTS__META_BR__REQUEST_TIMEOUT_S": "3"})
+    assert info.value.lines == [
+        "(environment): ORDER_CONNECTOR_ACCOUNTS__META_BR__REQUEST_TIMEOUT_S: matches more"
+        " than one account ('meta-br', 'Meta-Br'); rename one of them"
+    ]
