@@ -6,17 +6,25 @@ Secrets never live in the file: a secret field there must be a reference, ``env:
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from connector.core.config_problems import (
+    ConfigProblem,
+    ConfigProblemsError,
+    Findings,
+    RawPath,
+    display_path,
+    line_of,
+    unknown_key_message,
+    without_tags,
+    yaml_lines,
+)
 from connector.errors import ConfigError
 from connector.providers import AccountConfig
 
@@ -272,49 +280,10 @@ def _collect_secrets(value: object, out: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # loading: every problem in one pass, each named by file, line and path
 
-RawPath = tuple[str | int, ...]
 _UNRESOLVED = "unresolved-secret"  # stands in for a secret that failed, so validation goes on
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One problem of a config file: ``path`` names accounts by name (``accounts.meta-br.token``),
-    ``line`` is the file's line (None: not in the file, e.g. an environment variable)."""
-
-    path: str
-    message: str
-    line: int | None = None
-    from_env: bool = False  # set by an ORDER_CONNECTOR_* variable, not written in the file
-
-    def render(self, file: Path) -> str:
-        if self.from_env:
-            return f"(environment): {self.path}: {self.message}"
-        where = f"{file}:{self.line}" if self.line is not None else str(file)
-        return f"{where}: {self.path}: {self.message}"
-
-
-class ConfigProblemsError(ConfigError):
-    """Every problem found in one pass; ``lines`` holds one ``file:line: path: message`` each."""
-
-    def __init__(self, file: Path, problems: list[ConfigProblem]) -> None:
-        self.lines = [p.render(file) for p in problems]
-        super().__init__(f"{len(self.lines)} problem(s):\n" + "\n".join(self.lines))
-
-
-class _Findings:
-    """Problems as they are found, keyed by the raw path (list indexes, not yet names)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[RawPath | None, str, str]] = []  # (raw path, env var, message)
-
-    def at(self, path: RawPath, message: str) -> None:
-        self.items.append((path, "", message))
-
-    def env(self, var: str, message: str) -> None:
-        self.items.append((None, var, message))
-
-
-def _resolve_secret(ref: str, path: RawPath, environ: dict[str, str], found: _Findings) -> str:
+def _resolve_secret(ref: str, path: RawPath, environ: dict[str, str], found: Findings) -> str:
     kind, _, target = ref.partition(":")
     if kind == "env":
         if target not in environ:
@@ -329,7 +298,7 @@ def _resolve_secret(ref: str, path: RawPath, environ: dict[str, str], found: _Fi
         return _UNRESOLVED
 
 
-def _resolve_secret_refs(raw: Any, path: RawPath, environ: dict[str, str], found: _Findings) -> Any:
+def _resolve_secret_refs(raw: Any, path: RawPath, environ: dict[str, str], found: Findings) -> Any:
     """Replace ``env:``/``file:`` references in secret-looking fields; report literal secrets."""
     if isinstance(raw, dict):
         out: dict[str, Any] = {}
@@ -381,7 +350,7 @@ def account_named(accounts: list[Any], wanted: str) -> tuple[int | None, str | N
 
 
 def _apply_env_overrides(
-    raw: dict[str, Any], environ: dict[str, str], found: _Findings
+    raw: dict[str, Any], environ: dict[str, str], found: Findings
 ) -> dict[str, Any]:
     """``ORDER_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS=x`` sets ``kafka.bootstrap_servers``.
 
@@ -414,131 +383,7 @@ def _apply_env_overrides(
     return raw
 
 
-def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
-    """The line (1-based) of every key and list item of a YAML text, by path (all as text)."""
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                here = (*path, str(key.value))
-                lines.setdefault(here, key.start_mark.line + 1)
-                walk(value, here)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, str(i)))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _line_of(lines: dict[tuple[str, ...], int], path: RawPath) -> int | None:
-    """The line of ``path``, else of its nearest ancestor written in the file."""
-    keys = tuple(str(p) for p in path)
-    for end in range(len(keys), 0, -1):
-        if keys[:end] in lines:
-            return lines[keys[:end]]
-    return None
-
-
-def _display_path(raw: Any, path: RawPath) -> str:
-    """``path`` with list indexes replaced by the item's ``name`` (or ``account``)."""
-    parts: list[str] = []
-    node = raw
-    for part in path:
-        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
-            item = node[part]
-            label = item.get("name") or item.get("account") if isinstance(item, dict) else None
-            parts.append(str(label) if isinstance(label, str) and label else str(part))
-            node = item
-            continue
-        parts.append(str(part))
-        node = node.get(part) if isinstance(node, dict) else None
-    return ".".join(parts) or "(top level)"
-
-
-def _without_tags(raw: Any, loc: tuple[str | int, ...]) -> RawPath:
-    """A pydantic error location as a raw path: discriminator tags (``meta``) dropped."""
-    out: list[str | int] = []
-    node = raw
-    for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("provider") == part:
-            continue
-        out.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return tuple(out)
-
-
-def _concrete(annotation: Any, node: Any) -> Any:
-    """The type ``annotation`` means for ``node``: Annotated/Optional unwrapped, a provider
-    union resolved by the node's ``provider``; None when that cannot be decided."""
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    if get_origin(annotation) in (Union, UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        if len(members) == 1:
-            return _concrete(members[0], node)
-        for member in members:
-            field = getattr(member, "model_fields", {}).get("provider")
-            if (
-                field is not None
-                and isinstance(node, dict)
-                and field.default == node.get("provider")
-            ):
-                return member
-        return None
-    return annotation
-
-
-def _fields_at(raw: Any, path: RawPath) -> list[str]:
-    """The setting names the model at ``path`` accepts (empty when it cannot be told)."""
-    annotation: Any = ConnectorConfig
-    node = raw
-    for part in path:
-        annotation = _concrete(annotation, node)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            if field is None:
-                return []
-            annotation = field.annotation
-        elif get_origin(annotation) in (list, tuple):
-            annotation = get_args(annotation)[0]
-        elif get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-        else:
-            return []
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
-    annotation = _concrete(annotation, node)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
-
-
-def _unknown_key_message(raw: Any, path: RawPath) -> str:
-    known = _fields_at(raw, path[:-1])
-    close = difflib.get_close_matches(str(path[-1]), known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown setting; did you mean {close[0]!r}?"
-    return "unknown setting"
-
-
-def _check_routing(raw: dict[str, Any], found: _Findings) -> bool:
+def _check_routing(raw: dict[str, Any], found: Findings) -> bool:
     """Report routing targets that name no account (with the known names); True if any."""
     accounts = raw.get("accounts")
     routing = raw.get("routing")
@@ -561,15 +406,15 @@ def _check_routing(raw: dict[str, Any], found: _Findings) -> bool:
 
 
 def _validation_findings(
-    raw: dict[str, Any], exc: ValidationError, found: _Findings, *, routed: bool
+    raw: dict[str, Any], exc: ValidationError, found: Findings, *, routed: bool
 ) -> None:
     for err in exc.errors(include_input=False, include_url=False):
-        path = _without_tags(raw, tuple(err["loc"]))
+        path = without_tags(raw, tuple(err["loc"]))
         message = err["msg"]
         if routed and not path and "routing names unknown accounts" in message:
             continue  # already reported per route, with the known names
         if err["type"] == "extra_forbidden":
-            message = _unknown_key_message(raw, path)
+            message = unknown_key_message(ConnectorConfig, raw, path)
         found.at(path, message.removeprefix("Value error, "))
 
 
@@ -590,7 +435,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> ConnectorC
         raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    found = _Findings()
+    found = Findings()
     raw = _resolve_secret_refs(raw, (), env, found)
     raw = _apply_env_overrides(raw, env, found)
     routed = _check_routing(raw, found)
@@ -600,9 +445,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> ConnectorC
     except ValidationError as exc:
         _validation_findings(raw, exc, found, routed=routed)
     if found.items or config is None:
-        lines = {} if is_toml else _yaml_lines(text)
+        lines = {} if is_toml else yaml_lines(text)
         problems = [
-            ConfigProblem(_display_path(raw, where), message, _line_of(lines, where))
+            ConfigProblem(display_path(raw, where), message, line_of(lines, where))
             if where is not None
             else ConfigProblem(var, message, from_env=True)
             for where, var, message in found.items
