@@ -1,7 +1,8 @@
 """Logging set-up: structlog JSON lines (or console text) for our events and stdlib loggers.
 
 Every line passes a scrubber that removes registered secret values and masks phone numbers,
-and aiokafka's own lines pass a per-kind rate limiter (a broker outage must not flood the log).
+and aiokafka's own lines pass a per-kind rate limiter (a broker outage must not flood the log)
+and become structured events (``kafka_connect_failed``...) with sensible levels.
 Configured once at the edge (CLI) with ``configure_logging``; modules only call ``get_logger``.
 """
 
@@ -115,6 +116,73 @@ def _report_suppressed(logger_name: str, template: str, count: int, window_s: fl
     )
 
 
+#: aiokafka's message templates (their fixed start), the structured event each becomes and its
+#: level. Kafka clients log routine recovery at ERROR: a first start's group coordinator churn
+#: (``GroupCoordinatorNotAvailableError`` while the broker elects one) is normal and INFO here.
+_KAFKA_EVENTS: tuple[tuple[str, str, int], ...] = (
+    ("Group Coordinator Request failed", "kafka_coordinator_not_ready", logging.WARNING),
+    ("FindCoordinator Request failed", "kafka_coordinator_not_ready", logging.WARNING),
+    ("Unable connect to", "kafka_connect_failed", logging.WARNING),
+    ("Unable to update metadata", "kafka_metadata_failed", logging.WARNING),
+    ("Topic %s not found in cluster metadata", "kafka_topic_not_found", logging.WARNING),
+    ("Heartbeat", "kafka_heartbeat_failed", logging.WARNING),
+    ("OffsetCommit failed", "kafka_commit_failed", logging.WARNING),
+    ("Auto offset commit failed", "kafka_commit_failed", logging.WARNING),
+    ("Failed fetch", "kafka_fetch_failed", logging.WARNING),
+    ("Got error produce response", "kafka_produce_failed", logging.WARNING),
+    ("Unexpected error", "kafka_client_error", logging.ERROR),
+)
+#: Errors that only say the group coordinator is not there yet (start-up, leader moves).
+_COORDINATOR_CHURN = ("CoordinatorNotAvailable", "NotCoordinator", "CoordinatorLoadInProgress")
+_KAFKA_EVENT_ATTR = "connector_event"
+
+
+def kafka_event(template: str, text: str, level: int) -> tuple[str, int]:
+    """The structured event name and level of one aiokafka line (``template`` unformatted).
+
+    Known lines get a snake_case name and a sensible level (never above the original);
+    coordinator churn is INFO; anything else is ``kafka_client_log`` at its own level.
+    """
+    for start, event, usual in _KAFKA_EVENTS:
+        if template.startswith(start):
+            mapped = usual
+            if event == "kafka_coordinator_not_ready" and any(
+                c in text for c in _COORDINATOR_CHURN
+            ):
+                mapped = logging.INFO
+            return event, min(level, mapped)
+    return "kafka_client_log", level
+
+
+class KafkaLogEvents(logging.Filter):
+    """Handler filter: names aiokafka's free-text lines as structured events and sets their level.
+
+    The text stays in ``message``. A line demoted below the root logger's level is dropped.
+    Runs after the rate limiter, which counts by the original template.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name == "aiokafka" or record.name.startswith("aiokafka.")):
+            return True
+        event, level = kafka_event(str(record.msg), record.getMessage(), record.levelno)
+        if level != record.levelno:
+            record.levelno, record.levelname = level, logging.getLevelName(level)
+            if level < logging.getLogger().getEffectiveLevel():
+                return False
+        setattr(record, _KAFKA_EVENT_ATTR, event)
+        return True
+
+
+def _name_library_event(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Pre-chain processor: a mapped aiokafka line's text moves to ``message``."""
+    record = event_dict.get("_record")
+    event = getattr(record, _KAFKA_EVENT_ATTR, None)
+    if event is not None:
+        event_dict["message"] = event_dict.get("event")
+        event_dict["event"] = event
+    return event_dict
+
+
 _limiter: LogRateLimiter | None = None
 
 
@@ -195,13 +263,14 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         timestamper,
     ]
+    foreign_pre_chain = [*pre_chain, _name_library_event]
     renderer: Processor = (
         structlog.processors.JSONRenderer(default=str, sort_keys=False)
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=pre_chain,
+        foreign_pre_chain=foreign_pre_chain,
         processors=[
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
@@ -216,6 +285,7 @@ def configure_logging(
     global _limiter  # noqa: PLW0603  (logging is process-wide; one limiter per handler)
     _limiter = LogRateLimiter()
     handler.addFilter(_limiter)
+    handler.addFilter(KafkaLogEvents())
     setattr(handler, _OUR_HANDLER, True)
 
     root = logging.getLogger()

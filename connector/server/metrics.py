@@ -7,9 +7,19 @@ never order ids, event ids, message ids or free text. It must not start a server
 from __future__ import annotations
 
 import contextlib
+import platform
+from importlib import metadata
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -39,7 +49,16 @@ _HELP: Final[dict[str, str]] = {
     "webhook_duplicates": "Webhook items recognised as provider retries and dropped.",
     "webhook_template_changes": "Template status changes received.",
     "invalid_events": "Input records rejected as invalid, by error kind.",
+    "build_info": "Always 1; the labels say which connector and Python version is running.",
 }
+
+
+def connector_version() -> str:
+    """The installed package's version (``unknown`` when run from an uninstalled tree)."""
+    try:
+        return metadata.version("order-status-connector")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class ConnectorMetrics:
@@ -73,6 +92,12 @@ class ConnectorMetrics:
         self.webhook_duplicates = counter("webhook_duplicates", "provider")
         self.webhook_template_changes = counter("webhook_template_changes", "provider", "event")
         self.invalid_events = counter("invalid_events", "topic", "kind")
+        self.build_info = gauge("build_info", "version", "python")
+        self.build_info.labels(connector_version(), platform.python_version()).set(1)
+        # process_* (CPU, memory, file descriptors), python_info and python_gc_*: the standard
+        # collectors, registered on this registry too (the global one is never served).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
 
     def _counter(self, name: str, *labels: str) -> Counter:
         return Counter(name, _HELP[name], labels, namespace=self._namespace, registry=self.registry)

@@ -175,7 +175,8 @@ def test_environment_override_prefers_exact_name_and_refuses_ambiguous(tmp_path:
         path, {**SECRETS, "ORDER_CONNECTOR_ACCOUNTS__META_BR__REQUEST_TIMEOUT_S": "3"}
     )
     timeouts = {a.name: a.request_timeout_s for a in exact.accounts}
-    assert timeouts["meta_br"] == 3 and timeouts["meta-br"] == 10
+    assert timeouts["meta_br"] == 3
+    assert timeouts["meta-br"] == 10
     path.write_text(
         text.replace("name: meta_br", "name: zonos-us").replace("name: ycloud-br", "name: Meta-Br")
     )

@@ -211,3 +211,46 @@ def test_scrubber_min_length_leaves_shorter_values_alone() -> None:
     scrubber = SecretScrubber(["abc", "tok-secret"], min_length=4)
     assert scrubber.scrub_text("abc tok-secret") == "abc [REDACTED]"
     assert SecretScrubber(["abc"]).scrub_text("abc") == "[REDACTED]"
+
+
+def test_aiokafka_lines_become_structured_events_with_sensible_levels() -> None:
+    """Issue 14: a first start's coordinator churn is info; the text is kept in ``message``."""
+    stream = io.StringIO()
+    configure_logging("INFO", [], json=True, stream=stream)
+    try:
+        coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+        coordinator.error(
+            "Group Coordinator Request failed: %s",
+            "[Error 15] CoordinatorNotAvailableError: GroupCoordinatorNotAvailableError",
+        )
+        coordinator.error("Group Coordinator Request failed: %s", "[Error 29] Unauthorized")
+        logging.getLogger("aiokafka.client").error('Unable connect to "%s:%s": %s', "h", 1, "x")
+        logging.getLogger("aiokafka.cluster").info("something %s", "else")
+        lines = _lines(stream)
+    finally:
+        reset_logging()
+    assert [(line["event"], line["level"]) for line in lines] == [
+        ("kafka_coordinator_not_ready", "info"),
+        ("kafka_coordinator_not_ready", "warning"),
+        ("kafka_connect_failed", "warning"),
+        ("kafka_client_log", "info"),
+    ]
+    assert lines[0]["message"] == (
+        "Group Coordinator Request failed: [Error 15] CoordinatorNotAvailableError: "
+        "GroupCoordinatorNotAvailableError"
+    )
+    assert lines[0]["logger"] == "aiokafka.consumer.group_coordinator"
+
+
+def test_demoted_aiokafka_lines_below_the_root_level_are_dropped() -> None:
+    stream = io.StringIO()
+    configure_logging("WARNING", [], json=True, stream=stream)
+    try:
+        logging.getLogger("aiokafka.producer.sender").error(
+            "FindCoordinator Request failed: %s", "NotCoordinatorError"
+        )
+        logging.getLogger("connector.x").warning("kept")
+        lines = _lines(stream)
+    finally:
+        reset_logging()
+    assert [line["event"] for line in lines] == ["kept"]
