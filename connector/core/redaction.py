@@ -63,6 +63,20 @@ def mask_phones_in_text(text: str) -> str:
     return _E164_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
 
 
+_PHONE_LIKE = re.compile(r"^\+?\d{8,15}$")
+_KEY_CHARS = 64
+
+
+def mask_key(key: bytes | None) -> str | None:
+    """A record key as it may be logged: text (undecodable bytes replaced), phone numbers
+    masked (a key that is a whole phone number too), at most 64 characters."""
+    if key is None:
+        return None
+    text = key.decode("utf-8", errors="replace")
+    text = mask_phone(text) if _PHONE_LIKE.match(text) else mask_phones_in_text(text)
+    return text if len(text) <= _KEY_CHARS else text[: _KEY_CHARS - 1] + "…"
+
+
 class SecretScrubber:
     """Replaces every occurrence of the registered secret values with ``[REDACTED]``.
 

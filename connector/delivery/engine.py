@@ -23,7 +23,13 @@ from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
 from connector.delivery.holds import Holds, reason_of
 from connector.delivery.jobs import Buffers, Job, LaneKey, PartitionState
-from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, ledger_update_of
+from connector.delivery.outcomes import (
+    AcceptedHook,
+    Ending,
+    Outcomes,
+    ledger_update_of,
+    trace_headers,
+)
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
 from connector.delivery.routing import Router, UnroutableError
@@ -427,8 +433,9 @@ class Engine:
             await self._on_accepted(result)
         after = (lambda: self._finish_lane(job)) if lane and job is not None else None
         await self._outcomes.publish(
-            state, record, topic, value, ledger_update=ledger_update, after_enqueue=after
-        )
+            state, record, topic, value, ledger_update=ledger_update, after_enqueue=after,
+            headers=trace_headers(ending, job),
+        )  # fmt: skip
 
     def _durable(self, state: PartitionState, offset: int) -> None:
         if state.dropped:

@@ -22,6 +22,7 @@ from connector.contract.records import (
     original_headers,
 )
 from connector.core.ledger import delivery_of
+from connector.core.redaction import mask_key
 from connector.errors import ErrorClass
 from connector.providers.base import OutcomeKind, ProviderOutcome
 
@@ -182,8 +183,8 @@ class Outcomes:
         )
         if ending.error is ErrorClass.INVALID_EVENT:
             log.warning(
-                "invalid_event", reason=error.reason, partition=record.partition,
-                offset=record.offset,
+                "invalid_event", reason=error.reason, topic=record.topic,
+                partition=record.partition, offset=record.offset, key=mask_key(record.key),
             )  # fmt: skip
         else:
             log.warning(
@@ -206,10 +207,12 @@ class Outcomes:
         *,
         ledger_update: LedgerUpdate | None = None,
         after_enqueue: Callable[[], None] | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Hand the outcome to the producer; the offset is done only when the broker acks it.
 
         A ledger update goes first, to the input record's partition (co-partitioned topics).
+        ``headers`` go on the outcome record (``trace_headers``: the event's ``traceparent``).
         ``after_enqueue`` runs once both are queued in the producer, before the acks arrive.
         """
         while True:
@@ -224,7 +227,7 @@ class Outcomes:
                         source=(state.tp, record.offset),
                     )
                 fut = await self._sink.send(
-                    topic, value, key=record.key, source=(state.tp, record.offset)
+                    topic, value, key=record.key, headers=headers, source=(state.tp, record.offset)
                 )
                 if after_enqueue is not None:
                     then, after_enqueue = after_enqueue, None
@@ -242,6 +245,15 @@ class Outcomes:
             break
         self._failures = 0
         self._on_durable(state, record.offset)
+
+
+def trace_headers(ending: Ending, job: Job | None) -> list[tuple[str, bytes]] | None:
+    """The Kafka headers of an outcome record: the event's ``traceparent`` (W3C trace context),
+    so tracing tools that read headers follow an event into its result or error record."""
+    event = job.event if job is not None else ending.event
+    if event is None or not event.traceparent:
+        return None
+    return [("traceparent", event.traceparent.encode("ascii"))]
 
 
 AcceptedHook = Callable[[ResultRecord], Awaitable[None]]
