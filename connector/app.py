@@ -133,6 +133,7 @@ class ConnectorApp:
             ),
             on_accepted=self._record_correlation if self.correlation_writer else None,
             ledger_sink=self.ledger_producer,
+            original_value=config.errors.policy(),  # issue 14: personal data in error records
         )
         self.webhook_sink: KafkaWebhookSink | None = None
         self._web: WebServer | None = None

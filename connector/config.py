@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connector.core.config_problems import (
     ConfigProblem,
@@ -25,6 +33,7 @@ from connector.core.config_problems import (
     without_tags,
     yaml_lines,
 )
+from connector.core.personal_data import OriginalValuePolicy, PolicyMode, parse_key
 from connector.errors import ConfigError
 from connector.providers import AccountConfig
 
@@ -213,6 +222,37 @@ class DeliverySettings(_Strict):
         return self.coalesce.get(account, provider_kind in self.coalesce_providers)
 
 
+class ErrorRecordSettings(_Strict):
+    """What error records keep of the input value (it holds personal data: phones, emails)."""
+
+    # keep: whole, for redrive; redact: phones and emails masked (redrive refuses the record);
+    # encrypt: AES-GCM under ``encryption_key`` (base64 of 16/24/32 bytes; redrive decrypts).
+    original_value: PolicyMode = "keep"
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key", mode="after")
+    @classmethod
+    def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())  # raises a ValueError that never quotes it
+        return value
+
+    @model_validator(mode="after")
+    def _encrypt_needs_key(self) -> ErrorRecordSettings:
+        if self.original_value == "encrypt" and self.encryption_key is None:
+            raise ValueError(
+                "errors.original_value 'encrypt' needs errors.encryption_key (env: or file:)"
+            )
+        return self
+
+    def policy(self) -> OriginalValuePolicy:
+        """The pure policy the engine applies where an error record is built."""
+        if self.original_value == "encrypt":
+            assert self.encryption_key is not None  # _encrypt_needs_key
+            return OriginalValuePolicy("encrypt", parse_key(self.encryption_key.get_secret_value()))
+        return OriginalValuePolicy(self.original_value)
+
+
 class ConnectorConfig(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
@@ -225,6 +265,7 @@ class ConnectorConfig(_Strict):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    errors: ErrorRecordSettings = Field(default_factory=ErrorRecordSettings)
 
     @model_validator(mode="after")
     def _zapi_tokens_name_zapi_accounts(self) -> ConnectorConfig:
@@ -322,7 +363,7 @@ def _resolve_secret_refs(raw: Any, path: RawPath, environ: dict[str, str], found
     return raw
 
 
-_SECRET_WORDS = ("token", "secret", "password", "api_key")
+_SECRET_WORDS = ("token", "secret", "password", "api_key", "encryption_key")
 
 
 def _looks_secret(key: str) -> bool:

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -145,6 +145,9 @@ class ErrorRecord(BaseModel):
     # Set exactly when truncated: the whole value's length in bytes and its SHA-256 (hex).
     original_value_size: Annotated[int, Field(ge=0)] | None = None
     original_value_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    # ``errors.original_value``: None = the value as it was; ``redacted`` = phone numbers and
+    # emails masked (not re-drivable); ``encrypted`` = AES-GCM sealed (redrive decrypts).
+    original_value_protection: Literal["redacted", "encrypted"] | None = None
     original_headers: tuple[OriginalHeader, ...] = ()
     traceparent: str | None = None
     recorded_at: AwareDatetime = Field(default_factory=_now)

@@ -41,6 +41,7 @@ from connector.providers.base import OutcomeKind, Provider, ProviderOutcome, Tem
 
 if TYPE_CHECKING:
     from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
+    from connector.core.personal_data import OriginalValuePolicy
     from connector.core.retry import RetryPolicy
     from connector.delivery.ports import (
         EngineObserver,
@@ -75,6 +76,7 @@ class Engine:
         transactions: TransactionCommitter | None = None,
         on_accepted: AcceptedHook | None = None,
         ledger_sink: RecordSink | None = None,
+        original_value: OriginalValuePolicy | None = None,
     ) -> None:
         """``on_accepted`` is awaited before a result that names a provider message id is
         published (the app records the message-id correlation there); it must not raise."""
@@ -95,8 +97,9 @@ class Engine:
         self.stats = EngineStats()
         self._attempts = Attempts(sender, self._obs, self.stats)
         self._outcomes = Outcomes(
-            sink, ledger_sink or sink, topics, self._obs, self.stats, on_durable=self._durable
-        )
+            sink, ledger_sink or sink, topics, self._obs, self.stats, on_durable=self._durable,
+            original_value=original_value,  # errors.original_value (personal data)
+        )  # fmt: skip
         self._committer = Committer(
             source, transactions, self._obs, self.stats,
             failed=lambda: self.failure is not None, on_fatal=self._fatal,

@@ -29,6 +29,7 @@ from connector.providers.base import OutcomeKind, ProviderOutcome
 if TYPE_CHECKING:
     from connector.config import TopicNames
     from connector.contract.events import OrderStatusChanged
+    from connector.core.personal_data import OriginalValuePolicy
     from connector.delivery.jobs import Job, PartitionState
     from connector.delivery.ports import EngineObserver, EngineStats
     from connector.kafka.consumer import ConsumedRecord
@@ -93,8 +94,10 @@ class Outcomes:
         stats: EngineStats,
         *,
         on_durable: Callable[[PartitionState, int], None],
+        original_value: OriginalValuePolicy | None = None,
     ) -> None:
         self._sink = sink
+        self._original_value = original_value
         self._ledger_sink = ledger_sink
         self._topics = topics
         self._obs = observer
@@ -112,6 +115,15 @@ class Outcomes:
         if ending.result is None:
             self._stats.errors += 1
             error = self._error(record, ending, job, event, provider)
+            if self._original_value is not None and record.value is not None:
+                kept, protection = self._original_value.protect(record.value)
+                if protection is not None:  # errors.original_value: redact or encrypt
+                    error = error.model_copy(
+                        update={
+                            "original_value": encode_bytes(kept),
+                            "original_value_protection": protection,
+                        }
+                    )
             return self._topics.errors, error.to_bytes(), None
         self._stats.results += 1
         result = self._result(record, ending, job, event, provider)

@@ -18,6 +18,7 @@ import orjson
 
 from connector.config import ConnectorConfig
 from connector.contract.topics import TopicSpec
+from connector.core.personal_data import OriginalValuePolicy, OriginalValueSealError, unseal
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import read_topic
@@ -56,6 +57,30 @@ def redrive_selects(
     if since_ms is not None and at < since_ms:
         return False
     return until_ms is None or at <= until_ms
+
+
+REFUSED_REDACTED = "refused_redacted"
+REFUSED_UNDECRYPTABLE = "refused_undecryptable"
+
+
+def original_value_of(error: dict[str, Any], policy: OriginalValuePolicy) -> bytes | str:
+    """The input value to re-publish, or why it cannot be (``errors.original_value``).
+
+    ``redacted`` values had their phones and emails masked: re-publishing them would send a
+    broken event, so they are refused. ``encrypted`` values are opened with the configured key.
+    """
+    kept = base64.b64decode(error["original_value"])
+    protection = error.get("original_value_protection")
+    if protection == "redacted":
+        return REFUSED_REDACTED
+    if protection == "encrypted":
+        if policy.key is None:
+            return REFUSED_UNDECRYPTABLE
+        try:
+            return unseal(kept, policy.key)
+        except OriginalValueSealError:
+            return REFUSED_UNDECRYPTABLE
+    return kept
 
 
 async def _ensure_log_topic(config: ConnectorConfig, topic: str) -> None:
@@ -122,6 +147,7 @@ async def redrive(
         config.kafka, config.topics.errors, idle_timeout_s=1.0, isolation_level="read_committed"
     )
     wanted_classes, wanted_providers = set(classes), set(providers)
+    policy = config.errors.policy()
     counts: Counter[str] = Counter()
     picked: list[tuple[bytes, dict[str, Any]]] = []
     for record in errors:
@@ -137,6 +163,11 @@ async def redrive(
         if coords in done:
             counts["already_redriven"] += 1
             continue
+        value = original_value_of(error, policy)
+        if isinstance(value, str):  # redacted, or encrypted under a key we do not have
+            counts[value] += 1
+            continue
+        error["original_value"] = base64.b64encode(value).decode("ascii")
         counts["selected"] += 1
         picked.append((coords, error))
     # Re-drive in the order of the original input records, so each order's events reach the
@@ -168,6 +199,22 @@ async def redrive(
     finally:
         await producer.stop()
     return counts
+
+
+def _explain_refusals(counts: Counter[str]) -> None:
+    if counts[REFUSED_REDACTED]:
+        print(
+            f"redrive: refused {counts[REFUSED_REDACTED]} error records whose original value was"
+            " redacted (errors.original_value: redact masks phone numbers and emails, so the"
+            " event cannot be re-published); re-send those orders from the source system",
+            file=sys.stderr,
+        )
+    if counts[REFUSED_UNDECRYPTABLE]:
+        print(
+            f"redrive: refused {counts[REFUSED_UNDECRYPTABLE]} encrypted error records that do"
+            " not decrypt with errors.encryption_key (none configured, or another key)",
+            file=sys.stderr,
+        )
 
 
 def redrive_main(argv: list[str]) -> int:
@@ -217,5 +264,6 @@ def redrive_main(argv: list[str]) -> int:
         f"{did}, skipped {counts['already_redriven']} already re-driven",
         file=sys.stderr,
     )
+    _explain_refusals(counts)
     print(orjson.dumps(dict(sorted(counts.items()))).decode())
     return 0
