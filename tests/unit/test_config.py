@@ -123,7 +123,7 @@ def test_check_config_names_every_problem_with_file_line_and_account_names(tmp_p
         f"{path}:49: routing.by_merchant.merchant-42: unknown account 'zapi-x'; known accounts:"
         " meta-br, ycloud-br, zapi-br, zonos-us",
         f"{path}:52: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?",
-        f"{path}:75: webhooks.meta.app_secret: secrets may not be written in the config file;"
+        f"{path}:76: webhooks.meta.app_secret: secrets may not be written in the config file;"
         " use 'env:VARIABLE' or 'file:/path/to/secret'",
         "(environment): ORDER_CONNECTOR_ACCOUNTS__NOBODY__RATE_PER_SECOND: no account named"
         " 'nobody' (with '_' as '-'); known accounts: 'meta-br', 'ycloud-br', 'zapi-br',"
@@ -186,3 +186,17 @@ def test_environment_override_prefers_exact_name_and_refuses_ambiguous(tmp_path:
         "(environment): ORDER_CONNECTOR_ACCOUNTS__META_BR__REQUEST_TIMEOUT_S: matches more"
         " than one account ('meta-br', 'Meta-Br'); rename one of them"
     ]
+
+
+def test_examples_bind_loopback_like_the_default() -> None:
+    """Issue 14: the example and the webhook docs bind 127.0.0.1 (the default), not 0.0.0.0."""
+    assert load_config(EXAMPLE, SECRETS).server.host == "127.0.0.1"
+    docs = EXAMPLE.parents[1] / "docs" / "webhooks.md"
+    hosts = [
+        line.split("#")[0].split(":", 1)[1].strip()
+        for text in (EXAMPLE.read_text(), docs.read_text())
+        for line in text.splitlines()
+        if line.strip().startswith("host:")
+    ]
+    assert hosts
+    assert set(hosts) == {"127.0.0.1"}
