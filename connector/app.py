@@ -96,7 +96,9 @@ class ConnectorApp:
             LedgerReader(config.kafka, config.topics.ledger) if config.topics.ledger else None
         )
         self.sender: HttpSender = create_sender(
-            config.http.client, max_connections=config.http.max_connections
+            config.http.client,
+            max_connections=config.http.max_connections,
+            egress=config.egress_plan(),  # http.proxy / ca_bundle, per account (issue 14)
         )
         self.consumer = KafkaConsumer(
             config.kafka,

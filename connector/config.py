@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -34,8 +37,10 @@ from connector.core.config_problems import (
     yaml_lines,
 )
 from connector.core.personal_data import OriginalValuePolicy, PolicyMode, parse_key
-from connector.errors import ConfigError
+from connector.errors import AccountConfigError, ConfigError
+from connector.http.egress import Egress, EgressPlan, origin_of, tls_context
 from connector.providers import AccountConfig
+from connector.providers.account import ProxyUrl
 
 ENV_PREFIX = "ORDER_CONNECTOR_"
 _SECRET_REF_PREFIXES = ("env:", "file:")
@@ -129,6 +134,14 @@ class RetrySettings(_Strict):
 class HttpSettings(_Strict):
     client: Literal["aiohttp", "httpx"] = "aiohttp"
     max_connections: int = Field(default=512, ge=1)
+    # Provider egress: a forward proxy (http://host:port; https targets go through CONNECT)
+    # and a PEM CA bundle to trust instead of the system store. An account's own ``proxy`` /
+    # ``ca_bundle`` override them. Without a proxy, HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and
+    # NO_PROXY apply unless ``proxy_from_env`` is false. Credentials in a proxy URL: put the
+    # URL in the environment (ORDER_CONNECTOR_HTTP__PROXY or HTTPS_PROXY), not in the file.
+    proxy: ProxyUrl | None = None
+    ca_bundle: FilePath | None = None
+    proxy_from_env: bool = True
 
 
 class ServerSettings(_Strict):
@@ -290,6 +303,49 @@ class ConnectorConfig(_Strict):
         if unknown:
             raise ValueError(f"routing names unknown accounts: {', '.join(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _one_egress_per_origin(self) -> ConnectorConfig:
+        """Accounts on one host must agree on their proxy and CA bundle (the sender picks the
+        egress by the request's origin)."""
+        seen: dict[str, tuple[str, Egress]] = {}
+        for base_url, name, egress in self._account_egress():
+            origin = origin_of(httpx.URL(base_url))
+            first = seen.setdefault(origin, (name, egress))
+            if first[1] != egress:
+                raise ValueError(
+                    f"accounts {first[0]} and {name} send to {origin} with different proxy or"
+                    " ca_bundle settings; give them the same ones"
+                )
+        for egress in self.egress_plan(environ={}).routes():
+            try:
+                tls_context(egress.ca_bundle)
+            except AccountConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def _account_egress(self) -> list[tuple[str, str, Egress]]:
+        default = Egress(self.http.proxy, self.http.ca_bundle)
+        out = []
+        for account in self.accounts:
+            base_url = getattr(account, "base_url", None)
+            if base_url is None:
+                continue
+            egress = Egress(
+                account.proxy if account.proxy is not None else default.proxy,
+                account.ca_bundle if account.ca_bundle is not None else default.ca_bundle,
+            )
+            out.append((str(base_url), account.name, egress))
+        return out
+
+    def egress_plan(self, environ: Mapping[str, str] | None = None) -> EgressPlan:
+        """Which proxy and CA bundle each provider request uses (``connector.http.egress``)."""
+        return EgressPlan(
+            Egress(self.http.proxy, self.http.ca_bundle),
+            {origin: egress for origin, _, egress in self._account_egress()},
+            proxy_from_env=self.http.proxy_from_env,
+            environ=environ,
+        )
 
     @property
     def correlation_active(self) -> bool:

@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import aiohttp
@@ -26,6 +27,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from connector.errors import AccountConfigError, DeliveryError, TransportFailure
+from connector.http.egress import Egress, EgressPlan, tls_context
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
@@ -62,19 +64,23 @@ def create_sender(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     trust_env: bool = False,
+    egress: EgressPlan | None = None,
 ) -> AiohttpSender | HttpxSender:
-    """The sender named by the ``http.client`` setting, pooled for ``max_connections``."""
+    """The sender named by the ``http.client`` setting, pooled for ``max_connections``;
+    ``egress`` says which proxy and CA bundle each request uses."""
     if client == "aiohttp":
         return AiohttpSender(
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
             trust_env=trust_env,
+            egress=egress,
         )
     if client == "httpx":
         return HttpxSender(
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
             trust_env=trust_env,
+            egress=egress,
         )
     raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp' or 'httpx'")
 
@@ -95,9 +101,18 @@ class AiohttpSender:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         trust_env: bool = False,
+        egress: EgressPlan | None = None,
     ) -> None:
+        """``egress``: per-origin proxy and CA bundle (None: direct, the system CA store)."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self._egress = egress
+        self._tls: dict[Path | None, ssl.SSLContext] = {}
+        if egress is not None:  # load every CA bundle now: a bad one fails at start, not later
+            for route in {egress.default, *egress.routes()}:
+                self._tls_for(route.ca_bundle)
+            if ssl_context is None and egress.default.ca_bundle is not None:
+                ssl_context = self._tls_for(egress.default.ca_bundle)
         self._max_connections = max_connections
         self._max_connections_per_host = max_connections_per_host
         self._keepalive_timeout = keepalive_timeout
@@ -125,6 +140,24 @@ class AiohttpSender:
             raise_for_status=False,
         )
         return self._session
+
+    def _tls_for(self, ca_bundle: Path | None) -> ssl.SSLContext:
+        found = self._tls.get(ca_bundle)
+        if found is None:
+            found = self._tls[ca_bundle] = tls_context(ca_bundle)
+        return found
+
+    def _route(self, url: httpx.URL) -> dict[str, Any]:
+        """``session.request`` options for this URL's egress (none without a plan)."""
+        if self._egress is None:
+            return {}
+        route = self._egress.for_url(url)
+        options: dict[str, Any] = {}
+        if route.proxy is not None:
+            options["proxy"] = route.proxy
+        if route.ca_bundle is not None and url.scheme == "https":
+            options["ssl"] = self._tls_for(route.ca_bundle)
+        return options
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         found = self._timeouts.get(seconds)
@@ -154,6 +187,7 @@ class AiohttpSender:
                 data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(timeout),
+                **self._route(request.url),
             ) as answer:
                 length = answer.content_length
                 if (
@@ -222,26 +256,67 @@ class HttpxSender:
         verify: ssl.SSLContext | bool = True,
         trust_env: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        egress: EgressPlan | None = None,
     ) -> None:
-        """``transport`` replaces the network, e.g. ``httpx.MockTransport`` in unit tests."""
+        """``transport`` replaces the network, e.g. ``httpx.MockTransport`` in unit tests.
+        ``egress``: per-origin proxy and CA bundle; one client per distinct egress."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_response_bytes = max_response_bytes
         self._httpcore = transport is None  # the default transport reports httpcore's traces
+        self._egress = egress if transport is None else None
+        self._options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "keepalive_expiry": keepalive_expiry,
+            "trust_env": trust_env,
+        }
+        self._clients: dict[Egress, httpx.AsyncClient] = {}
+        if self._egress is not None:
+            for route in {self._egress.default, *self._egress.routes()}:
+                tls_context(route.ca_bundle)  # a bad bundle fails at start, not on a send
+            if verify is True and self._egress.default.ca_bundle is not None:
+                verify = tls_context(self._egress.default.ca_bundle)
+        self._client = self._new_client(verify=verify, transport=transport, proxy=None)
+
+    def _new_client(
+        self,
+        *,
+        verify: ssl.SSLContext | bool,
+        transport: httpx.AsyncBaseTransport | None,
+        proxy: str | None,
+    ) -> httpx.AsyncClient:
         refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
-        self._client = httpx.AsyncClient(
+        size = self._options["max_connections"]
+        return httpx.AsyncClient(
             limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=keepalive_expiry,
+                max_connections=size,
+                max_keepalive_connections=size,
+                keepalive_expiry=self._options["keepalive_expiry"],
             ),
             timeout=None,  # noqa: S113 (asyncio.timeout in send() bounds the whole exchange)
             follow_redirects=False,
             verify=verify,
-            trust_env=trust_env,
+            trust_env=self._options["trust_env"],
             cookies=http.cookiejar.CookieJar(policy=refuse_all),
             transport=transport,
+            proxy=proxy,
         )
+
+    def _client_for(self, url: httpx.URL) -> httpx.AsyncClient:
+        if self._egress is None:
+            return self._client
+        route = self._egress.for_url(url)
+        if route.proxy is None and route.ca_bundle == self._egress.default.ca_bundle:
+            return self._client
+        client = self._clients.get(route)
+        if client is None:
+            verify: ssl.SSLContext | bool = (
+                tls_context(route.ca_bundle) if route.ca_bundle is not None else True
+            )
+            client = self._clients[route] = self._new_client(
+                verify=verify, transport=None, proxy=route.proxy
+            )
+        return client
 
     async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
         cap = self._max_response_bytes
@@ -252,7 +327,7 @@ class HttpxSender:
         request.extensions["trace"] = mark.httpcore_trace(caller_trace)
         try:
             async with asyncio.timeout(timeout):
-                answer = await self._client.send(request, stream=True)
+                answer = await self._client_for(request.url).send(request, stream=True)
                 try:
                     parts: list[bytes] = []
                     size = 0
@@ -294,7 +369,9 @@ class HttpxSender:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in (self._client, *clients):
+            await client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

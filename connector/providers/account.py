@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, ClassVar, Final, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged, normalise_status
 from connector.core.redaction import SecretScrubber
@@ -23,6 +23,9 @@ SKIP: Final = "skip"
 ERROR: Final = "error"
 _CHOICES: Final = frozenset({SKIP, ERROR})
 _BASE_URL = re.compile(r"^https?://[^\s/]+")
+
+#: A forward proxy: ``http://[user:password@]host:port`` (https targets go through CONNECT).
+ProxyUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+/?$")]
 
 
 class AccountSettings(BaseModel):
@@ -47,6 +50,9 @@ class AccountSettings(BaseModel):
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     status_map: dict[CanonicalStatus, str] = Field(default_factory=dict)
+    # This account's provider egress, overriding ``http.proxy`` / ``http.ca_bundle``.
+    proxy: ProxyUrl | None = None
+    ca_bundle: FilePath | None = None
 
     @field_validator("status_map", mode="before")
     @classmethod
@@ -218,4 +224,4 @@ class AccountAdapter(Generic[SettingsT]):
         raise NotImplementedError
 
 
-__all__ = ["ERROR", "SKIP", "AccountAdapter", "AccountSettings", "StatusMapper"]
+__all__ = ["ERROR", "SKIP", "AccountAdapter", "AccountSettings", "ProxyUrl", "StatusMapper"]
