@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -162,6 +163,12 @@ class Servers:
     hits: list[str]
 
 
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
     ca, cert, key = make_ca_and_server_cert(tmp_path)
@@ -177,23 +184,16 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
     await runner.setup()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
-    plain_site = web.TCPSite(runner, "127.0.0.1", 0)
-    tls_site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await plain_site.start()
-    await tls_site.start()
+    plain_sock, tls_sock = bound_socket(), bound_socket()
+    await web.SockSite(runner, plain_sock).start()
+    await web.SockSite(runner, tls_sock, ssl_context=tls).start()
     proxy = ForwardProxy()
     proxy_server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     proxy.port = proxy_server.sockets[0].getsockname()[1]
-
-    def port_of(site: web.TCPSite) -> int:
-        server = site._server  # aiohttp keeps the bound port here only
-        assert isinstance(server, asyncio.base_events.Server)
-        return int(server.sockets[0].getsockname()[1])
-
     try:
         yield Servers(
-            plain=f"http://127.0.0.1:{port_of(plain_site)}",
-            tls=f"https://127.0.0.1:{port_of(tls_site)}",
+            plain=f"http://127.0.0.1:{plain_sock.getsockname()[1]}",
+            tls=f"https://127.0.0.1:{tls_sock.getsockname()[1]}",
             ca=ca,
             proxy=proxy,
             hits=hits,
