@@ -1,6 +1,6 @@
 """The ``order-connector`` command: loads configuration once and hands it down.
 
-Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive.
+Sub-commands: run, check-config, topics, templates, sandbox, demo, replay, redrive.
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error. ``run`` reports a failure as one
 line on stderr (a traceback only with ``--log-level debug``).
 """
@@ -30,7 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")
     run.add_argument("--log-level", default="info")
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("--config", type=Path, required=True)
+    check.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also call each provider: credentials (a harmless read) and template status",
+    )
+    sub.add_parser(
+        "templates", help="order-status WhatsApp templates: ensure, status", add_help=False
+    )
     sub.add_parser("topics", help="topic contracts: apply (see 'topics --help')", add_help=False)
     sub.add_parser("sandbox", help="run the provider sandbox server", add_help=False)
     sub.add_parser("replay", help="reprocess input history (see 'replay --help')", add_help=False)
@@ -53,13 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         from connector.ops.replay import replay_main
 
         return (replay_main if args_list[0] == "replay" else redrive_main)(args_list[1:])
+    if args_list and args_list[0] == "templates":
+        from connector.ops.templates import templates_main
+
+        return templates_main(args_list[1:])
     if args_list and args_list[0] == "sandbox":
         from connector.dev.sandbox.cli import main as sandbox_main
 
         return sandbox_main(args_list[1:])
     args = _parser().parse_args(args_list)
     if args.command == "check-config":
-        return _check_config(args.config)
+        code = _check_config(args.config)
+        return _check_online(args.config) if code == 0 and args.online else code
     if args.command == "run":
         return _run(args.config, args.log_level)
     if args.command == "demo":
@@ -83,6 +96,16 @@ def _check_config(path: Path) -> int:
         f"input topic {config.topics.input}, group {config.kafka.group_id}"
     )
     return 0
+
+
+def _check_online(path: Path) -> int:
+    from connector.config import load_config
+    from connector.ops.online_check import online_lines
+
+    lines, ok = asyncio.run(online_lines(load_config(path), timeout_s=15.0))
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
 
 
 # Young-generation size and promotion counts for the daemon (CPython defaults: 700, 10, 10).

@@ -202,6 +202,49 @@ class DeliverySettings(_Strict):
         return self.coalesce.get(account, provider_kind in self.coalesce_providers)
 
 
+# --- Template provisioning (``order-connector templates``, docs/templates.md) -----------------
+# Kept in one block: the offline check-config rework touches the rest of this file.
+
+
+class TemplateVariantText(_Strict):
+    """One locale of an order-status template: its BODY and optional FOOTER text."""
+
+    locale: str = Field(pattern=r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
+    body: str = Field(min_length=1, max_length=1024)
+    footer: str | None = Field(default=None, min_length=1, max_length=60)
+
+
+class OrderStatusTemplate(_Strict):
+    """An order-status template (category UTILITY, sub-category ORDER_STATUS) that ``templates
+    ensure`` creates, one variant per locale, on each Meta/YCloud account it names (None: all)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    variants: list[TemplateVariantText] = Field(min_length=1)
+    accounts: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_variant_per_locale(self) -> OrderStatusTemplate:
+        locales = [v.locale for v in self.variants]
+        repeated = sorted({loc for loc in locales if locales.count(loc) > 1})
+        if repeated:
+            raise ValueError(f"template {self.name}: locale repeated: {', '.join(repeated)}")
+        return self
+
+
+def _check_template_accounts(config: ConnectorConfig) -> None:
+    whatsapp = {a.name for a in config.accounts if a.provider in ("meta", "ycloud")}
+    for template in config.templates:
+        wrong = sorted(set(template.accounts or ()) - whatsapp)
+        if wrong:
+            raise ValueError(
+                f"templates.{template.name}.accounts: not Meta or YCloud accounts: "
+                f"{', '.join(wrong)} (known: {', '.join(sorted(whatsapp)) or 'none'})"
+            )
+
+
+# --- end of template provisioning --------------------------------------------------------------
+
+
 class ConnectorConfig(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
@@ -214,6 +257,12 @@ class ConnectorConfig(_Strict):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    templates: list[OrderStatusTemplate] = Field(default_factory=list)  # template provisioning
+
+    @model_validator(mode="after")
+    def _templates_name_whatsapp_accounts(self) -> ConnectorConfig:
+        _check_template_accounts(self)
+        return self
 
     @model_validator(mode="after")
     def _zapi_tokens_name_zapi_accounts(self) -> ConnectorConfig:
