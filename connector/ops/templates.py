@@ -19,6 +19,7 @@ import httpx
 from connector.config import ConnectorConfig, load_config
 from connector.core.redaction import SecretScrubber
 from connector.errors import ConfigError
+from connector.ops.command import CommandParser
 from connector.providers import MetaAccount, YCloudAccount
 from connector.providers.template_api import (
     USABLE_STATUSES,
@@ -201,8 +202,8 @@ def render_table(rows: list[TemplateRow]) -> str:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def templates_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
         prog="order-connector templates",
         description=(
             "Order-status WhatsApp templates (category UTILITY, sub-category ORDER_STATUS) of "
@@ -248,7 +249,7 @@ def _say(stream: TextIO, line: str) -> None:
 
 def templates_main(argv: list[str]) -> int:
     """Run ``templates ensure|status``; see the parser's description for the exit codes."""
-    args = _parser().parse_args(argv)
+    args = templates_parser().parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -316,5 +317,6 @@ __all__ = [
     "render_table",
     "template_accounts",
     "templates_main",
+    "templates_parser",
     "wanted_templates",
 ]
