@@ -38,6 +38,7 @@ EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1  # a template is missing, paused or disabled, or a provider call failed
 EXIT_CONFIG: Final = 2
 MISSING: Final = "MISSING"
+NO_TEXT: Final = "no text in config (templates:)"
 MAX_PAGES: Final = 100  # 10,000 templates per account: far beyond any real WABA
 
 
@@ -292,8 +293,11 @@ def templates_main(argv: list[str]) -> int:
             )
     blocked = [r for r in rows if r.blocked]
     if create:
-        # ensure fails when it could not make the config true: a variant without text.
-        failed = failed or any(r.status == MISSING and not dry_run for r in rows)
+        # ensure fails when it cannot make the config true: a used variant without text (in a
+        # dry run too: the real run would fail), or one left missing.
+        failed = failed or any(
+            r.action == NO_TEXT or (r.status == MISSING and not dry_run) for r in rows
+        )
         if any(r.status != MISSING for r in blocked):
             _say(sys.stderr, "note: some templates are not usable; see 'templates status'")
     else:

@@ -72,6 +72,17 @@ templates:
     return path
 
 
+def with_legacy_template(config: Path, target: Path) -> Path:
+    """``config`` with ycloud-mx sending a template that has no text under ``templates:``."""
+    text = config.read_text(encoding="utf-8").replace(
+        "template_name: order_status_update\n    language: es_MX",
+        "template_name: legacy_status\n    language: es_MX",
+    )
+    assert "legacy_status" in text
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 @dataclass
 class Run:
     code: int
@@ -168,6 +179,25 @@ async def test_cli_errors_are_one_line_and_secrets_stay_out(
     assert "account meta-br (meta): meta error 190" in wrong.err
     assert "a-wrong-token-value" not in wrong.out + wrong.err
     assert not [t for t in sandbox.templates() if t["provider"] == "meta"]
+
+    # An account sending with a template the config has no text for: ensure cannot create it.
+    legacy = with_legacy_template(Path(config), tmp_path / "legacy.yaml")
+    for extra in (["--dry-run"], []):
+        run = await cli(
+            "templates", "ensure", "--config", str(legacy), "--account", "ycloud-mx", *extra
+        )
+        assert run.code == 1, run.out
+        assert [
+            "legacy_status",
+            "es_MX",
+            "MISSING",
+            "no",
+            "text",
+            "in",
+            "config",
+            "(templates:)",
+        ] in [r[2:] for r in run.rows()]
+    assert not [t for t in sandbox.templates() if t["name"] == "legacy_status"]
 
 
 async def test_check_config_online(sandbox: SandboxServer, tmp_path: Path) -> None:
