@@ -1,6 +1,6 @@
 """The ``order-connector`` command: loads configuration once and hands it down.
 
-Sub-commands: run, check-config, topics, sandbox, demo, replay, redrive.
+Sub-commands: run, check-config, topics, templates, sandbox, demo, replay, redrive.
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error. ``run`` reports a failure as one
 line on stderr (a traceback only with ``--log-level debug``).
 """
@@ -19,26 +19,91 @@ from typing import Any
 
 from connector.errors import ConfigError
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+
+def main_parser() -> argparse.ArgumentParser:
+    """The top-level parser (``run``, ``check-config``, ``demo``; the other sub-commands bring
+    their own parsers, see ``command_parsers``)."""
+    from connector.ops.command import CommandParser
+
+    parser = CommandParser(
         prog="order-connector",
         description="Kafka order.status.changed events to provider order-status requests.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the connector daemon")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the connector daemon", description="Run the daemon.")
     run.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")
-    run.add_argument("--log-level", default="info")
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("--config", type=Path, required=True)
-    sub.add_parser("topics", help="topic contracts: apply (see 'topics --help')", add_help=False)
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="JSON log lines on stderr at this level and above (debug adds tracebacks)",
+    )
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and exit",
+        description="Validate a config file; exit 0 when it is valid, 2 when it is not.",
+    )
+    check.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also call each provider: credentials (a harmless read) and template status",
+    )
+    sub.add_parser(
+        "templates", help="order-status WhatsApp templates: ensure, status", add_help=False
+    )
+    sub.add_parser("topics", help="create the Kafka topics from their contracts", add_help=False)
     sub.add_parser("sandbox", help="run the provider sandbox server", add_help=False)
-    sub.add_parser("replay", help="reprocess input history (see 'replay --help')", add_help=False)
+    sub.add_parser("replay", help="reprocess input history safely", add_help=False)
     sub.add_parser("redrive", help="re-publish error records to the input", add_help=False)
-    demo = sub.add_parser("demo", help="broker + sandbox + connector + a realistic stream")
-    demo.add_argument("--orders", type=int, default=1_200)
+    demo = sub.add_parser(
+        "demo",
+        help="broker + sandbox + connector + a realistic stream",
+        description="Start a local broker, the sandbox and the connector, then stream orders.",
+    )
+    demo.add_argument(
+        "--orders", type=int, default=1_200, help="orders in the demo stream (default: 1200)"
+    )
     demo.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def parser_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's options (``-x``/``--name`` arguments), help and choices included."""
+    return [action for action in parser._actions if action.option_strings]
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every parser a user can reach, by command line (``"templates ensure"``...), for help
+    and documentation checks."""
+    from connector.dev.sandbox.cli import build_parser as sandbox_parser
+    from connector.ops.redrive import redrive_parser
+    from connector.ops.replay import replay_parser
+    from connector.ops.templates import templates_parser
+    from connector.ops.topics import topics_parser
+
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        found[name] = parser
+        for action in parser._actions:  # argparse keeps sub-parsers only here
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    if sub.add_help:  # the placeholders of commands with their own parser
+                        walk(f"{name} {sub_name}", sub)
+
+    walk("order-connector", main_parser())
+    for name, build in (
+        ("templates", templates_parser),
+        ("topics", topics_parser),
+        ("replay", replay_parser),
+        ("redrive", redrive_parser),
+        ("sandbox", sandbox_parser),
+    ):
+        walk(f"order-connector {name}", build())
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         from connector.ops.replay import replay_main
 
         return (replay_main if args_list[0] == "replay" else redrive_main)(args_list[1:])
+    if args_list and args_list[0] == "templates":
+        from connector.ops.templates import templates_main
+
+        return templates_main(args_list[1:])
     if args_list and args_list[0] == "sandbox":
         from connector.dev.sandbox.cli import main as sandbox_main
 
         return sandbox_main(args_list[1:])
-    args = _parser().parse_args(args_list)
+    args = main_parser().parse_args(args_list)
     if args.command == "check-config":
-        return _check_config(args.config)
+        code = _check_config(args.config)
+        return _check_online(args.config) if code == 0 and args.online else code
     if args.command == "run":
         return _run(args.config, args.log_level)
     if args.command == "demo":
@@ -83,6 +153,16 @@ def _check_config(path: Path) -> int:
         f"input topic {config.topics.input}, group {config.kafka.group_id}"
     )
     return 0
+
+
+def _check_online(path: Path) -> int:
+    from connector.config import load_config
+    from connector.ops.online_check import online_lines
+
+    lines, ok = asyncio.run(online_lines(load_config(path), timeout_s=15.0))
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
 
 
 # Young-generation size and promotion counts for the daemon (CPython defaults: 700, 10, 10).

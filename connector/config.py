@@ -41,6 +41,7 @@ from connector.errors import AccountConfigError, ConfigError
 from connector.http.egress import Egress, EgressPlan, origin_of, tls_context
 from connector.providers import AccountConfig
 from connector.providers.account import ProxyUrl
+from connector.providers.template_config import OrderStatusTemplate
 
 ENV_PREFIX = "ORDER_CONNECTOR_"
 _SECRET_REF_PREFIXES = ("env:", "file:")
@@ -266,6 +267,17 @@ class ErrorRecordSettings(_Strict):
         return OriginalValuePolicy(self.original_value)
 
 
+def _check_template_accounts(config: ConnectorConfig) -> None:
+    whatsapp = {a.name for a in config.accounts if a.provider in ("meta", "ycloud")}
+    for template in config.templates:
+        wrong = sorted(set(template.accounts or ()) - whatsapp)
+        if wrong:
+            raise ValueError(
+                f"templates.{template.name}.accounts: not Meta or YCloud accounts: "
+                f"{', '.join(wrong)} (known: {', '.join(sorted(whatsapp)) or 'none'})"
+            )
+
+
 class ConnectorConfig(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
@@ -279,6 +291,12 @@ class ConnectorConfig(_Strict):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     errors: ErrorRecordSettings = Field(default_factory=ErrorRecordSettings)
+    templates: list[OrderStatusTemplate] = Field(default_factory=list)  # template provisioning
+
+    @model_validator(mode="after")
+    def _templates_name_whatsapp_accounts(self) -> ConnectorConfig:
+        _check_template_accounts(self)
+        return self
 
     @model_validator(mode="after")
     def _zapi_tokens_name_zapi_accounts(self) -> ConnectorConfig:

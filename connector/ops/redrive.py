@@ -6,28 +6,38 @@ Owns the redrive log (a compacted topic); never sends to providers itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
 from connector.config import ConnectorConfig
 from connector.contract.topics import TopicSpec
 from connector.core.personal_data import OriginalValuePolicy, OriginalValueSealError, unseal
+from connector.errors import ErrorClass
 from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import read_topic
 from connector.kafka.producer import KafkaProducer
-from connector.ops.command import command_parser, parse_command_line, parse_time
+from connector.ops.command import (
+    ProgressLine,
+    command_parser,
+    failure_line,
+    one_line,
+    parse_command_line,
+    parse_time,
+)
 
 _DESCRIPTION = (
     "Re-publish error records (original key, value and headers) to the input after a fix; "
-    "an error record is never re-driven twice. Prints a JSON summary to stdout."
+    "an error record is never re-driven twice. Prints progress to stderr and a JSON summary "
+    "to stdout."
 )
 REDRIVE_HEADER = "x-redriven-from"
 # redrive()'s keyword arguments, each taken from the command-line option of the same dest.
@@ -126,6 +136,7 @@ async def redrive(
     until_ms: int | None = None,
     log_topic: str | None = None,
     dry_run: bool = False,
+    out: TextIO | None = None,
 ) -> Counter[str]:
     """Re-publish matching error records to the input, each error record at most once.
 
@@ -143,6 +154,9 @@ async def redrive(
         )
         if r.key
     }
+    say = (lambda text: print(text, file=out, flush=True)) if out is not None else None
+    if say is not None:
+        say(f"redrive: reading {config.topics.errors}")
     errors = await read_topic(
         config.kafka, config.topics.errors, idle_timeout_s=1.0, isolation_level="read_committed"
     )
@@ -173,32 +187,60 @@ async def redrive(
     # Re-drive in the order of the original input records, so each order's events reach the
     # input topic again in their own order whatever order their errors were published in.
     picked.sort(key=_source_order)
+    if say is not None:
+        say(
+            f"redrive: read {counts['errors_read']} error records, selected {counts['selected']}"
+            f", {counts['already_redriven']} already re-driven"
+        )
     if dry_run or not picked:
         counts["redriven"] += 0
         return counts
+    await _publish(config, picked, log_topic, out)
+    counts["redriven"] += len(picked)
+    return counts
+
+
+def _input_copy(
+    coords: bytes, error: dict[str, Any]
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of the original input record, marked with where it came from."""
+    key = base64.b64decode(error["original_key"]) if error.get("original_key") else None
+    value = base64.b64decode(error["original_value"])
+    headers = [
+        (h["key"], base64.b64decode(h["value"]) if h.get("value") else b"")
+        for h in error.get("original_headers", [])
+        if h["key"] != REDRIVE_HEADER
+    ]
+    headers.append((REDRIVE_HEADER, coords))
+    return key, value, headers
+
+
+async def _publish(
+    config: ConnectorConfig,
+    picked: list[tuple[bytes, dict[str, Any]]],
+    log_topic: str,
+    out: TextIO | None,
+) -> None:
+    """The input copies first (acknowledged), then their redrive log entries."""
+    progress = ProgressLine(out, len(picked), "re-driven") if out is not None else None
     producer = KafkaProducer(config.kafka)
     await producer.start()
     try:
         acks = []
         for coords, error in picked:
-            key = base64.b64decode(error["original_key"]) if error.get("original_key") else None
-            value = base64.b64decode(error["original_value"])
-            headers = [
-                (h["key"], base64.b64decode(h["value"]) if h.get("value") else b"")
-                for h in error.get("original_headers", [])
-                if h["key"] != REDRIVE_HEADER
-            ]
-            headers.append((REDRIVE_HEADER, coords))
+            key, value, headers = _input_copy(coords, error)
             acks.append(await producer.send(config.topics.input, value, key=key, headers=headers))
+            if progress is not None:
+                progress.update(len(acks) - 1)
         await asyncio.gather(*acks)
+        if progress is not None:
+            progress.finish(len(acks))
         now = orjson.dumps({"redriven_at": datetime.now(UTC).isoformat()})
         await asyncio.gather(
             *[await producer.send(log_topic, now, key=coords) for coords, _ in picked]
         )
-        counts["redriven"] += len(picked)
     finally:
         await producer.stop()
-    return counts
 
 
 def _explain_refusals(counts: Counter[str]) -> None:
@@ -217,10 +259,16 @@ def _explain_refusals(counts: Counter[str]) -> None:
         )
 
 
-def redrive_main(argv: list[str]) -> int:
+def redrive_parser() -> argparse.ArgumentParser:
     parser = command_parser("order-connector redrive", _DESCRIPTION)
     parser.add_argument(
-        "--class", dest="classes", action="append", default=[], help="error class (repeatable)"
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        choices=[c.value for c in ErrorClass],
+        metavar="CLASS",
+        help="only errors of this class (repeatable): " + ", ".join(c.value for c in ErrorClass),
     )
     parser.add_argument(
         "--provider",
@@ -243,16 +291,33 @@ def redrive_main(argv: list[str]) -> int:
         metavar="UNTIL",
         help="errors recorded at or before (ISO)",
     )
-    parser.add_argument("--log-topic", default=None, help="default: <errors topic>.redrive-log")
-    parser.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    parser.add_argument(
+        "--log-topic",
+        default=None,
+        metavar="TOPIC",
+        help="the compacted log of what was re-driven (default: <errors topic>.redrive-log)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be re-driven, publish nothing"
+    )
+    return parser
+
+
+def redrive_main(argv: list[str]) -> int:
+    parser = redrive_parser()
     loaded = parse_command_line(parser, argv)
     if loaded is None:
         return 2
     args, config = loaded
     try:
-        counts = asyncio.run(redrive(config, **{name: getattr(args, name) for name in _OPTIONS}))
+        counts = asyncio.run(
+            redrive(config, **{name: getattr(args, name) for name in _OPTIONS}, out=sys.stderr)
+        )
     except TopicAdminError as exc:
-        print(f"redrive failed: {exc}", file=sys.stderr)
+        print(f"order-connector redrive: failed: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line for the operator, never a traceback
+        print(failure_line(parser.prog, exc, config.secret_values()), file=sys.stderr)
         return 1
     did = (
         f"would re-drive {counts['selected']} (dry run)"

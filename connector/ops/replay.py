@@ -21,7 +21,10 @@ import orjson
 
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig
+from connector.contract.topics import TopicSpec
 from connector.delivery.ports import NullObserver
+from connector.kafka.admin import KafkaAdmin, TopicAdminError
+from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP, ConsumedRecord, KafkaConsumer
 from connector.kafka.group_offsets import (
     GroupOffsetsError,
@@ -31,7 +34,13 @@ from connector.kafka.group_offsets import (
     offsets_at,
     partition_bounds,
 )
-from connector.ops.command import command_parser, parse_command_line, parse_time
+from connector.ops.command import (
+    command_parser,
+    failure_line,
+    one_line,
+    parse_command_line,
+    parse_time,
+)
 
 _DESCRIPTION = (
     "Reprocess input history; the ledger turns what was delivered into skipped_* results. "
@@ -307,6 +316,59 @@ def _replay_config(base: ConnectorConfig, group: str, *, dry_run: bool, max_age_
     )
 
 
+DRY_RUN_SUFFIX = ".dry-run"
+DRY_RUN_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+async def dry_run_topics(
+    config: ConnectorConfig, *, results: str | None = None, errors: str | None = None
+) -> ConnectorConfig:
+    """``config`` writing results and errors to separate dry-run topics (created when missing,
+    partitioned like the production ones, kept 7 days), so a dry run never writes to the
+    topics consumers of the real outcomes read."""
+    topics = config.topics
+    targets = {
+        "results": (results or f"{topics.results}{DRY_RUN_SUFFIX}", topics.results),
+        "errors": (errors or f"{topics.errors}{DRY_RUN_SUFFIX}", topics.errors),
+    }
+    for name, (target, production) in targets.items():
+        if target in (production, topics.input, topics.ledger, topics.correlation):
+            raise ReplayRefusedError(
+                f"--dry-run-{name} {target!r} is a production topic: name a separate one"
+            )
+    options = client_kwargs(config.kafka)
+    bootstrap = options.pop("bootstrap_servers")
+    options.pop("client_id", None)
+    async with KafkaAdmin(bootstrap, **options) as admin:
+        existing = await admin.list_topics()
+        wanted = [(t, p) for t, p in targets.values() if t not in existing]
+        if wanted:
+            like = await admin.describe_topics([p for _, p in wanted])
+            specs = []
+            for target, production in wanted:
+                found = like.get(production)
+                specs.append(
+                    TopicSpec(
+                        logical_name=target,
+                        name=target,
+                        role="output",
+                        key="order id",
+                        partitions=found.partitions if found else 1,
+                        replication_factor=found.replication_factor if found else 1,
+                        configs={"retention.ms": str(DRY_RUN_RETENTION_MS)},
+                    )
+                )
+            await admin.create_topics(specs)
+            await admin.wait_for_topics([t for t, _ in wanted])
+    return config.model_copy(
+        update={
+            "topics": topics.model_copy(
+                update={"results": targets["results"][0], "errors": targets["errors"][0]}
+            )
+        }
+    )
+
+
 async def _prepare(args: argparse.Namespace, base: ConnectorConfig) -> ReplayPlan:
     """Check the group may be replayed into, plan the offsets and reset the group to them."""
     group = args.group or args.new_group
@@ -342,39 +404,97 @@ async def _prepare(args: argparse.Namespace, base: ConnectorConfig) -> ReplayPla
     return plan
 
 
-def replay_main(argv: list[str]) -> int:
+def replay_parser() -> argparse.ArgumentParser:
     parser = command_parser("order-connector replay", _DESCRIPTION)
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--from-beginning", action="store_true", help="(default)")
-    where.add_argument("--from-time", type=parse_time, help="ISO time with zone")
-    where.add_argument("--from-offsets", type=_parse_offsets, help="P:O,P:O,...")
-    parser.add_argument("--until", type=parse_time, help="process records up to this time")
+    where.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the beginning of the input topic (the default)",
+    )
+    where.add_argument(
+        "--from-time",
+        type=parse_time,
+        metavar="TIME",
+        help="start at the first record at or after TIME (ISO 8601 with zone)",
+    )
+    where.add_argument(
+        "--from-offsets",
+        type=_parse_offsets,
+        metavar="P:O,...",
+        help="start partition P at offset O; partitions not named continue from the group",
+    )
+    parser.add_argument(
+        "--until",
+        type=parse_time,
+        metavar="TIME",
+        help="process records up to TIME (ISO 8601 with zone; default: the end now)",
+    )
     who = parser.add_mutually_exclusive_group()
     who.add_argument(
-        "--group", help="replay into this group (default: kafka.group_id); stop its members"
+        "--group",
+        metavar="GROUP",
+        help="replay into this group (default: kafka.group_id); stop its members",
     )
-    who.add_argument("--new-group", help="like --group, refused if it has committed offsets")
+    who.add_argument(
+        "--new-group",
+        metavar="GROUP",
+        help="like --group, refused if it has committed offsets",
+    )
     parser.add_argument(
-        "--dry-run", action="store_true", help="publish dry_run results, send nothing"
+        "--dry-run",
+        action="store_true",
+        help="send nothing; write dry_run results to --dry-run-results, never to the "
+        "production topics",
+    )
+    parser.add_argument(
+        "--dry-run-results",
+        metavar="TOPIC",
+        help="with --dry-run: the topic for dry_run results (default: <results topic>.dry-run; "
+        "created if missing)",
+    )
+    parser.add_argument(
+        "--dry-run-errors",
+        metavar="TOPIC",
+        help="with --dry-run: the topic for error records (default: <errors topic>.dry-run; "
+        "created if missing)",
     )
     parser.add_argument(
         "--max-age-s",
         type=float,
         default=DEFAULT_REPLAY_MAX_AGE_S,
+        metavar="SECONDS",
         help="events older are 'expired' (default 7 days; 0 = off)",
     )
+    return parser
+
+
+def replay_main(argv: list[str]) -> int:
+    parser = replay_parser()
     loaded = parse_command_line(parser, argv)
     if loaded is None:
         return 2
     args, base = loaded
+    if not args.dry_run and (args.dry_run_results or args.dry_run_errors):
+        parser.error("--dry-run-results and --dry-run-errors need --dry-run")
 
     async def go() -> ReplaySummary | None:
         try:
+            outputs = base
+            if args.dry_run:
+                outputs = await dry_run_topics(
+                    base, results=args.dry_run_results, errors=args.dry_run_errors
+                )
             plan = await _prepare(args, base)
-        except (ReplayRefusedError, GroupOffsetsError) as exc:
-            print(f"replay refused: {exc}", file=sys.stderr)
+        except (ReplayRefusedError, GroupOffsetsError, TopicAdminError) as exc:
+            print(f"order-connector replay: refused: {one_line(str(exc))}", file=sys.stderr)
             return None
-        config = _replay_config(base, plan.group, dry_run=args.dry_run, max_age_s=args.max_age_s)
+        config = _replay_config(outputs, plan.group, dry_run=args.dry_run, max_age_s=args.max_age_s)
+        if args.dry_run:
+            print(
+                f"dry run: results to {config.topics.results}, errors to {config.topics.errors}",
+                file=sys.stderr,
+            )
         print(
             f"replaying {config.topics.input} into group {plan.group}: {plan.offsets} offsets in "
             f"{len(plan.open_partitions())} of {len(plan.stop)} partitions"
@@ -383,7 +503,11 @@ def replay_main(argv: list[str]) -> int:
         )
         return await run_replay(config, plan, out=sys.stderr, install_signal_handlers=True)
 
-    summary = asyncio.run(go())
+    try:
+        summary = asyncio.run(go())
+    except Exception as exc:  # one line for the operator, never a traceback
+        print(failure_line(parser.prog, exc, base.secret_values()), file=sys.stderr)
+        return 1
     if summary is None:
         return 2
     print(

@@ -13,20 +13,37 @@ from pathlib import Path
 
 from connector.contract.topics import TopicSpecError, load_spec, render_plan
 from connector.kafka.admin import TopicAdminError, apply_topics
+from connector.ops.command import CommandParser, one_line
 
 EXIT_OK = 0
 EXIT_DRIFT = 3  # applied (or planned), but the cluster still differs from the spec
 EXIT_ERROR = 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="order-connector topics", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    apply = sub.add_parser(
-        "apply", help="create missing topics and report drift in existing ones (idempotent)"
+_DESCRIPTION = (
+    "Create the connector's Kafka topics from the topic contracts (topics/topics.yaml) and "
+    "report how existing ones differ. Exit 0 when the cluster matches, 3 when differences "
+    "remain, 1 on an error."
+)
+
+
+def topics_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="order-connector topics", description=_DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{apply}")
+    apply_help = "create missing topics and report drift in existing ones (idempotent)"
+    apply = sub.add_parser("apply", help=apply_help, description=apply_help)
+    apply.add_argument(
+        "--bootstrap-servers",
+        required=True,
+        metavar="HOST:PORT[,...]",
+        help="the Kafka cluster to apply the contracts to",
     )
-    apply.add_argument("--bootstrap-servers", required=True)
-    apply.add_argument("--spec", type=Path, default=Path("topics/topics.yaml"))
+    apply.add_argument(
+        "--spec",
+        type=Path,
+        default=Path("topics/topics.yaml"),
+        help="the topic contracts file (default: topics/topics.yaml)",
+    )
     apply.add_argument("--dry-run", action="store_true", help="only show what would change")
     apply.add_argument(
         "--fix-drift",
@@ -63,7 +80,7 @@ def _names(pairs: list[str]) -> dict[str, str]:
 
 def topics_main(argv: list[str]) -> int:
     """Run `topics apply ...`; exit 0 when the cluster matches the spec, 3 on remaining drift."""
-    args = _parser().parse_args(argv)
+    args = topics_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec)
         result = asyncio.run(
@@ -79,7 +96,7 @@ def topics_main(argv: list[str]) -> int:
             )
         )
     except (OSError, ValueError, KeyError, TopicAdminError) as error:
-        print(f"topics {args.command}: {error}", file=sys.stderr)
+        print(f"order-connector topics {args.command}: {one_line(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     print(render_plan(result))
     remaining = [d for d in result.drifts if d not in set(result.fixed)]

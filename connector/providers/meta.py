@@ -162,6 +162,8 @@ class MetaAccount(AccountSettings):
     # HTTP Basic user (e.g. a ChatArchitect app id); required when auth_scheme is "basic".
     basic_username: str | None = Field(default=None, validate_default=True)
     rate_per_second: Annotated[float, Field(gt=0)] | None = 80.0
+    # The WhatsApp Business Account owning the templates (``templates ensure``/``status``).
+    waba_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
 
     @field_validator("basic_username", mode="after")
     @classmethod
@@ -238,6 +240,21 @@ def template_identity(
     return name, language
 
 
+def meta_authorization(settings: MetaAccount) -> str:
+    """The ``Authorization`` header value for a Meta (or Meta-compatible) account."""
+    token = settings.access_token.get_secret_value()
+    if settings.auth_scheme == "basic":
+        pair = f"{settings.basic_username}:{token}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+    return f"Bearer {token}"
+
+
+def meta_api_root(settings: MetaAccount) -> str:
+    """``base_url`` plus the API version segment (none when ``api_version`` is empty)."""
+    version = settings.api_version.strip("/")
+    return "/".join([settings.base_url] + ([version] if version else []))
+
+
 class MetaCloudProvider(AccountAdapter[MetaAccount]):
     """Sends ``order_status`` updates through the Meta WhatsApp Cloud API (or a compatible BSP)."""
 
@@ -245,15 +262,9 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
     __slots__ = ("_endpoint",)
 
     def __init__(self, settings: MetaAccount) -> None:
-        version = settings.api_version.strip("/")
-        segments = [settings.base_url] + ([version] if version else [])
-        url = "/".join([*segments, settings.phone_number_id, "messages"])
+        url = "/".join([meta_api_root(settings), settings.phone_number_id, "messages"])
         token = settings.access_token.get_secret_value()
-        if settings.auth_scheme == "basic":
-            pair = f"{settings.basic_username}:{token}".encode()
-            auth = "Basic " + base64.b64encode(pair).decode("ascii")
-        else:
-            auth = f"Bearer {token}"
+        auth = meta_authorization(settings)
         super().__init__(
             settings, sender=settings.phone_number_id, secrets=[token, auth.split(" ", 1)[1]]
         )
@@ -367,6 +378,8 @@ __all__ = [
     "RETRYABLE_CODES",
     "MetaAccount",
     "MetaCloudProvider",
+    "meta_api_root",
+    "meta_authorization",
     "meta_code_outcome",
     "order_status_order",
     "order_status_template",

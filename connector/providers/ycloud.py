@@ -70,6 +70,8 @@ class YCloudAccount(AccountSettings):
     template_name: str | None = None
     language: str = "en_US"
     rate_per_second: Annotated[float, Field(gt=0)] | None = 80.0
+    # The WhatsApp Business Account owning the templates (``templates ensure``/``status``).
+    waba_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
 
 
 class YCloudProvider(AccountAdapter[YCloudAccount]):

@@ -238,7 +238,7 @@ async def test_replay_a_time_window_into_a_fresh_group_then_from_offsets(
         assert await s.committed(fresh) == ends
 
 
-async def test_replay_dry_run_publishes_dry_run_results_and_sends_nothing(
+async def test_replay_dry_run_writes_to_dry_run_topics_and_sends_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     async with stack(kafka_bootstrap, unique_name, tmp_path) as s:
@@ -253,9 +253,27 @@ async def test_replay_dry_run_publishes_dry_run_results_and_sends_nothing(
         assert run.summary["outcomes"] == {"dry_run": len(events)}
         assert run.summary["sent_requests"] == 0
         assert s.pipe.sandbox.requests() == []
-        results = await read_all(s.pipe.kafka, s.pipe.topics.results, len(events))
+        assert f"results to {s.pipe.topics.results}.dry-run" in run.stderr
+        dry = f"{s.pipe.topics.results}.dry-run"
+        results = await read_all(s.pipe.kafka, dry, len(events))
         assert Counter(r["outcome"] for r in results) == {"dry_run": len(events)}
+        # Nothing reached the production topics: their consumers never see dry_run records.
+        for topic in (s.pipe.topics.results, s.pipe.topics.errors):
+            _, end = await partition_bounds(s.pipe.kafka, topic)
+            assert sum(end.values()) == 0, topic
         assert await s.committed() == {}  # the configured group was not touched
+
+        named = unique_name("dry-results")
+        again = await s.cli("replay", "--dry-run", "--dry-run-results", named)
+        assert again.code == 0, again.stderr
+        assert len(await read_all(s.pipe.kafka, named, len(events))) == len(events)
+        clash = await s.cli("replay", "--dry-run", "--dry-run-results", s.pipe.topics.results)
+        assert clash.code == 2
+        assert "is a production topic" in clash.stderr
+        alone = await s.cli("replay", "--dry-run-results", named)
+        assert alone.code == 2
+        assert alone.stderr.count("\n") == 1
+        assert "need --dry-run" in alone.stderr
 
         refused = await s.cli("replay", "--dry-run", "--group", s.pipe.group)
         assert refused.code == 2
@@ -311,6 +329,10 @@ async def test_redrive_sends_fixed_errors_once_and_never_twice(
         assert run.summary["selected"] == len(failed_ids)
         assert run.summary["redriven"] == len(failed_ids)
         assert f"re-drove {len(failed_ids)}" in run.stderr
+        # Progress like replay's: what was read and selected, then a bar to the last record.
+        n = len(failed_ids)
+        assert f"redrive: read {n} error records, selected {n}" in run.stderr
+        assert f"{'#' * 30}] {n}/{n} re-driven" in run.stderr
 
         # The connector picks the re-driven records up (original key: same order partition).
         await s.process(len(failed_ids))

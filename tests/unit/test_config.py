@@ -23,6 +23,11 @@ SECRETS = {
 }
 
 
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of ``needle``'s first occurrence: problems name lines of the file."""
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
 def test_example_config_loads_and_collects_every_secret() -> None:
     config = load_config(EXAMPLE, SECRETS)
     assert [a.name for a in config.accounts] == ["meta-br", "ycloud-br", "zapi-br", "zonos-us"]
@@ -48,8 +53,10 @@ def test_literal_secret_in_file_is_refused(tmp_path: Path) -> None:
     text = EXAMPLE.read_text().replace("env:ZONOS_SECRET", "hunter2")
     path = tmp_path / "c.yaml"
     path.write_text(text)
+    line = line_of(text, "hunter2")
     with pytest.raises(
-        ConfigError, match=r"c\.yaml:44: accounts\.zonos-us\.secret: secrets may not be written"
+        ConfigError,
+        match=rf"c\.yaml:{line}: accounts\.zonos-us\.secret: secrets may not be written",
     ):
         load_config(path, SECRETS)
 
@@ -114,17 +121,23 @@ def test_check_config_names_every_problem_with_file_line_and_account_names(tmp_p
     env["ORDER_CONNECTOR_ACCOUNTS__NOBODY__RATE_PER_SECOND"] = "3"
     with pytest.raises(ConfigProblemsError) as info:
         load_config(path, env)
+    at = {needle: line_of(text, needle) for needle in (
+        "env:META_ACCESS_TOKEN", "env:YCLOUD_API_KEY", "hunter2", "merchant-42: zapi-x",
+        "max_inflight: 3", "also-literal",
+    )}  # fmt: skip
     assert info.value.lines == [
-        f"{path}:26: accounts.meta-br.access_token: environment variable META_ACCESS_TOKEN"
-        " is not set",
-        f"{path}:32: accounts.ycloud-br.api_key: environment variable YCLOUD_API_KEY is not set",
-        f"{path}:44: accounts.zonos-us.secret: secrets may not be written in the config file;"
-        " use 'env:VARIABLE' or 'file:/path/to/secret'",
-        f"{path}:49: routing.by_merchant.merchant-42: unknown account 'zapi-x'; known accounts:"
-        " meta-br, ycloud-br, zapi-br, zonos-us",
-        f"{path}:52: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?",
-        f"{path}:76: webhooks.meta.app_secret: secrets may not be written in the config file;"
-        " use 'env:VARIABLE' or 'file:/path/to/secret'",
+        f"{path}:{at['env:META_ACCESS_TOKEN']}: accounts.meta-br.access_token: environment"
+        " variable META_ACCESS_TOKEN is not set",
+        f"{path}:{at['env:YCLOUD_API_KEY']}: accounts.ycloud-br.api_key: environment variable"
+        " YCLOUD_API_KEY is not set",
+        f"{path}:{at['hunter2']}: accounts.zonos-us.secret: secrets may not be written in the"
+        " config file; use 'env:VARIABLE' or 'file:/path/to/secret'",
+        f"{path}:{at['merchant-42: zapi-x']}: routing.by_merchant.merchant-42: unknown account"
+        " 'zapi-x'; known accounts: meta-br, ycloud-br, zapi-br, zonos-us",
+        f"{path}:{at['max_inflight: 3']}: limits.max_inflight: unknown setting; did you mean"
+        " 'max_in_flight'?",
+        f"{path}:{at['also-literal']}: webhooks.meta.app_secret: secrets may not be written in"
+        " the config file; use 'env:VARIABLE' or 'file:/path/to/secret'",
         "(environment): ORDER_CONNECTOR_ACCOUNTS__NOBODY__RATE_PER_SECOND: no account named"
         " 'nobody' (with '_' as '-'); known accounts: 'meta-br', 'ycloud-br', 'zapi-br',"
         " 'zonos-us'",
@@ -135,13 +148,15 @@ def test_check_config_names_every_problem_with_file_line_and_account_names(tmp_p
 
 def test_unknown_key_inside_an_account_is_named_by_account(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(EXAMPLE.read_text().replace('    store: "9999"\n', '    stor: "9999"\n'))
+    text = EXAMPLE.read_text().replace('    store: "9999"\n', '    stor: "9999"\n')
+    path.write_text(text)
     with pytest.raises(ConfigProblemsError) as info:
         load_config(path, SECRETS)
-    assert f"{path}:43: accounts.zonos-us.stor: unknown setting; did you mean 'store'?" in (
+    stor, account = line_of(text, 'stor: "9999"'), line_of(text, "- provider: zonos")
+    assert f"{path}:{stor}: accounts.zonos-us.stor: unknown setting; did you mean 'store'?" in (
         info.value.lines
     )
-    assert f"{path}:41: accounts.zonos-us.store: Field required" in info.value.lines
+    assert f"{path}:{account}: accounts.zonos-us.store: Field required" in info.value.lines
 
 
 def test_check_config_command_prints_every_problem_and_exits_2(
@@ -152,12 +167,17 @@ def test_check_config_command_prints_every_problem_and_exits_2(
     for name in SECRETS:
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "c.yaml"
-    path.write_text(EXAMPLE.read_text().replace("limits:\n", "limits:\n  max_inflight: 3\n"))
+    text = EXAMPLE.read_text().replace("limits:\n", "limits:\n  max_inflight: 3\n")
+    path.write_text(text)
     assert main(["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "configuration invalid: 10 problem(s):"
     assert sum("is not set" in line for line in err) == 9
-    assert f"{path}:52: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?" in err
+    line = line_of(text, "max_inflight: 3")
+    assert (
+        f"{path}:{line}: limits.max_inflight: unknown setting; did you mean 'max_in_flight'?"
+        in (err)
+    )
 
 
 def test_environment_override_maps_underscore_to_dash_in_account_names() -> None:

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="order-connector sandbox",
         description="Run the provider sandbox (Meta, YCloud, Z-API, Zonos) on loopback.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
     parser.add_argument("--config", type=Path, help="JSON or YAML file with a partial config")
     parser.add_argument("--meta-webhook-url", help="where Meta-style status webhooks go")
@@ -71,17 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--status-reports",
         help="comma list of extra reports for accepted messages: sent,delivered,read",
     )
-    parser.add_argument("--webhook-delay-ms", type=float)
+    parser.add_argument(
+        "--webhook-delay-ms", type=float, help="delay before each status webhook is sent"
+    )
     parser.add_argument("--latency", type=_latency, help="for all providers, e.g. fixed:20")
-    parser.add_argument("--server-error-rate", type=float)
-    parser.add_argument("--timeout-rate", type=float)
-    parser.add_argument("--reset-rate", type=float)
+    parser.add_argument(
+        "--server-error-rate", type=float, help="share of requests answered 5xx (0..1)"
+    )
+    parser.add_argument(
+        "--timeout-rate", type=float, help="share of requests held unanswered (0..1)"
+    )
+    parser.add_argument(
+        "--reset-rate", type=float, help="share of connections reset before answering (0..1)"
+    )
     parser.add_argument("--meta-rate", type=_limit, help="Meta per-sender limit RATE[:BURST]")
     parser.add_argument("--pair-limit", type=_limit, help="per-recipient pair limit RATE[:BURST]")
     parser.add_argument(
         "--no-rate-limits", action="store_true", help="turn every throughput limit off"
     )
-    parser.add_argument("--record-capacity", type=int)
+    parser.add_argument(
+        "--record-capacity", type=int, help="accepted requests kept for /_sandbox/requests"
+    )
     parser.add_argument(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],

@@ -231,6 +231,16 @@ class Outage(_Model):
     account: str | None = None
 
 
+class TemplateStatusChange(_Model):
+    """``POST /_sandbox/templates/status``: move a created template to a status, as Meta does
+    (ACTIVE -> PAUSED/DISABLED on customer feedback). No ``language``: every variant."""
+
+    name: str = Field(min_length=1)
+    status: Literal["APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL"]
+    language: str | None = None
+    provider: Literal["meta", "ycloud"] | None = None
+
+
 class OrderSeed(_Model):
     """Put an order into a given state (``POST /_sandbox/orders``)."""
 

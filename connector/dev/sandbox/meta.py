@@ -1,5 +1,6 @@
 """Sandbox endpoints for the Meta WhatsApp Cloud API: order_status sends (template and
-interactive variants) and order-status template creation, with Meta's error bodies.
+interactive variants), order-status template creation and listing, and the phone-number read
+``check-config --online`` makes, with Meta's error bodies.
 
 Wire format and Meta's rules only; faults, recording and webhooks come from the engine.
 """
@@ -22,7 +23,7 @@ from connector.dev.sandbox.responder import (
     connection_fault,
     secret_matches,
 )
-from connector.dev.sandbox.state import META_STATUSES
+from connector.dev.sandbox.state import META_STATUSES, SandboxTemplate
 from connector.dev.sandbox.webhooks import StatusReport
 
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,35}")
@@ -37,6 +38,13 @@ _RATE_LIMIT_DETAILS = {
         "Message failed to send because there were too many messages sent from this phone "
         "number to the same phone number in a short period of time.",
     ),
+}
+
+
+# Sends of a template moved to these statuses (``/_sandbox/templates/status``) fail like Meta's.
+_BLOCKED_TEMPLATE = {
+    "PAUSED": (132015, "Template is Paused"),
+    "DISABLED": (132016, "Template is Disabled"),
 }
 
 
@@ -214,6 +222,16 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
         if pair_limit and engine.pair.take(("meta", sender, recipient), now) > 0:
             return _problem_reply(rate_limit_problem(131056))
 
+    if parsed.template is not None and engine.templates:
+        state = engine.templates.status_of(*parsed.template, provider="meta")
+        if state in _BLOCKED_TEMPLATE:
+            code, title = _BLOCKED_TEMPLATE[state]
+            return meta_error(
+                400,
+                code,
+                f"(#{code}) {title}",
+                f"template {parsed.template[0]} ({parsed.template[1]}) is {state}",
+            )
     if (
         engine.config.meta_require_templates
         and parsed.template is not None
@@ -301,13 +319,68 @@ async def create_template(engine: SandboxResponder, request: web.Request) -> Rep
         for c in components
     ):
         return _problem_reply(_required("components (a BODY with text)"))
-    if (name, language) in engine.templates:
+    template = SandboxTemplate(
+        "meta",
+        request.match_info["waba_id"],
+        name,
+        language,
+        "UTILITY",
+        sub_category,
+        components,
+        "APPROVED",
+        engine.new_id(),
+    )
+    if not engine.templates.add(template):
         return meta_error(
             400,
             100,
             "(#100) Invalid parameter",
             f"Content in this language already exists for template {name}",
         )
-    engine.templates.add((name, language))
-    answer = {"id": engine.new_id(), "status": "APPROVED", "category": "UTILITY"}
+    answer = {"id": template.template_id, "status": template.status, "category": "UTILITY"}
+    return Reply(200, orjson.dumps(answer), "200")
+
+
+async def list_templates(engine: SandboxResponder, request: web.Request) -> Reply:
+    """GET /meta/{api_version}/{waba_id}/message_templates (``limit``, ``after`` cursor)."""
+    if not secret_matches(request.headers.get("Authorization"), engine.meta_bearer):
+        return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+    try:
+        limit = int(request.query.get("limit", "25"))
+        start = int(request.query.get("after", "0"))
+    except ValueError:
+        return _problem_reply(_invalid("limit and after must be integers in the sandbox"))
+    if not 1 <= limit <= 1000 or start < 0:
+        return _problem_reply(_invalid("limit must be 1..1000"))
+    items = engine.templates.listing("meta", request.match_info["waba_id"])
+    page = items[start : start + limit]
+    end = start + len(page)
+    paging: dict[str, Any] = {"cursors": {"before": str(start), "after": str(end)}}
+    if end < len(items):
+        paging["next"] = f"{request.url.with_query({**request.query, 'after': str(end)})}"
+    data = [
+        {
+            "name": t.name,
+            "language": t.language,
+            "status": t.status,
+            "category": t.category,
+            "sub_category": t.sub_category,
+            "components": t.components,
+            "id": t.template_id,
+        }
+        for t in page
+    ]
+    return Reply(200, orjson.dumps({"data": data, "paging": paging}), "200")
+
+
+async def phone_number(engine: SandboxResponder, request: web.Request) -> Reply:
+    """GET /meta/{api_version}/{phone_number_id}: what ``check-config --online`` reads."""
+    if not secret_matches(request.headers.get("Authorization"), engine.meta_bearer):
+        return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+    number_id = request.match_info["phone_number_id"]
+    answer = {
+        "id": number_id,
+        "display_phone_number": "+1 555-010-0000",
+        "verified_name": "Sandbox Business",
+    }
     return Reply(200, orjson.dumps(answer), "200")

@@ -31,6 +31,7 @@ from connector.dev.sandbox.state import (
     RecordedRequest,
     RequestLog,
     RuleBook,
+    TemplateBook,
     TokenBuckets,
     meta_transition_error,
 )
@@ -125,7 +126,7 @@ class SandboxResponder:
         self.rules = RuleBook()
         self.counters = AnswerCounters()
         self.log = RequestLog(config.record_capacity)
-        self.templates: set[tuple[str, str]] = set()
+        self.templates = TemplateBook()
         self._id_prefix = os.urandom(4).hex().upper()
         self._id_counter = 0
         self.started_at = time.time()

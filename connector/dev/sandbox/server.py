@@ -14,7 +14,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from connector.dev.sandbox import meta, ycloud, zapi, zonos
-from connector.dev.sandbox.config import PROVIDERS, OrderSeed, Outage, Rule, SandboxConfig
+from connector.dev.sandbox.config import (
+    PROVIDERS,
+    OrderSeed,
+    Outage,
+    Rule,
+    SandboxConfig,
+    TemplateStatusChange,
+)
 from connector.dev.sandbox.responder import SandboxResponder
 from connector.dev.sandbox.state import RecordedRequest
 
@@ -183,6 +190,32 @@ class SandboxServer:
         else:
             self.engine.outages.discard((provider, account))
 
+    def templates(self, provider: str | None = None) -> list[dict[str, Any]]:
+        """Every template created through Meta's or YCloud's template API."""
+        return [
+            t.as_dict()
+            for t in self.engine.templates.all()
+            if provider is None or t.provider == provider
+        ]
+
+    def set_template_status(
+        self,
+        name: str,
+        status: str,
+        *,
+        language: str | None = None,
+        provider: str | None = None,
+    ) -> int:
+        """Move a template (all its variants, or one ``language``) to ``status`` (e.g. PAUSED,
+        as Meta does on poor feedback); how many variants matched. Meta sends of a PAUSED or
+        DISABLED template then fail with 132015 or 132016."""
+        change = TemplateStatusChange.model_validate(
+            {"name": name, "status": status, "language": language, "provider": provider}
+        )
+        return self.engine.templates.set_status(
+            change.name, change.status, language=change.language, provider=change.provider
+        )
+
     def outages(self) -> list[dict[str, str | None]]:
         return [{"provider": p, "account": a} for p, a in sorted(self.engine.outages, key=str)]
 
@@ -201,6 +234,7 @@ class SandboxServer:
         provider_routes = (
             ("meta", "/meta/{api_version}/{phone_number_id}/messages", meta.send_message),
             ("meta", "/meta/{api_version}/{waba_id}/message_templates", meta.create_template),
+            ("ycloud", "/ycloud/v2/whatsapp/templates", ycloud.create_template),
             ("ycloud", "/ycloud/v2/whatsapp/messages/sendDirectly", ycloud.send_directly),
             ("ycloud", "/ycloud/v2/whatsapp/messages", ycloud.send_queued),
             (
@@ -212,6 +246,22 @@ class SandboxServer:
         )
         for provider, path, handler in provider_routes:
             add("POST", path, engine.endpoint(provider, handler))
+        read_routes = (
+            ("meta", "/meta/{api_version}/{waba_id}/message_templates", meta.list_templates),
+            ("meta", "/meta/{api_version}/{phone_number_id}", meta.phone_number),
+            ("ycloud", "/ycloud/v2/whatsapp/templates", ycloud.list_templates),
+            ("ycloud", "/ycloud/v2/balance", ycloud.balance),
+            ("zapi", "/zapi/instances/{instanceId}/token/{token}/status", zapi.instance_status),
+        )
+        for provider, path, handler in read_routes:
+            add("GET", path, engine.endpoint(provider, handler))
+        add(
+            "POST",
+            "/ycloud/v2/whatsapp/templates",
+            engine.endpoint("ycloud", ycloud.create_template),
+        )
+        add("GET", "/_sandbox/templates", self._get_templates)
+        add("POST", "/_sandbox/templates/status", self._post_template_status)
         add("GET", "/_sandbox/health", self._health)
         add("GET", "/_sandbox/requests", self._requests)
         add("GET", "/_sandbox/stats", self._stats)
@@ -329,6 +379,21 @@ class SandboxServer:
         if found is None:
             return _json({"error": "nothing processed for this order"}, status=404)
         return _json({"status": found.status, "seq": found.seq, "late": found.late})
+
+    async def _get_templates(self, request: web.Request) -> web.Response:
+        return _json({"templates": self.templates(request.query.get("provider"))})
+
+    async def _post_template_status(self, request: web.Request) -> web.Response:
+        try:
+            change = TemplateStatusChange.model_validate(await self._read_json(request))
+        except ValidationError as exc:
+            return _invalid("invalid template status change", exc)
+        changed = self.set_template_status(
+            change.name, change.status, language=change.language, provider=change.provider
+        )
+        if not changed:
+            return _json({"error": "no such template", "changed": 0}, status=404)
+        return _json({"changed": changed, "templates": self.templates(change.provider)})
 
     async def _get_outages(self, request: web.Request) -> web.Response:
         return _json({"outages": self.outages()})

@@ -7,7 +7,7 @@ Pure and synchronous: no sockets, no asyncio, no clocks read here (callers pass 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from connector.core.ratelimit import PairLimiter
 from connector.dev.sandbox.config import RateLimit, Rule
@@ -282,3 +282,107 @@ class AnswerCounters:
 
     def clear(self) -> None:
         self.by_provider.clear()
+
+
+TEMPLATE_STATUSES = frozenset(
+    {"APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL", "DELETED"}
+)
+
+
+@dataclass(slots=True)
+class SandboxTemplate:
+    """One template variant created through Meta's or YCloud's template API."""
+
+    provider: str
+    waba_id: str
+    name: str
+    language: str
+    category: str
+    sub_category: str | None
+    components: list[Any]
+    status: str
+    template_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "waba_id": self.waba_id,
+            "name": self.name,
+            "language": self.language,
+            "category": self.category,
+            "sub_category": self.sub_category,
+            "status": self.status,
+            "id": self.template_id,
+        }
+
+
+class TemplateBook:
+    """Templates per (provider, WABA, name, language), in creation order.
+
+    ``(name, language) in book`` asks whether any WABA has it (what ``meta_require_templates``
+    checks: a send names a phone number, not a WABA).
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str, str, str], SandboxTemplate] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return self.status_of(*key) is not None if isinstance(key, tuple) else False
+
+    def add(self, template: SandboxTemplate) -> bool:
+        """Store a new variant; False (nothing stored) when it already exists."""
+        key = (template.provider, template.waba_id, template.name, template.language)
+        if key in self._items:
+            return False
+        self._items[key] = template
+        return True
+
+    def listing(self, provider: str, waba_id: str | None = None) -> list[SandboxTemplate]:
+        return [
+            t
+            for t in self._items.values()
+            if t.provider == provider and (waba_id is None or t.waba_id == waba_id)
+        ]
+
+    def all(self) -> list[SandboxTemplate]:
+        return list(self._items.values())
+
+    def status_of(self, name: str, language: str, provider: str | None = None) -> str | None:
+        for template in self._items.values():
+            if (
+                template.name == name
+                and template.language == language
+                and (provider is None or template.provider == provider)
+            ):
+                return template.status
+        return None
+
+    def set_status(
+        self,
+        name: str,
+        status: str,
+        *,
+        language: str | None = None,
+        provider: str | None = None,
+    ) -> int:
+        """Move matching variants to ``status``; how many matched."""
+        changed = 0
+        for template in self._items.values():
+            if template.name != name:
+                continue
+            if language is not None and template.language != language:
+                continue
+            if provider is not None and template.provider != provider:
+                continue
+            template.status = status
+            changed += 1
+        return changed
+
+    def clear(self) -> None:
+        self._items.clear()

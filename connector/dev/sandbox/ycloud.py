@@ -25,6 +25,7 @@ from connector.dev.sandbox.responder import (
     retry_after_header,
     secret_matches,
 )
+from connector.dev.sandbox.state import SandboxTemplate
 from connector.dev.sandbox.webhooks import StatusReport
 
 E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
@@ -249,3 +250,119 @@ def _rule_reply(engine: SandboxResponder, rule: Rule) -> Reply | None:
     return ycloud_error(
         engine, http_status, code or "BAD_REQUEST", message or "Scripted sandbox error."
     )
+
+
+TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
+
+
+async def create_template(engine: SandboxResponder, request: web.Request) -> Reply:
+    """POST /ycloud/v2/whatsapp/templates (an order-status template: UTILITY, ORDER_STATUS)."""
+    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
+        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+    waba_id, name, language = body.get("wabaId"), body.get("name"), body.get("language")
+    for field_name, value in (("wabaId", waba_id), ("language", language)):
+        if not isinstance(value, str) or not value:
+            return ycloud_error(
+                engine, 400, "PARAM_MISSING", f"{field_name} is required.", target=field_name
+            )
+    if not isinstance(name, str) or TEMPLATE_NAME.fullmatch(name) is None:
+        return ycloud_error(
+            engine,
+            400,
+            "PARAM_INVALID",
+            "name must be lowercase letters, digits and underscores.",
+            target="name",
+        )
+    if body.get("category") != "UTILITY":
+        return ycloud_error(
+            engine,
+            400,
+            "PARAM_INVALID",
+            "Order status templates must have category UTILITY.",
+            target="category",
+        )
+    sub_category = body.get("subCategory")
+    if sub_category is not None and sub_category != "ORDER_STATUS":
+        return ycloud_error(
+            engine, 400, "PARAM_INVALID", "subCategory must be ORDER_STATUS.", target="subCategory"
+        )
+    components = body.get("components")
+    if not isinstance(components, list) or not any(
+        isinstance(c, dict) and c.get("type") == "BODY" and isinstance(c.get("text"), str)
+        for c in components
+    ):
+        return ycloud_error(
+            engine, 400, "PARAM_MISSING", "components needs a BODY with text.", target="components"
+        )
+    template = SandboxTemplate(
+        "ycloud",
+        str(waba_id),
+        name,
+        str(language),
+        "UTILITY",
+        sub_category,
+        components,
+        "APPROVED",
+        engine.new_id(),
+    )
+    if not engine.templates.add(template):
+        return ycloud_error(
+            engine,
+            409,
+            "ALREADY_EXISTS",
+            f"Template {name} ({language}) already exists in WABA {waba_id}.",
+        )
+    return Reply(200, orjson.dumps(_ycloud_template(template)), "200")
+
+
+def _ycloud_template(template: SandboxTemplate) -> dict[str, Any]:
+    now = _now_iso()
+    return {
+        "wabaId": template.waba_id,
+        "name": template.name,
+        "language": template.language,
+        "category": template.category,
+        "subCategory": template.sub_category,
+        "components": template.components,
+        "status": template.status,
+        "officialTemplateId": template.template_id,
+        "createTime": now,
+        "updateTime": now,
+    }
+
+
+async def list_templates(engine: SandboxResponder, request: web.Request) -> Reply:
+    """GET /ycloud/v2/whatsapp/templates (``filter.wabaId``, ``page``, ``limit``)."""
+    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
+        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
+    try:
+        page = int(request.query.get("page", "1"))
+        limit = int(request.query.get("limit", "10"))
+    except ValueError:
+        return ycloud_error(engine, 400, "PARAM_INVALID", "page and limit must be integers.")
+    if page < 1 or not 1 <= limit <= 100:
+        return ycloud_error(engine, 400, "PARAM_INVALID", "page >= 1 and limit 1..100.")
+    items = engine.templates.listing("ycloud", request.query.get("filter.wabaId"))
+    chunk = items[(page - 1) * limit : page * limit]
+    answer: dict[str, Any] = {
+        "offset": (page - 1) * limit,
+        "limit": limit,
+        "length": len(chunk),
+        "items": [_ycloud_template(t) for t in chunk],
+    }
+    if request.query.get("includeTotal") == "true":
+        answer["total"] = len(items)
+    return Reply(200, orjson.dumps(answer), "200")
+
+
+async def balance(engine: SandboxResponder, request: web.Request) -> Reply:
+    """GET /ycloud/v2/balance: what ``check-config --online`` reads."""
+    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
+        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
+    return Reply(200, orjson.dumps({"amount": 100.0, "currency": "USD"}), "200")

@@ -131,3 +131,14 @@ async def order_status_update(engine: SandboxResponder, request: web.Request) ->
     )
     answer = {"zaapId": zaap_id, "messageId": message_id, "id": message_id}
     return Reply(200, orjson.dumps(answer), "200", accepted=True)
+
+
+async def instance_status(engine: SandboxResponder, request: web.Request) -> Reply:
+    """GET /zapi/instances/{instanceId}/token/{token}/status: what ``check-config --online``
+    reads (the instance's connection state; changes nothing)."""
+    if not secret_matches(request.match_info["token"], engine.zapi_instance_token):
+        return zapi_error(401, "Invalid instance token", "401:instance_token")
+    if not secret_matches(request.headers.get("Client-Token"), engine.zapi_client_token):
+        return zapi_error(403, "your client-token is not configured", "403:client_token")
+    answer = {"connected": True, "session": True, "smartphoneConnected": True, "error": None}
+    return Reply(200, orjson.dumps(answer), "200")
