@@ -33,6 +33,7 @@ class ErrorClass(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     ASYNC_PROVIDER_ERROR = "async_provider_error"
     UNROUTABLE = "unroutable"
+    INTERNAL_ERROR = "internal_error"
 
 
 class ConnectorError(Exception):
@@ -111,3 +112,15 @@ class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the desi
     def __init__(self, detail: str, *, code: str | None = None, kind: str = "transport") -> None:
         super().__init__(detail, code=code)
         self.kind = kind
+
+
+class ProducerFailedError(Exception):
+    """The producer can no longer write to a partition: after the broker refused a record,
+    aiokafka's idempotent producer keeps a gap in that partition's sequence numbers and every
+    later record there fails (OutOfOrderSequenceNumber). Only a new producer (a restart) can
+    write again. Raised by connector.kafka's producers from the ack."""
+
+
+class PublishRefusedError(Exception):
+    """The broker refused a record for good (too large, invalid, not authorised): sending the
+    same bytes again cannot succeed. Raised by connector.kafka's producers from the ack."""

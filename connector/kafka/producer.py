@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka_errors
 
+from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
 
@@ -27,8 +29,63 @@ def _idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
+# Errors that sending the same bytes again cannot cure: too large, malformed, not authorised.
+# Decided by class (aiokafka marks them non-retriable), translated to PublishRefusedError here.
+_REFUSED: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+)
+
+
+def _refused(exc: BaseException) -> PublishRefusedError:
+    refused = PublishRefusedError(f"{type(exc).__name__}: {exc}")
+    refused.__cause__ = exc
+    return refused
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, _REFUSED):
+        return _refused(exc)
+    if isinstance(exc, kafka_errors.OutOfOrderSequenceNumber):
+        failed = ProducerFailedError(
+            f"{type(exc).__name__}: a partition's idempotent sequence broke (an earlier "
+            "record was refused by the broker); a restart makes a new producer"
+        )
+        failed.__cause__ = exc
+        return failed
+    return exc
+
+
+def _translated(ack: asyncio.Future[Any]) -> asyncio.Future[object]:
+    """``ack``, with a refusal raised as ``PublishRefusedError`` and a broken sequence as
+    ``ProducerFailedError`` (a callback, not a task: this runs once per record)."""
+    out: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if fut.cancelled():
+            out.cancel()
+            return
+        exc = fut.exception()
+        if exc is None:
+            out.set_result(fut.result())
+        else:
+            out.set_exception(_translate(exc))
+
+    ack.add_done_callback(done)
+    return out
+
+
 class KafkaProducer:
-    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future."""
+    """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future; a record
+    the broker refuses for good raises ``PublishRefusedError`` (from ``send`` or the ack)."""
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = AIOKafkaProducer(**_idempotent_kwargs(settings))
@@ -53,14 +110,17 @@ class KafkaProducer:
 
         ``source`` (the input record's coordinates) matters only to the transactional producer.
         """
-        fut: asyncio.Future[object] = await self._producer.send(
-            topic,
-            value=value,
-            key=key,
-            headers=list(headers) if headers else None,
-            partition=partition,
-        )
-        return fut
+        try:
+            fut: asyncio.Future[Any] = await self._producer.send(
+                topic,
+                value=value,
+                key=key,
+                headers=list(headers) if headers else None,
+                partition=partition,
+            )
+        except _REFUSED as exc:
+            raise _refused(exc) from exc
+        return _translated(fut)
 
     async def flush(self) -> None:
         await self._producer.flush()
