@@ -17,6 +17,7 @@ import structlog
 
 from connector.config import ConnectorConfig
 from connector.contract.records import ResultRecord
+from connector.core.redaction import SecretScrubber
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.delivery.ports import EngineObserver, RecordSource
@@ -136,6 +137,7 @@ class ConnectorApp:
             on_accepted=self._record_correlation if self.correlation_writer else None,
             ledger_sink=self.ledger_producer,
             original_value=config.errors.policy(),  # issue 14: personal data in error records
+            scrubber=SecretScrubber(config.secret_values()),
         )
         self.webhook_sink: KafkaWebhookSink | None = None
         self._web: WebServer | None = None
