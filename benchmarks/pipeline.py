@@ -208,7 +208,7 @@ async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[st
     from connector.contract.topics import load_spec
     from connector.kafka.admin import apply_topics
 
-    spec = load_spec(ROOT / "topics" / "topics.yaml")
+    spec = load_spec()
     co_partitioned = {"order.status.changed", "order.status.ledger"}
     spec = spec.model_copy(
         update={

@@ -18,11 +18,21 @@ from typing import Any
 from connector.errors import ConfigError
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("order-status-connector")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="order-connector",
         description="Kafka order.status.changed events to provider order-status requests.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the connector daemon")
     run.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")

@@ -19,7 +19,7 @@ from connector.dev.devbroker import select_kafka
 from connector.kafka.admin import ensure_topic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOPICS_SPEC_PATH = REPO_ROOT / "topics" / "topics.yaml"
+TOPICS_SPEC_PATH = REPO_ROOT / "connector" / "contract" / "resources" / "topics.yaml"
 
 TopicFactory = Callable[..., Awaitable[str]]
 

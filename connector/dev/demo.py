@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +32,6 @@ from connector.dev.workload import WorkloadSpec, build_orders, interleave
 from connector.kafka.consumer import ConsumedRecord, read_topic
 from connector.kafka.producer import KafkaProducer
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 ASYNC_ERROR = "async_provider_error"
 DEMO_ACCOUNTS = {"meta": "meta-br", "ycloud": "ycloud-br", "zapi": "zapi-br", "zonos": "zonos-us"}
 
@@ -173,7 +171,7 @@ def _demo_sandbox() -> SandboxConfig:
     )
 
 
-class _Progress:
+class Progress:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.results: list[dict[str, Any]] = []
@@ -197,7 +195,7 @@ class _Progress:
         return len(self.results) - len(self.reports) + len(self.errors) - async_errors
 
 
-def _summary(progress: _Progress, elapsed: float) -> str:
+def summary(progress: Progress, elapsed: float) -> str:
     by_provider: dict[str, Counter[str]] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
     reports: dict[str, Counter[str]] = defaultdict(Counter)
@@ -260,7 +258,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
     print(f"kafka {bootstrap}: applying topic contracts (prefix demo-{run}.)", file=out)
     await apply_topics(
         bootstrap,
-        load_spec(SPEC_PATH),
+        load_spec(),  # the spec shipped in the package
         dry_run=False,
         prefix=f"demo-{run}.",
         replication_factor=1,
@@ -331,7 +329,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
             f"{len(DEMO_ACCOUNTS)} providers, {len(bad)} invalid)",
             file=out,
         )
-        progress = _Progress(total)
+        progress = Progress(total)
         readers = asyncio.gather(
             read_topic(
                 kafka,
@@ -371,7 +369,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
             app.request_stop()
             await runner
         elapsed = time.monotonic() - started
-        print(_summary(progress, elapsed), file=out)
+        print(summary(progress, elapsed), file=out)
         stats = sandbox.stats()
         print(f"sandbox answers: {orjson.dumps(stats.get('answers', stats)).decode()}", file=out)
         ok = progress.done == total
@@ -379,7 +377,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         return 0 if ok else 1
 
 
-async def _wait_for_webhooks(sandbox: Any, progress: _Progress, deadline: float) -> None:
+async def _wait_for_webhooks(sandbox: Any, progress: Progress, deadline: float) -> None:
     """Until every webhook the sandbox delivered is on the results topic (or the deadline)."""
     while time.monotonic() < deadline:
         hooks = sandbox.stats().get("webhooks", {})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,8 +18,6 @@ from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
 from connector.kafka.admin import apply_topics
 from connector.kafka.consumer import ConsumedRecord, read_topic
-
-SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 
 
 def quiet_sandbox() -> SandboxConfig:
@@ -37,9 +34,7 @@ def quiet_sandbox() -> SandboxConfig:
 
 async def make_topics(bootstrap: str, prefix: str) -> TopicNames:
     """The repository's topic contracts (12 partitions, ledger co-partitioned) under ``prefix``."""
-    await apply_topics(
-        bootstrap, load_spec(SPEC_PATH), dry_run=False, prefix=prefix, replication_factor=1
-    )
+    await apply_topics(bootstrap, load_spec(), dry_run=False, prefix=prefix, replication_factor=1)
     return TopicNames(
         input=f"{prefix}order.status.changed",
         results=f"{prefix}order.status.results",
