@@ -472,11 +472,6 @@ class LocalKafka:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def docker_engine_answers(timeout_s: float = 2.0) -> bool:
-    """Cheap probe: is a Docker engine reachable (and is testcontainers installed)?"""
-    return docker_kafka_unusable(timeout_s, images=()) is None
-
-
 def docker_kafka_images() -> list[str]:
     """The images testcontainers needs for the Kafka container: Kafka, and Ryuk unless disabled."""
     images = [TESTCONTAINERS_IMAGE]
@@ -489,9 +484,7 @@ def docker_kafka_images() -> list[str]:
     return images
 
 
-def docker_kafka_unusable(
-    timeout_s: float = 2.0, *, images: tuple[str, ...] | list[str] | None = None
-) -> str | None:
+def docker_kafka_unusable(timeout_s: float = 2.0) -> str | None:
     """Why testcontainers cannot start Kafka here, or None when it can.
 
     It can when a Docker engine answers and every image it needs (`docker_kafka_images`) is
@@ -515,7 +508,7 @@ def docker_kafka_unusable(
             client.ping()
         except Exception as exc:
             return f"no Docker engine answers ({type(exc).__name__})"
-        for image in docker_kafka_images() if images is None else images:
+        for image in docker_kafka_images():
             if not _image_present(client, image) and (failure := _not_pullable(client, image)):
                 return (
                     f"the Docker engine answers but image {image} is not present and cannot be "
