@@ -12,7 +12,19 @@ OUTCOME_DEADLINE_S=${OUTCOME_DEADLINE_S:-60}
 started=$(date +%s)
 say() { echo "compose-test: $* ($(($(date +%s) - started))s)" >&2; }
 
-bash deploy/docker/ensure-engine.sh
+# A dockerd started here is stopped again at the end (nothing keeps running after CI).
+dockerd_pidfile="$(mktemp /tmp/order-connector-dockerd.XXXXXX)"
+stop_started_dockerd() {
+  local pid
+  pid="$(cat "$dockerd_pidfile" 2>/dev/null || true)"
+  rm -f "$dockerd_pidfile"
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  echo "compose-test: dockerd $pid still running 20s after SIGTERM" >&2
+}
+trap stop_started_dockerd EXIT
+bash deploy/docker/ensure-engine.sh "$dockerd_pidfile"
 bash deploy/docker/base-images.sh
 say "base images ready"
 
@@ -46,6 +58,7 @@ teardown() {
     compose logs --no-color --tail=40 >&2 || true
   fi
   compose down -v --remove-orphans >/dev/null 2>&1 || true
+  stop_started_dockerd
   echo "compose-test: exit $status, total $(($(date +%s) - started))s" >&2
 }
 trap teardown EXIT

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Make a Docker engine answer on this machine: install docker.io, docker-compose and debootstrap
 # from Debian's packages when missing (root only), and start dockerd in the background when no
-# engine answers. Prints nothing on success beyond what it did. Used by `./run compose-test` and CI.
+# engine answers. Prints nothing on success beyond what it did. Used by `./run compose-test`.
+#   ensure-engine.sh [PIDFILE]   when it starts dockerd, writes its pid there (the caller stops it)
 set -euo pipefail
+pidfile="${1:-}"
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
@@ -28,7 +30,8 @@ fi
 log="${ORDER_CONNECTOR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/order-connector}/dockerd.log"
 mkdir -p "$(dirname "$log")"
 echo "ensure-engine: starting dockerd (log: $log)" >&2
-nohup dockerd >>"$log" 2>&1 &
+nohup dockerd >>"$log" 2>&1 </dev/null &
+[ -z "$pidfile" ] || echo $! >"$pidfile"
 for _ in $(seq 1 60); do
   docker info >/dev/null 2>&1 && exit 0
   sleep 0.5
