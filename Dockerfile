@@ -13,6 +13,8 @@
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Lets `./run compose-test` prune the intermediate images this stage leaves behind.
+LABEL org.order-status-connector.stage=build
 # pip reads PIP_* from the environment: PIP_INDEX_URL for a mirror, or PIP_NO_INDEX=1 to install
 # only from deploy/docker/wheels/ (a wheelhouse `./run compose-test` fills on the host, for
 # machines whose containers cannot reach an index). Empty wheelhouse and no args: PyPI.

@@ -58,6 +58,8 @@ teardown() {
     compose logs --no-color --tail=40 >&2 || true
   fi
   compose down -v --remove-orphans >/dev/null 2>&1 || true
+  # The build stage's leftovers (its layers change with every commit anyway).
+  docker image prune -f --filter label=org.order-status-connector.stage=build >/dev/null 2>&1 || true
   stop_started_dockerd
   echo "compose-test: exit $status, total $(($(date +%s) - started))s" >&2
 }
