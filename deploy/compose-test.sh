@@ -6,6 +6,8 @@
 # topic; check /metrics and a SIGTERM drain; tear everything down (also on failure).
 # Needs root for the first run (apt-get, dockerd); later runs reuse the cached images.
 set -euo pipefail
+# dockerd and debootstrap live in sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUTCOME_DEADLINE_S=${OUTCOME_DEADLINE_S:-60}

@@ -6,6 +6,8 @@
 # The image tarballs are cached under ~/.cache/order-connector/images/, so a later run (or a
 # fresh dockerd) only re-imports them. Idempotent: an image already known to dockerd is kept.
 set -euo pipefail
+# dockerd and debootstrap live in sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 CACHE="${ORDER_CONNECTOR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/order-connector}/images"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"

@@ -4,6 +4,8 @@
 # engine answers. Prints nothing on success beyond what it did. Used by `./run compose-test`.
 #   ensure-engine.sh [PIDFILE]   when it starts dockerd, writes its pid there (the caller stops it)
 set -euo pipefail
+# dockerd and debootstrap live in sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 pidfile="${1:-}"
 
 need=()
