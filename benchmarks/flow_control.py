@@ -723,7 +723,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, str], Awaitable[dict[str, Any]]
 
 @contextlib.contextmanager
 def _broker() -> Iterator[str]:
-    from connector.dev.devbroker import select_kafka
+    from connector.dev.kafka_selection import select_kafka
 
     progress("starting the local Kafka broker")
     with select_kafka() as bootstrap:

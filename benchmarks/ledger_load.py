@@ -97,7 +97,7 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from connector.dev.devbroker import select_kafka
+    from connector.dev.kafka_selection import select_kafka
 
     with select_kafka() as started:
         yield started

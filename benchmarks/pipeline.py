@@ -208,7 +208,7 @@ async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[st
     from connector.contract.topics import load_spec
     from connector.kafka.admin import apply_topics
 
-    spec = load_spec(ROOT / "topics" / "topics.yaml")
+    spec = load_spec()
     co_partitioned = {"order.status.changed", "order.status.ledger"}
     spec = spec.model_copy(
         update={
@@ -742,7 +742,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _broker() -> Iterator[str]:
-    from connector.dev.devbroker import select_kafka
+    from connector.dev.kafka_selection import select_kafka
 
     progress("starting the local Kafka broker")
     with select_kafka() as bootstrap:

@@ -22,7 +22,7 @@ from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
 from connector.contract.topics import load_spec
-from connector.dev.demo import DEMO_ACCOUNTS, SPEC_PATH, produce, sandbox_accounts
+from connector.dev.demo import DEMO_ACCOUNTS, produce, sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import WorkloadSpec, build_orders, interleave
@@ -38,9 +38,7 @@ async def _one(
     transactional: bool,
 ) -> float:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
-    await apply_topics(
-        bootstrap, load_spec(SPEC_PATH), dry_run=False, prefix=prefix, replication_factor=1
-    )
+    await apply_topics(bootstrap, load_spec(), dry_run=False, prefix=prefix, replication_factor=1)
     topics = TopicNames(
         input=f"{prefix}order.status.changed",
         results=f"{prefix}order.status.results",

@@ -22,6 +22,15 @@ from connector.errors import ConfigError
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("order-status-connector")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def main_parser() -> argparse.ArgumentParser:
     """The top-level parser (``run``, ``check-config``, ``demo``; the other sub-commands bring
     their own parsers, see ``command_parsers``)."""
@@ -31,6 +40,7 @@ def main_parser() -> argparse.ArgumentParser:
         prog="order-connector",
         description="Kafka order.status.changed events to provider order-status requests.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the connector daemon", description="Run the daemon.")
     run.add_argument("--config", type=Path, required=True, help="YAML or TOML config file")

@@ -1,8 +1,8 @@
 """Shared fixtures: one real Kafka broker per test session and unique names per test.
 
-The broker comes from `connector.dev.devbroker.select_kafka` ($ORDER_CONNECTOR_BOOTSTRAP_SERVERS,
-else testcontainers where Docker answers outside CI, else the local KRaft launcher). It is
-started only when a test asks for `kafka_bootstrap`, and a missing broker fails: never a skip.
+The broker comes from `connector.dev.kafka_selection.select_kafka`
+($ORDER_CONNECTOR_BOOTSTRAP_SERVERS, else testcontainers where Docker answers outside CI, else
+the local KRaft launcher). It is started only when a test asks for `kafka_bootstrap`, and a missing broker fails: never a skip.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from connector.contract.topics import TopicsSpec, load_spec
-from connector.dev.devbroker import select_kafka
+from connector.dev.kafka_selection import select_kafka
 from connector.kafka.admin import ensure_topic
 from tests.support.paths import TOPICS_SPEC_PATH
 from tests.support.topics import TopicFactory

@@ -1,4 +1,5 @@
-"""JSON Schemas of the topic contracts, generated from the pydantic models into ``topics/schemas``.
+"""JSON Schemas of the topic contracts, generated from the pydantic models into the package's
+``resources/schemas`` (shipped in the wheel; read them with `packaged_schema`).
 
 Run ``python -m connector.contract.schemas [directory]`` to regenerate; a unit test fails when a
 committed file no longer matches its model. Writes files only; nothing else.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -16,7 +18,8 @@ from pydantic import BaseModel
 from connector.contract.events import OrderStatusChanged
 from connector.contract.records import ErrorRecord, ResultRecord
 
-DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parents[2] / "topics" / "schemas"
+# Where regeneration writes: the source tree next to this module (package data in the wheel).
+DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parent / "resources" / "schemas"
 
 # file name -> (model, mode): the input event is described as accepted (validation), the
 # records as written (serialization). Files of older versions (error-record.v1.json) stay
@@ -35,6 +38,14 @@ def render_schema(model: type[BaseModel], mode: Mode, file_name: str) -> str:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://order-status-connector/topics/schemas/{file_name}"
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def packaged_schema(file_name: str) -> str:
+    """The committed text of one schema as shipped in the package (importlib.resources)."""
+    if file_name not in SCHEMAS:
+        raise KeyError(f"no topic schema named {file_name!r}; known: {', '.join(SCHEMAS)}")
+    resource = files("connector.contract") / "resources" / "schemas" / file_name
+    return resource.read_text(encoding="utf-8")
 
 
 def export_schemas(directory: Path = DEFAULT_DIRECTORY) -> list[Path]:

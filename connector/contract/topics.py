@@ -1,4 +1,4 @@
-"""Topic contracts (topics/topics.yaml): load and validate the spec, and plan changes purely.
+"""Topic contracts (the packaged resources/topics.yaml): load and validate the spec, plan changes.
 
 Owns the spec model and the planner `plan(spec, existing) -> TopicPlan`. It performs no I/O
 beyond reading the spec file; talking to Kafka is `connector.kafka.admin`'s job.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 import yaml
 from pydantic import (
@@ -232,11 +234,16 @@ class TopicsSpec(BaseModel):
         return TopicsSpec(topics=topics)
 
 
-def load_spec(path: Path) -> TopicsSpec:
-    """Read and validate a topics.yaml file."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+# The spec shipped inside the package (wheel or checkout alike), read through importlib.resources.
+PACKAGED_SPEC: Final[Traversable] = files("connector.contract") / "resources" / "topics.yaml"
+
+
+def load_spec(path: Path | Traversable | None = None) -> TopicsSpec:
+    """Read and validate a topics.yaml file; without a path, the spec shipped in the package."""
+    source = PACKAGED_SPEC if path is None else path
+    document = yaml.safe_load(source.read_text(encoding="utf-8"))
     if not isinstance(document, dict):
-        raise TopicSpecError(f"{path}: expected a mapping at the top level")
+        raise TopicSpecError(f"{source}: expected a mapping at the top level")
     return TopicsSpec.parse(document)
 
 

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,7 +35,6 @@ from connector.kafka.producer import KafkaProducer
 if TYPE_CHECKING:
     from connector.dev.sandbox.server import SandboxServer
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "topics" / "topics.yaml"
 ASYNC_ERROR = "async_provider_error"
 DEMO_ACCOUNTS = {"meta": "meta-br", "ycloud": "ycloud-br", "zapi": "zapi-br", "zonos": "zonos-us"}
 
@@ -176,7 +174,7 @@ def _demo_sandbox() -> SandboxConfig:
     )
 
 
-class _Progress:
+class Progress:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.results: list[dict[str, Any]] = []
@@ -200,7 +198,7 @@ class _Progress:
         return len(self.results) - len(self.reports) + len(self.errors) - async_errors
 
 
-def _summary(progress: _Progress, elapsed: float) -> str:
+def summary(progress: Progress, elapsed: float) -> str:
     by_provider: dict[str, Counter[str]] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
     reports: dict[str, Counter[str]] = defaultdict(Counter)
@@ -318,7 +316,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
     print(f"kafka {bootstrap}: applying topic contracts (prefix demo-{run}.)", file=out)
     await apply_topics(
         bootstrap,
-        load_spec(SPEC_PATH),
+        load_spec(),  # the spec shipped in the package
         dry_run=False,
         prefix=f"demo-{run}.",
         replication_factor=1,
@@ -357,7 +355,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
             f"{len(DEMO_ACCOUNTS)} providers, {invalid} invalid)",
             file=out,
         )
-        progress = _Progress(total)
+        progress = Progress(total)
         outputs = ((topics.results, progress.on_results), (topics.errors, progress.on_errors))
         readers = asyncio.gather(
             *(
@@ -386,7 +384,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
             app.request_stop()
             await runner
         elapsed = time.monotonic() - started
-        print(_summary(progress, elapsed), file=out)
+        print(summary(progress, elapsed), file=out)
         stats = sandbox.stats()
         print(f"sandbox answers: {orjson.dumps(stats.get('answers', stats)).decode()}", file=out)
         ok = progress.done == total
@@ -394,7 +392,7 @@ async def demo_main(bootstrap: str, orders: int, *, out: Any = sys.stdout) -> in
         return 0 if ok else 1
 
 
-async def _wait_for_webhooks(sandbox: Any, progress: _Progress, deadline: float) -> None:
+async def _wait_for_webhooks(sandbox: Any, progress: Progress, deadline: float) -> None:
     """Until every webhook the sandbox delivered is on the results topic (or the deadline)."""
     while time.monotonic() < deadline:
         hooks = sandbox.stats().get("webhooks", {})
@@ -404,7 +402,7 @@ async def _wait_for_webhooks(sandbox: Any, progress: _Progress, deadline: float)
 
 
 def run_demo(orders: int = 1_200) -> int:
-    from connector.dev.devbroker import select_kafka
+    from connector.dev.kafka_selection import select_kafka
     from connector.logs import configure_logging
 
     configure_logging(level="error", secrets=(), json=False)

@@ -1,8 +1,8 @@
 """A real single-node Kafka (KRaft) broker for tests, the demo and benchmarks, from Maven jars.
 
-Owns fetching the broker jars (kafka/pom.xml), starting/stopping the JVM and choosing which
-cluster to use (`select_kafka`). It must not be used by the production daemon, which is given
-its bootstrap servers by configuration.
+Owns fetching the broker jars (the packaged resources/kafka-pom.xml), starting/stopping the JVM
+and choosing which cluster to use (`select_kafka`). It must not be used by the production
+daemon, which is given its bootstrap servers by configuration.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import as_file, files
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Final
 
 DEFAULT_KAFKA_VERSION: Final = "4.4.0"
 BOOTSTRAP_ENV: Final = "ORDER_CONNECTOR_BOOTSTRAP_SERVERS"
@@ -55,11 +56,13 @@ def default_cache_dir() -> Path:
     return base / "order-connector"
 
 
-def default_pom() -> Path:
-    """The repository's kafka/pom.xml (the package is installed editable from the repo)."""
-    if explicit := os.environ.get(POM_ENV):
-        return Path(explicit)
-    return Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
+# The broker's Maven descriptor ships in the package, so a plain wheel install can fetch jars.
+PACKAGED_POM: Final = files("connector.dev") / "resources" / "kafka-pom.xml"
+_NEEDS = (
+    "the local development broker needs Maven (mvn) to fetch the Kafka jars and a JDK 17+ "
+    "(java) to run them; install both (Debian: apt-get install maven openjdk-17-jdk-headless), "
+    f"or name an existing cluster with {BOOTSTRAP_ENV}=host:9092"
+)
 
 
 def _pom_digest(pom: Path, version: str) -> str:
@@ -80,7 +83,11 @@ def ensure_jars(
     The cache is keyed by version and by the pom's content; a concurrent caller waits on a file
     lock instead of downloading twice. `maven_repo` overrides Maven's local repository.
     """
-    pom = pom or default_pom()
+    if pom is None and (explicit := os.environ.get(POM_ENV)):
+        pom = Path(explicit)
+    if pom is None:
+        with as_file(PACKAGED_POM) as packaged:
+            return ensure_jars(version, cache_dir=cache_dir, maven_repo=maven_repo, pom=packaged)
     if not pom.is_file():
         raise DevBrokerError(f"Kafka pom not found at {pom} (set {POM_ENV})")
     home = (cache_dir or default_cache_dir()) / f"kafka-{version}"
@@ -96,7 +103,7 @@ def ensure_jars(
             return lib
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise DevBrokerError("Maven (mvn) is not on PATH; it is needed to fetch Kafka jars")
+            raise DevBrokerError(f"Maven (mvn) is not on PATH: {_NEEDS}")
         staging = Path(tempfile.mkdtemp(prefix="lib-", dir=home))
         command = [
             mvn,
@@ -315,7 +322,7 @@ class LocalKafka:
             return str(Path(java_home) / "bin" / "java")
         java = shutil.which("java")
         if java is None:
-            raise DevBrokerError("java is not on PATH (JDK 17+ is needed for the Kafka broker)")
+            raise DevBrokerError(f"java is not on PATH: {_NEEDS}")
         return java
 
     def _jvm(self, lib: Path, main_class: str, *args: str, heap: str) -> list[str]:
@@ -463,58 +470,6 @@ class LocalKafka:
         _LIVE.discard(self)
         if not keep_data and self._owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-def docker_engine_answers(timeout_s: float = 2.0) -> bool:
-    """Cheap probe: is a Docker engine reachable (and is testcontainers installed)?"""
-    host = os.environ.get("DOCKER_HOST", "")
-    if not host and not Path("/var/run/docker.sock").exists():
-        return False
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=max(1, int(timeout_s)))
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def _testcontainers_kafka() -> Iterator[str]:
-    from testcontainers.community.kafka import KafkaContainer
-
-    container: Any = KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft()
-    with container as kafka:
-        yield str(kafka.get_bootstrap_server())
-
-
-@contextlib.contextmanager
-def select_kafka(env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """Yield bootstrap servers of the Kafka to use, started here if needed, stopped afterwards.
-
-    Order: $ORDER_CONNECTOR_BOOTSTRAP_SERVERS (an existing cluster); else testcontainers when a
-    Docker engine answers (never in CI, i.e. when $CI is set); else `LocalKafka`.
-    $ORDER_CONNECTOR_KAFKA_LAUNCHER=local|testcontainers forces a launcher. Never skips.
-    """
-    env = os.environ if env is None else env
-    if existing := env.get(BOOTSTRAP_ENV, "").strip():
-        yield existing
-        return
-    launcher = env.get(LAUNCHER_ENV, "auto").strip().lower() or "auto"
-    if launcher not in {"auto", "local", "testcontainers"}:
-        raise DevBrokerError(f"{LAUNCHER_ENV} must be auto, local or testcontainers: {launcher!r}")
-    use_docker = launcher == "testcontainers" or (
-        launcher == "auto" and not env.get("CI") and docker_engine_answers()
-    )
-    if use_docker:
-        with _testcontainers_kafka() as bootstrap:
-            yield bootstrap
-        return
-    with LocalKafka() as bootstrap:
-        yield bootstrap
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -5,4 +5,4 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOPICS_SPEC_PATH = REPO_ROOT / "topics" / "topics.yaml"
+TOPICS_SPEC_PATH = REPO_ROOT / "connector" / "contract" / "resources" / "topics.yaml"

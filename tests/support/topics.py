@@ -14,7 +14,7 @@ TopicFactory = Callable[..., Awaitable[str]]
 
 
 async def apply_spec_topics(bootstrap: str, prefix: str) -> TopicNames:
-    """Create every topic of ``topics/topics.yaml`` under ``prefix`` (replication factor 1)."""
+    """Create every topic of the packaged topic spec under ``prefix`` (replication factor 1)."""
     await apply_topics(
         bootstrap, load_spec(TOPICS_SPEC_PATH), dry_run=False, prefix=prefix, replication_factor=1
     )

@@ -227,7 +227,9 @@ def test_any_record_fits_any_limit_and_keeps_the_longest_prefix(
 
 
 def test_older_schema_versions_stay_committed_next_to_the_generated_ones() -> None:
-    committed = Path(__file__).resolve().parents[2] / "topics" / "schemas"
+    committed = (
+        Path(__file__).resolve().parents[2] / "connector" / "contract" / "resources" / "schemas"
+    )
     names = {p.name for p in committed.glob("*.json")}
     assert "error-record.v2.json" in SCHEMAS
     assert "error-record.v1.json" in names  # v1 records are still on the topic

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from connector.dev import devbroker
+from connector.dev import devbroker, kafka_selection
 from connector.dev.devbroker import (
     BOOTSTRAP_ENV,
     LAUNCHER_ENV,
@@ -16,8 +19,8 @@ from connector.dev.devbroker import (
     broker_is_serving,
     ensure_jars,
     free_port,
-    select_kafka,
 )
+from connector.dev.kafka_selection import select_kafka
 
 
 class _FakeLocalKafka:
@@ -39,9 +42,9 @@ def _fake_container() -> Iterator[str]:
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     _FakeLocalKafka.started = 0
-    monkeypatch.setattr(devbroker, "LocalKafka", _FakeLocalKafka)
-    monkeypatch.setattr(devbroker, "_testcontainers_kafka", _fake_container)
-    monkeypatch.setattr(devbroker, "docker_engine_answers", lambda timeout_s=2.0: True)
+    monkeypatch.setattr(kafka_selection, "LocalKafka", _FakeLocalKafka)
+    monkeypatch.setattr(kafka_selection, "_testcontainers_kafka", _fake_container)
+    monkeypatch.setattr(kafka_selection, "docker_kafka_unusable", lambda timeout_s=2.0: None)
 
 
 @pytest.mark.usefixtures("fakes")
@@ -55,6 +58,81 @@ def test_bootstrap_variable_names_an_existing_cluster_and_starts_nothing() -> No
 def test_docker_is_used_outside_ci_when_an_engine_answers() -> None:
     with select_kafka({}) as bootstrap:
         assert bootstrap == "docker-host:9092"
+
+
+@pytest.mark.usefixtures("fakes")
+def test_an_engine_without_the_images_falls_back_to_the_local_broker_saying_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "the Docker engine answers but image x/kafka:1 is not present and cannot be pulled"
+    monkeypatch.setattr(kafka_selection, "docker_kafka_unusable", lambda timeout_s=2.0: reason)
+    with select_kafka({}) as bootstrap:
+        assert bootstrap == "127.0.0.1:1111"
+    assert _FakeLocalKafka.started == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"devbroker: {reason}; using the local Kafka broker"]
+
+
+class _FakeDockerClient:
+    """An engine that answers; `present` images are local, `pullable` ones in a registry."""
+
+    def __init__(self, present: set[str], pullable: set[str]) -> None:
+        self.present, self.pullable = present, pullable
+        self.images = types.SimpleNamespace(get=self._get)
+        self.api = types.SimpleNamespace(inspect_distribution=self._inspect)
+        self.closed = False
+
+    def ping(self) -> bool:
+        return True
+
+    def _get(self, image: str) -> object:
+        if image not in self.present:
+            raise LookupError(f"No such image: {image}")
+        return object()
+
+    def _inspect(self, image: str) -> dict[str, Any]:
+        if image not in self.pullable:
+            raise RuntimeError(
+                "500 Server Error: dial tcp: lookup registry-1.docker.io: no such host"
+            )
+        return {"Descriptor": {}}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("present", "pullable", "usable"),
+    [
+        ({"kafka:1", "ryuk:1"}, set(), True),
+        ({"kafka:1"}, {"ryuk:1"}, True),
+        (set(), {"kafka:1", "ryuk:1"}, True),
+        ({"kafka:1"}, set(), False),  # the case that used to fail with APIError 500 (Ryuk)
+        (set(), set(), False),
+    ],
+)
+def test_testcontainers_is_usable_only_with_every_image_present_or_pullable(
+    monkeypatch: pytest.MonkeyPatch, present: set[str], pullable: set[str], usable: bool
+) -> None:
+    client = _FakeDockerClient(present, pullable)
+    fake_docker = types.ModuleType("docker")
+    fake_docker.from_env = lambda timeout=None: client  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "docker", fake_docker)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    monkeypatch.setattr(kafka_selection, "docker_kafka_images", lambda: ["kafka:1", "ryuk:1"])
+    reason = kafka_selection.docker_kafka_unusable()
+    assert (reason is None) is usable
+    if not usable:
+        assert "is not present and cannot be pulled" in (reason or "")
+    assert client.closed
+
+
+def test_no_engine_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(kafka_selection.Path, "exists", lambda self: False)
+    assert kafka_selection.docker_kafka_unusable() == (
+        "no Docker engine (no DOCKER_HOST, no /var/run/docker.sock)"
+    )
 
 
 @pytest.mark.usefixtures("fakes")
@@ -109,3 +187,18 @@ def test_server_properties_are_single_node_kraft_with_fast_test_settings(tmp_pat
 
 def test_nothing_listening_is_not_serving() -> None:
     assert not broker_is_serving("127.0.0.1", free_port(), timeout_s=0.5)
+
+
+def test_the_packaged_pom_is_the_default_and_missing_tools_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(devbroker.POM_ENV, raising=False)
+    monkeypatch.setattr(devbroker.shutil, "which", lambda name: None)  # no mvn, no java
+    packaged = Path(str(devbroker.PACKAGED_POM))
+    assert "<artifactId>kafka_2.13</artifactId>" in packaged.read_text()
+    home = tmp_path / "cache" / "kafka-9.9.9"
+    (home / "lib").mkdir(parents=True)
+    (home / ".complete").write_text(devbroker._pom_digest(packaged, "9.9.9"))
+    assert ensure_jars("9.9.9", cache_dir=tmp_path / "cache") == home / "lib"
+    with pytest.raises(DevBrokerError, match=r"Maven \(mvn\).*JDK 17\+"):
+        ensure_jars("9.9.8", cache_dir=tmp_path / "cache")

@@ -1,4 +1,4 @@
-"""Result and error records, and the committed JSON Schemas in topics/schemas."""
+"""Result and error records, and the committed JSON Schemas shipped in the package."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from connector.contract.records import (
     encode_bytes,
     original_headers,
 )
-from connector.contract.schemas import SCHEMAS, export_schemas, render_schema
+from connector.contract.schemas import SCHEMAS, export_schemas, packaged_schema, render_schema
 from connector.errors import ErrorClass
 
-COMMITTED = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 SOURCE = SourceCoordinates(topic="order.status.changed", partition=3, offset=1234)
 
 
@@ -94,7 +93,7 @@ def test_records_reject_unknown_fields() -> None:
 @pytest.mark.parametrize("file_name", sorted(SCHEMAS))
 def test_committed_schema_matches_its_model(file_name: str) -> None:
     model, mode = SCHEMAS[file_name]
-    committed = (COMMITTED / file_name).read_text(encoding="utf-8")
+    committed = packaged_schema(file_name)
     assert committed == render_schema(model, mode, file_name), (
         f"{file_name} is stale: run `python -m connector.contract.schemas` and commit the result"
     )
