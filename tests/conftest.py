@@ -2,7 +2,8 @@
 
 The broker comes from `connector.dev.kafka_selection.select_kafka`
 ($ORDER_CONNECTOR_BOOTSTRAP_SERVERS, else testcontainers where Docker answers outside CI, else
-the local KRaft launcher). It is started only when a test asks for `kafka_bootstrap`, and a missing broker fails: never a skip.
+the local KRaft launcher). It is started only when a test asks for `kafka_bootstrap`, and a
+missing broker fails: never a skip.
 """
 
 from __future__ import annotations
