@@ -1,5 +1,5 @@
 """The producer wrapper translates the broker's for-good refusals into PublishRefusedError
-(decided by aiokafka's error class), from ``send`` and from the ack, and the broken sequence
+(decided by aiokafka's error class), always through the ack, and the broken sequence
 that a broker-side refusal leaves in aiokafka's idempotent producer into ProducerFailedError:
 against the real broker."""
 
@@ -27,9 +27,10 @@ async def test_refusals_are_translated_and_a_broken_partition_sequence_is_fatal(
     try:
         with anyio.fail_after(30):
             await (await producer.send(small, b"fits", key=b"k"))
-            # Over the producer's own limit: refused before anything is sent...
+            # Over the producer's own limit: refused before anything is sent (the ack says so)...
+            refused_here = await producer.send(small, b"x" * (2 * 1024 * 1024), key=b"k")
             with pytest.raises(PublishRefusedError, match="MessageSizeTooLarge"):
-                await producer.send(small, b"x" * (2 * 1024 * 1024), key=b"k")
+                await refused_here
             # ...so the partition stays writable.
             await (await producer.send(small, b"still fine", key=b"k"))
             # Over the topic's limit: the broker refuses it, through the ack...
