@@ -1,6 +1,7 @@
 """Typed wrappers around aiokafka's producer: idempotent (sends return a broker-ack future) and
 transactional (outcomes and input offsets committed together). Publishes that cannot succeed by
-retrying are translated here, once, into ``PublishRefusedError``; ``error_record_limit`` says how
+retrying are translated here, once, into ``PublishRefusedError`` (``ProducerFailedError`` when
+a partition's idempotent sequence broke); ``error_record_limit`` says how
 large an error record may be. Nothing else imports aiokafka."""
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import BrokerResponseError, KafkaError, ProducerFenced
+from aiokafka.errors import (
+    BrokerResponseError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+)
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from connector.contract.records import MIN_ERROR_RECORD_BYTES
-from connector.errors import PublishRefusedError
+from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
 
@@ -88,6 +94,15 @@ def _refusal(exc: BaseException, topic: str) -> PublishRefusedError:
     return refused
 
 
+def _producer_failed(exc: BaseException, topic: str) -> ProducerFailedError:
+    failed = ProducerFailedError(
+        f"publish to {topic!r} failed: {type(exc).__name__}: a partition's idempotent sequence"
+        " broke (an earlier record was refused by the broker); a restart makes a new producer"
+    )
+    failed.__cause__ = exc
+    return failed
+
+
 def _failed(exc: BaseException) -> asyncio.Future[object]:
     fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     fut.set_exception(exc)
@@ -95,7 +110,8 @@ def _failed(exc: BaseException) -> asyncio.Future[object]:
 
 
 def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio.Future[object]:
-    """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError``."""
+    """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError`` and
+    a broken partition sequence as ``ProducerFailedError`` (nothing more can be written there)."""
     out: asyncio.Future[object] = ack.get_loop().create_future()
 
     def relay(done: asyncio.Future[object]) -> None:
@@ -107,6 +123,8 @@ def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio
         exc = done.exception()
         if exc is None:
             out.set_result(done.result())
+        elif isinstance(exc, OutOfOrderSequenceNumber):
+            out.set_exception(_producer_failed(exc, topic))
         elif is_refused(exc):
             out.set_exception(_refusal(exc, topic))
         else:
