@@ -23,7 +23,14 @@ from connector.core.redaction import SecretScrubber
 from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
 from connector.delivery.holds import Holds, reason_of
-from connector.delivery.jobs import Buffers, Job, LaneKey, PartitionState, new_job
+from connector.delivery.jobs import (
+    Buffers,
+    Job,
+    LaneKey,
+    PartitionProgress,
+    PartitionState,
+    new_job,
+)
 from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
@@ -101,6 +108,12 @@ class Engine:
         )  # fmt: skip
         self._retries = Retries(retry, rand, self._obs, self.stats, self._start)
         self._paused: set[TP] = set()
+        # Records whose key is not their order id: an error record unless accepted.
+        self._refuse_key_mismatch = delivery is None or delivery.key_mismatch == "error"
+        # Cleared during a publish outage: no provider request starts while it is clear.
+        self._publishable = asyncio.Event()
+        self._publishable.set()
+        self._outage_paused: set[TP] = set()
         self._stopping = asyncio.Event()
         self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
         self.failure: BaseException | None = None  # a fatal error (failed transaction)
@@ -151,6 +164,25 @@ class Engine:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def limit_error_records(self, max_bytes: int) -> None:
+        """Cut error records to ``max_bytes`` (what the errors topic and producer accept,
+        ``connector.kafka.admin.read_publish_limits``); set once at start."""
+        self._outcomes.error_record_max_bytes = max_bytes
+
+    @property
+    def publish_outage_s(self) -> float | None:
+        """Seconds outcomes have waited for the broker, when that passed
+        ``limits.publish_outage_s`` (dispatch is paused); None while publishing works."""
+        if self._publishable.is_set():
+            return None
+        return self._outcomes.watch.stalled_s(time.monotonic())
+
+    def progress(self) -> dict[TP, PartitionProgress]:
+        """Per assigned partition: the age of its oldest unfinished record and how long its
+        commit point has stood still while records wait (the commit-stall signals)."""
+        now = time.monotonic()
+        return {tp: s.progress(now) for tp, s in self._states.items() if not s.draining}
+
     async def run(self) -> None:
         """Poll until ``request_stop``; then drain in-flight work, commit and return."""
         committer = asyncio.create_task(
@@ -158,6 +190,7 @@ class Engine:
         )
         try:
             while not self._stopping.is_set():
+                self._watch_publishing()
                 self._apply_backpressure()
                 room = self._limits.max_buffered_records - self._buffers.records
                 records = await self._source.getmany(
@@ -260,9 +293,32 @@ class Engine:
         if pause:
             self._source.pause(pause)
             log.info("partitions_paused", count=len(pause), buffered_records=self._buffers.records)
-        if resume:
+        if resume and self._publishable.is_set():  # an outage keeps everything paused
             self._source.resume(resume)
-        self._paused = (self._paused | pause) - resume
+            self._paused -= resume
+        self._paused |= pause
+
+    def _watch_publishing(self) -> None:
+        """Pause intake and dispatch while outcomes cannot be published for longer than
+        ``limits.publish_outage_s``; resume once the broker acknowledges again. A request
+        whose outcome cannot be recorded would be a customer message with no record of it."""
+        watch = self._outcomes.watch
+        stalled = watch.stalled_s(time.monotonic())
+        if stalled >= self._limits.publish_outage_s:
+            if self._publishable.is_set():
+                self._publishable.clear()
+                live = {tp for tp, s in self._states.items() if not s.draining}
+                self._outage_paused = live
+                self._source.pause(live)
+                log.error(
+                    "publish_outage", stalled_s=round(stalled, 1), waiting_outcomes=watch.pending
+                )
+        elif not self._publishable.is_set():
+            self._publishable.set()
+            live = {tp for tp, s in self._states.items() if not s.draining}
+            self._source.resume((self._outage_paused & live) - self._paused)
+            self._outage_paused = set()
+            log.info("publish_recovered")
 
     # ------------------------------------------------------------------ intake
 
@@ -281,6 +337,9 @@ class Engine:
         provider: Provider | None = None
         try:
             event = decode_event(record.value, record.headers)
+            if self._refuse_key_mismatch and record.key != event.order_id.encode():
+                self._spawn_settle(state, record, _key_mismatch(record, event))
+                return
             provider = self._router.route(event)
             built = provider.build_request(event)
             if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
@@ -366,6 +425,11 @@ class Engine:
         if wait > 0:
             self._obs.rate_limit_wait(job.provider.kind, account, wait)
             await asyncio.sleep(wait)
+        while not self._publishable.is_set():  # a publish outage: send nothing new
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publishable.wait(), 0.5)
+            if job.state.draining:
+                return None  # its partition's next owner sends it
         answer = await self._attempts.send(job)
         if job.state.dropped:
             return None  # the partition was released mid-request; its next owner redoes it
@@ -456,6 +520,18 @@ class Engine:
         if nxt is not None:
             self._start(nxt)
         return True
+
+
+def _key_mismatch(record: ConsumedRecord, event: OrderStatusChanged) -> Ending:
+    """A record keyed by something other than its order id: Kafka orders records per key, so
+    this order's events may arrive in any order (``delivery.key_mismatch: accept`` sends them
+    anyway, for producers that key by customer)."""
+    key = "no key" if record.key is None else f"a {len(record.key)}-byte key"
+    detail = (
+        f"record key is not the event's order_id ({key}); Kafka orders records per key, so "
+        "this order's events are not ordered (delivery.key_mismatch: accept sends them anyway)"
+    )
+    return Ending(error=ErrorClass.KEY_MISMATCH, detail=detail, event=event)
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -40,6 +41,11 @@ class PartitionState:
     dropped: bool = False
     ledger: PartitionLedger | None = None
     held: list[ConsumedRecord] | None = None  # records that arrived while the ledger loaded
+    # (offset, monotonic time taken in), oldest first; entries below the commit point are
+    # dropped lazily by ``progress``.
+    taken: deque[tuple[int, float]] = field(default_factory=deque)
+    point: int | None = None  # the commit point ``progress`` saw last, and since when
+    point_since: float = field(default_factory=time.monotonic)
 
     def activate(self) -> None:
         self.active += 1
@@ -50,12 +56,36 @@ class PartitionState:
         if self.active == 0:
             self.idle.set()
 
+    def progress(self, now: float) -> PartitionProgress:
+        """How old its oldest unfinished record is, and for how long its commit point has not
+        moved while records wait (both 0 when nothing waits)."""
+        tracker = self.tracker
+        point = tracker.commit_point
+        if point != self.point:
+            self.point, self.point_since = point, now
+        if not tracker.outstanding or point is None:
+            return PartitionProgress(0.0, 0.0)
+        taken = self.taken
+        while taken and taken[0][0] < point:
+            taken.popleft()
+        oldest = now - taken[0][1] if taken else 0.0
+        return PartitionProgress(max(0.0, oldest), max(0.0, now - self.point_since))
+
     def uncommitted(self) -> int:
         """Records taken in since the commit point: what a crash would make us redo."""
         last, point = self.tracker.last_tracked, self.tracker.commit_point
         if last is None or point is None:
             return 0
         return last + 1 - point
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """``oldest_pending_s``: age of the oldest record taken in whose outcome is not
+    acknowledged; ``point_stalled_s``: how long the commit point has stood still meanwhile."""
+
+    oldest_pending_s: float
+    point_stalled_s: float
 
 
 @dataclass(eq=False, slots=True)
@@ -112,6 +142,7 @@ class Buffers:
 
     def take(self, state: PartitionState, offset: int, size: int) -> None:
         state.sizes[offset] = size
+        state.taken.append((offset, time.monotonic()))
         state.buffered_bytes += size
         self.records += 1
         self.bytes += size
@@ -144,4 +175,5 @@ class Buffers:
         self.records -= len(state.sizes)
         self.bytes -= state.buffered_bytes
         state.sizes.clear()
+        state.taken.clear()
         state.buffered_bytes = 0
