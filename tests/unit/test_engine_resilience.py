@@ -26,7 +26,6 @@ from tests.support.engine_fakes import (
     FakeSender,
     FakeSink,
     FakeSource,
-    assert_in_input_order,
     event_bytes,
     make_engine,
     run_until,
@@ -99,7 +98,7 @@ async def test_error_records_are_cut_to_the_budget_and_a_huge_key_is_cut() -> No
     engine = make_engine(source, sink, sender)
     engine.limit_error_records(MIN_ERROR_RECORD_BYTES * 2)
     await run_until(engine, source, sink, 2)
-    [(topic, value, key)] = [r for r in sink.records if r[0] == "err"]
+    [(_, value, key)] = [r for r in sink.records if r[0] == "err"]
     assert len(value) <= MIN_ERROR_RECORD_BYTES * 2
     assert key == huge_key[:MAX_OUTCOME_KEY_BYTES]
     body = json.loads(value)
@@ -107,7 +106,8 @@ async def test_error_records_are_cut_to_the_budget_and_a_huge_key_is_cut() -> No
     assert body["original_value_truncated"] is True
     assert body["original_value_size"] == len(huge_value)
     kept = base64.b64decode(body["original_value"])
-    assert kept and huge_value.startswith(kept)
+    assert kept
+    assert huge_value.startswith(kept)
     assert source.commits == {TP(INPUT, 0): 2}
 
 
@@ -149,7 +149,8 @@ async def test_a_refused_error_record_falls_back_once_to_the_minimal_record() ->
     [body] = sink.by_topic("err")
     assert body["error_class"] == "invalid_event"
     assert body["reason"].startswith("outcome refused by the broker (MessageSizeTooLargeError")
-    assert body["original_value"] == "" and body["original_value_size"] == len(value)
+    assert body["original_value"] == ""
+    assert body["original_value_size"] == len(value)
     assert body["original_key"] is None
     assert engine.failure is None
     assert source.commits == {TP(INPUT, 0): 1}
@@ -285,7 +286,8 @@ async def test_a_stuck_record_shows_as_oldest_pending_age_and_a_still_commit_poi
             while len(sink.records) < 10:
                 await asyncio.sleep(0.01)
         done = engine.progress()[TP(INPUT, 0)]
-        assert done.oldest_pending_s == 0.0 and done.point_stalled_s == 0.0
+        assert done.oldest_pending_s == 0.0
+        assert done.point_stalled_s == 0.0
     finally:
         gate.set()
         engine.request_stop()
