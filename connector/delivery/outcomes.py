@@ -102,8 +102,10 @@ MAX_OUTCOME_KEY_BYTES = 1024
 class PublishWatch:
     """How long outcomes have waited for an acknowledgement while none arrived.
 
-    ``stalled_s(now)`` is 0 while nothing is being published or acks keep arriving; otherwise
-    the time since the later of the last ack and the moment publishing started waiting.
+    ``begin``/``end`` bracket each outcome's settling (building, hooks, publishing until the
+    ack), ``acked`` marks each acknowledgement. ``stalled_s(now)`` is 0 while nothing waits or
+    acks keep arriving; otherwise the time since the later of the last ack and the moment
+    outcomes started waiting.
     """
 
     __slots__ = ("_last_ack", "_pending", "_waiting_since")
@@ -118,10 +120,11 @@ class PublishWatch:
             self._waiting_since = now
         self._pending += 1
 
-    def end(self, *, acked: bool, now: float) -> None:
+    def end(self) -> None:
         self._pending = max(0, self._pending - 1)
-        if acked:
-            self._last_ack = now
+
+    def acked(self, now: float) -> None:
+        self._last_ack = now
 
     @property
     def pending(self) -> int:
@@ -190,7 +193,18 @@ class Outcomes:
     ) -> None:
         """Publish the outcome of ``record`` until acknowledged. Never raises (but cancels):
         ``after_enqueue`` runs exactly once, when an outcome is handed to the producer."""
-        once = _Once(after_enqueue)
+        # From here until it returns, the outcome waits for the broker (the accepted hook
+        # writes a correlation record and waits for it too): what the publish watch measures.
+        self.watch.begin(time.monotonic())
+        try:
+            await self._settle(state, record, ending, job, _Once(after_enqueue))
+        finally:
+            self.watch.end()
+
+    async def _settle(
+        self, state: PartitionState, record: ConsumedRecord, ending: Ending, job: Job | None,
+        once: _Once,
+    ) -> None:  # fmt: skip
         ending, topic, value, ledger_update, result = self._prepare(record, ending, job)
         if result is not None and result.provider_message_id and self._on_accepted:
             try:
@@ -410,16 +424,9 @@ class Outcomes:
         """
         key = outcome_key(record)
         once = after_enqueue if isinstance(after_enqueue, _Once) else _Once(after_enqueue)
-        watch = self.watch
-        watch.begin(time.monotonic())
-        acked = False
-        try:
-            while not acked:
-                acked = await self._publish_once(
-                    state, record, topic, value, key, ledger_update, once
-                )
-        finally:
-            watch.end(acked=acked, now=time.monotonic())
+        while not await self._publish_once(state, record, topic, value, key, ledger_update, once):
+            pass
+        self.watch.acked(time.monotonic())
         self._failures = 0
         self._on_durable(state, record.offset)
 

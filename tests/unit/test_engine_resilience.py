@@ -246,9 +246,10 @@ def test_the_publish_watch_measures_waiting_without_acks() -> None:
     watch.begin(10.0)
     watch.begin(11.0)
     assert watch.stalled_s(15.0) == 5.0  # since publishing started waiting
-    watch.end(acked=True, now=16.0)
+    watch.acked(16.0)
+    watch.end()
     assert watch.stalled_s(18.0) == 2.0  # since the last ack
-    watch.end(acked=False, now=19.0)
+    watch.end()
     assert watch.stalled_s(30.0) == 0.0  # nothing waits
 
 
