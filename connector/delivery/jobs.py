@@ -61,15 +61,20 @@ class PartitionState:
         moved while records wait (both 0 when nothing waits)."""
         tracker = self.tracker
         point = tracker.commit_point
-        if point != self.point:
+        if point != self.point or not tracker.outstanding:  # nothing waits: the clock restarts
             self.point, self.point_since = point, now
-        if not tracker.outstanding or point is None:
+        if point is None:
             return PartitionProgress(0.0, 0.0)
+        self.forget_taken_below(point)
+        if not tracker.outstanding:
+            return PartitionProgress(0.0, 0.0)
+        oldest = now - self.taken[0][1] if self.taken else 0.0
+        return PartitionProgress(max(0.0, oldest), max(0.0, now - self.point_since))
+
+    def forget_taken_below(self, point: int) -> None:
         taken = self.taken
         while taken and taken[0][0] < point:
             taken.popleft()
-        oldest = now - taken[0][1] if taken else 0.0
-        return PartitionProgress(max(0.0, oldest), max(0.0, now - self.point_since))
 
     def uncommitted(self) -> int:
         """Records taken in since the commit point: what a crash would make us redo."""
@@ -143,6 +148,8 @@ class Buffers:
     def take(self, state: PartitionState, offset: int, size: int) -> None:
         state.sizes[offset] = size
         state.taken.append((offset, time.monotonic()))
+        if not len(state.taken) & 0xFFF and (point := state.tracker.commit_point) is not None:
+            state.forget_taken_below(point)  # bounded even when nobody asks for progress
         state.buffered_bytes += size
         self.records += 1
         self.bytes += size

@@ -16,8 +16,10 @@ import orjson
 
 from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
 from connector.contract.records import MIN_ERROR_RECORD_BYTES
+from connector.core.ordering import OffsetTracker
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
+from connector.delivery.jobs import Buffers, PartitionProgress, PartitionState
 from connector.delivery.outcomes import MAX_OUTCOME_KEY_BYTES, PublishWatch
 from connector.kafka.consumer import TP, ConsumedRecord
 from tests.support.engine_fakes import (
@@ -294,3 +296,24 @@ async def test_a_stuck_record_shows_as_oldest_pending_age_and_a_still_commit_poi
         engine.request_stop()
         with anyio.fail_after(10):
             await task
+
+
+def test_partition_progress_counts_only_while_records_wait() -> None:
+    state = PartitionState(TP(INPUT, 0), OffsetTracker(0))
+    buffers = Buffers()
+    assert state.progress(100.0) == PartitionProgress(0.0, 0.0)
+    buffers.take(state, 0, 10)
+    state.tracker.track(0)
+    buffers.done(state, 0)
+    assert state.progress(200.0) == PartitionProgress(0.0, 0.0)  # idle for a long time...
+    state.tracker.track(1)
+    buffers.take(state, 1, 10)
+    # ...then a record arrives: the commit point (1) did not change, the stall starts now.
+    assert state.progress(201.0).point_stalled_s == 1.0
+    state.tracker.track(2)
+    buffers.take(state, 2, 10)
+    buffers.done(state, 2)
+    assert state.progress(205.0).point_stalled_s == 5.0  # 2 is done, 1 still pins the point
+    buffers.done(state, 1)
+    assert state.progress(206.0) == PartitionProgress(0.0, 0.0)
+    assert not state.taken or state.taken[0][0] >= 3
