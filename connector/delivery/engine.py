@@ -31,6 +31,7 @@ from connector.delivery.jobs import (
     PartitionState,
     new_job,
 )
+from connector.delivery.outage import PublishGate
 from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
@@ -110,10 +111,8 @@ class Engine:
         self._paused: set[TP] = set()
         # Records whose key is not their order id: an error record unless accepted.
         self._refuse_key_mismatch = delivery is None or delivery.key_mismatch == "error"
-        # Cleared during a publish outage: no provider request starts while it is clear.
-        self._publishable = asyncio.Event()
-        self._publishable.set()
-        self._outage_paused: set[TP] = set()
+        # Closed during a publish outage: no provider request starts, intake is paused.
+        self._gate = PublishGate(self._outcomes.watch, limits.publish_outage_s, source)
         self._stopping = asyncio.Event()
         self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
         self.failure: BaseException | None = None  # a fatal error (failed transaction)
@@ -173,9 +172,7 @@ class Engine:
     def publish_outage_s(self) -> float | None:
         """Seconds outcomes have waited for the broker, when that passed
         ``limits.publish_outage_s`` (dispatch is paused); None while publishing works."""
-        if self._publishable.is_set():
-            return None
-        return self._outcomes.watch.stalled_s(time.monotonic())
+        return self._gate.outage_s
 
     def progress(self) -> dict[TP, PartitionProgress]:
         """Per assigned partition: the age of its oldest unfinished record and how long its
@@ -190,7 +187,9 @@ class Engine:
         )
         try:
             while not self._stopping.is_set():
-                self._watch_publishing()
+                self._gate.check(
+                    {tp for tp, s in self._states.items() if not s.draining}, self._paused
+                )
                 self._apply_backpressure()
                 room = self._limits.max_buffered_records - self._buffers.records
                 records = await self._source.getmany(
@@ -293,32 +292,10 @@ class Engine:
         if pause:
             self._source.pause(pause)
             log.info("partitions_paused", count=len(pause), buffered_records=self._buffers.records)
-        if resume and self._publishable.is_set():  # an outage keeps everything paused
+        if resume and self._gate.is_open:  # an outage keeps everything paused
             self._source.resume(resume)
             self._paused -= resume
         self._paused |= pause
-
-    def _watch_publishing(self) -> None:
-        """Pause intake and dispatch while outcomes cannot be published for longer than
-        ``limits.publish_outage_s``; resume once the broker acknowledges again. A request
-        whose outcome cannot be recorded would be a customer message with no record of it."""
-        watch = self._outcomes.watch
-        stalled = watch.stalled_s(time.monotonic())
-        if stalled >= self._limits.publish_outage_s:
-            if self._publishable.is_set():
-                self._publishable.clear()
-                live = {tp for tp, s in self._states.items() if not s.draining}
-                self._outage_paused = live
-                self._source.pause(live)
-                log.error(
-                    "publish_outage", stalled_s=round(stalled, 1), waiting_outcomes=watch.pending
-                )
-        elif not self._publishable.is_set():
-            self._publishable.set()
-            live = {tp for tp, s in self._states.items() if not s.draining}
-            self._source.resume((self._outage_paused & live) - self._paused)
-            self._outage_paused = set()
-            log.info("publish_recovered")
 
     # ------------------------------------------------------------------ intake
 
@@ -425,9 +402,8 @@ class Engine:
         if wait > 0:
             self._obs.rate_limit_wait(job.provider.kind, account, wait)
             await asyncio.sleep(wait)
-        while not self._publishable.is_set():  # a publish outage: send nothing new
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publishable.wait(), 0.5)
+        while not self._gate.is_open:  # a publish outage: send nothing new
+            await self._gate.wait()
             if job.state.draining:
                 return None  # its partition's next owner sends it
         answer = await self._attempts.send(job)
