@@ -1,8 +1,9 @@
 """Composition root: wires configuration, Kafka I/O, the engine, HTTP sending and the web server.
 
 Owns process lifecycle: start-up preflight (wait for the broker, check every topic it reads or
-writes), start order, SIGTERM/SIGINT drain, background probes (broker reachable, consumer lag)
-and closing everything it opened.
+writes, size the producers by the written topics' limits), start order, SIGTERM/SIGINT drain,
+background probes (broker reachable, consumer lag, commit progress) and closing everything it
+opened.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.delivery.ports import EngineObserver, RecordSource
 from connector.http.sender import HttpSender, create_sender
+from connector.kafka.admin import PublishLimits, read_publish_limits
 from connector.kafka.consumer import TP, KafkaConsumer, KafkaUnreachableError
 from connector.kafka.ledger_store import LedgerReader
 from connector.kafka.producer import KafkaProducer, TransactionalProducer
@@ -155,6 +157,7 @@ class ConnectorApp:
                 max_connections=config.server.max_connections,
             )
         self._tail: TopicTail | None = None
+        self.publish_limits: PublishLimits | None = None  # read by ``preflight``
         self._kafka_ok = False
         self._register_checks()
         self.started = asyncio.Event()
@@ -224,7 +227,33 @@ class ConnectorApp:
             names = ", ".join(f"{n}/{lang or '*'}" for n, lang in sorted(held, key=str))
             return (True, f"parked: {names}" if names else None)
 
+        def outcomes_publishable() -> CheckResult:
+            stalled = engine.publish_outage_s
+            if stalled is None:
+                return True
+            return (False, f"no outcome acknowledged for {stalled:.0f} s; dispatch paused")
+
+        stall_alert_s = self.config.limits.stall_alert_s
+
+        def commits_moving() -> CheckResult:
+            if not stall_alert_s:
+                return True
+            stalled = {
+                tp: p.point_stalled_s
+                for tp, p in engine.progress().items()
+                if p.point_stalled_s >= stall_alert_s
+            }
+            if not stalled:
+                return True
+            worst = ", ".join(
+                f"{tp.topic}:{tp.partition} for {s:.0f} s"
+                for tp, s in sorted(stalled.items(), key=lambda i: -i[1])[:5]
+            )
+            return (False, f"commit point not moving while records wait: {worst}")
+
         health.register("partitions_assigned", partitions_assigned)
+        health.register("outcomes_publishable", outcomes_publishable)
+        health.register("commits_moving", commits_moving)
         health.register("accounts_not_stopped", accounts_not_stopped)
         health.register("paused_templates", paused_templates)
 
@@ -302,6 +331,27 @@ class ConnectorApp:
             co_partitioned=("input", "ledger") if "ledger" in required else None,
             timeout_s=max(self.config.server.kafka_check_timeout_s, 10.0),
         )
+        await self._apply_publish_limits(required)
+
+    async def _apply_publish_limits(self, required: dict[str, str]) -> None:
+        """Size the producers and error records by what the written topics accept: a batch
+        never exceeds any written topic's ``max.message.bytes`` (the broker would refuse it and
+        break the producer's sequence), and an error record always fits the errors topic."""
+        written = [name for role, name in required.items() if role != "input"]
+        async with asyncio.timeout(max(self.config.server.kafka_check_timeout_s, 10.0)):
+            limits = await read_publish_limits(
+                self.config.kafka, written=written, errors=self.config.topics.errors
+            )
+        for producer in (self.producer, self.ledger_producer):
+            if producer is not None:
+                producer.limit_request_size(limits.max_request_size)
+        self.engine.limit_error_records(limits.error_record_max_bytes)
+        self.publish_limits = limits
+        log.info(
+            "publish_limits",
+            max_request_size=limits.max_request_size,
+            error_record_max_bytes=limits.error_record_max_bytes,
+        )
 
     async def _run_inside(self) -> None:
         background: list[asyncio.Task[None]] = []
@@ -320,6 +370,7 @@ class ConnectorApp:
             background = [
                 self._every(self.config.server.kafka_check_interval_s, self._check_kafka),
                 self._every(self.config.server.lag_interval_s, self._update_lag),
+                self._every(1.0, self._update_progress),
                 self._every(1.0, self._flush_logs),
             ]
             self.started.set()
@@ -395,6 +446,16 @@ class ConnectorApp:
             lag = await self.consumer.lag()
         for tp, records in lag.items():
             self.metrics.set_consumer_lag(tp.topic, tp.partition, records)
+
+    async def _update_progress(self) -> None:
+        for tp, progress in self.engine.progress().items():
+            self.metrics.set_partition_progress(
+                tp.topic,
+                tp.partition,
+                oldest_pending_s=progress.oldest_pending_s,
+                point_stalled_s=progress.point_stalled_s,
+            )
+        self.metrics.publish_outage.set(0 if self.engine.publish_outage_s is None else 1)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown_requested", signal=sig.name)

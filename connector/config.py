@@ -122,6 +122,13 @@ class LimitSettings(_Strict):
     # While a template is paused (Meta 132015/132016 or a PAUSED webhook), one parked event
     # probes it this often; APPROVED/REINSTATED webhooks resume it at once.
     template_probe_interval_s: float = Field(default=300.0, gt=0)
+    # How long publishing outcomes may keep failing before dispatch pauses: no new provider
+    # request goes out (a customer message whose outcome cannot be recorded) and /readyz fails
+    # ``outcomes_publishable``, until a publish succeeds again.
+    publish_outage_s: float = Field(default=10.0, gt=0)
+    # /readyz fails ``commits_moving`` when a partition's commit point has not moved for this
+    # long while records of it wait (a stalled record pins it); 0 turns the check off.
+    stall_alert_s: float = Field(default=300.0, ge=0)
 
 
 class RetrySettings(_Strict):
@@ -231,6 +238,12 @@ class DeliverySettings(_Strict):
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
     # Translate and publish ``dry_run`` results without calling providers.
     dry_run: bool = False
+    # A record whose Kafka key is not its event's ``order_id``: Kafka orders records per key
+    # (per partition), so such events of one order may sit in different partitions and reach
+    # us in any order. ``error`` (default) writes a ``key_mismatch`` error record and sends
+    # nothing; ``accept`` processes them anyway, for producers that key by customer (all of
+    # a customer's orders share a partition, so each order's events stay in order).
+    key_mismatch: Literal["error", "accept"] = "error"
 
     def coalesces(self, account: str, provider_kind: str) -> bool:
         return self.coalesce.get(account, provider_kind in self.coalesce_providers)

@@ -33,6 +33,7 @@ class ErrorClass(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     ASYNC_PROVIDER_ERROR = "async_provider_error"
     UNROUTABLE = "unroutable"
+    KEY_MISMATCH = "key_mismatch"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -23,7 +23,15 @@ from connector.core.redaction import SecretScrubber
 from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
 from connector.delivery.holds import Holds, reason_of
-from connector.delivery.jobs import Buffers, Job, LaneKey, PartitionState, new_job
+from connector.delivery.jobs import (
+    Buffers,
+    Job,
+    LaneKey,
+    PartitionProgress,
+    PartitionState,
+    new_job,
+)
+from connector.delivery.outage import PublishGate
 from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
@@ -104,6 +112,10 @@ class Engine:
         )  # fmt: skip
         self._retries = Retries(retry, rand, self._obs, self.stats, self._start)
         self._paused: set[TP] = set()
+        # Records whose key is not their order id: an error record unless accepted.
+        self._refuse_key_mismatch = delivery is None or delivery.key_mismatch == "error"
+        # Closed during a publish outage: no provider request starts, intake is paused.
+        self._gate = PublishGate(self._outcomes.watch, limits.publish_outage_s, source)
         self._stopping = asyncio.Event()
         self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
         self.failure: BaseException | None = None  # a fatal error (failed transaction)
@@ -154,6 +166,23 @@ class Engine:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def limit_error_records(self, max_bytes: int) -> None:
+        """Cut error records to ``max_bytes`` (what the errors topic and producer accept,
+        ``connector.kafka.admin.read_publish_limits``); set once at start."""
+        self._outcomes.error_record_max_bytes = max_bytes
+
+    @property
+    def publish_outage_s(self) -> float | None:
+        """Seconds outcomes have waited for the broker, when that passed
+        ``limits.publish_outage_s`` (dispatch is paused); None while publishing works."""
+        return self._gate.outage_s
+
+    def progress(self) -> dict[TP, PartitionProgress]:
+        """Per assigned partition: the age of its oldest unfinished record and how long its
+        commit point has stood still while records wait (the commit-stall signals)."""
+        now = time.monotonic()
+        return {tp: s.progress(now) for tp, s in self._states.items() if not s.draining}
+
     async def run(self) -> None:
         """Poll until ``request_stop``; then drain in-flight work, commit and return."""
         committer = asyncio.create_task(
@@ -161,6 +190,9 @@ class Engine:
         )
         try:
             while not self._stopping.is_set():
+                self._gate.check(
+                    {tp for tp, s in self._states.items() if not s.draining}, self._paused
+                )
                 self._apply_backpressure()
                 room = self._limits.max_buffered_records - self._buffers.records
                 records = await self._source.getmany(
@@ -263,9 +295,10 @@ class Engine:
         if pause:
             self._source.pause(pause)
             log.info("partitions_paused", count=len(pause), buffered_records=self._buffers.records)
-        if resume:
+        if resume and self._gate.is_open:  # an outage keeps everything paused
             self._source.resume(resume)
-        self._paused = (self._paused | pause) - resume
+            self._paused -= resume
+        self._paused |= pause
 
     # ------------------------------------------------------------------ intake
 
@@ -284,6 +317,9 @@ class Engine:
         provider: Provider | None = None
         try:
             event = decode_event(record.value, record.headers)
+            if self._refuse_key_mismatch and record.key != event.order_id.encode():
+                self._spawn_settle(state, record, _key_mismatch(record, event))
+                return
             provider = self._router.route(event)
             built = provider.build_request(event)
             if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
@@ -369,6 +405,10 @@ class Engine:
         if wait > 0:
             self._obs.rate_limit_wait(job.provider.kind, account, wait)
             await asyncio.sleep(wait)
+        while not self._gate.is_open:  # a publish outage: send nothing new
+            await self._gate.wait()
+            if job.state.draining:
+                return None  # its partition's next owner sends it
         answer = await self._attempts.send(job)
         if job.state.dropped:
             return None  # the partition was released mid-request; its next owner redoes it
@@ -453,6 +493,18 @@ class Engine:
         if nxt is not None:
             self._start(nxt)
         return True
+
+
+def _key_mismatch(record: ConsumedRecord, event: OrderStatusChanged) -> Ending:
+    """A record keyed by something other than its order id: Kafka orders records per key, so
+    this order's events may arrive in any order (``delivery.key_mismatch: accept`` sends them
+    anyway, for producers that key by customer)."""
+    key = "no key" if record.key is None else f"a {len(record.key)}-byte key"
+    detail = (
+        f"record key is not the event's order_id ({key}); Kafka orders records per key, so "
+        "this order's events are not ordered (delivery.key_mismatch: accept sends them anyway)"
+    )
+    return Ending(error=ErrorClass.KEY_MISMATCH, detail=detail, event=event)
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -40,6 +41,11 @@ class PartitionState:
     dropped: bool = False
     ledger: PartitionLedger | None = None
     held: list[ConsumedRecord] | None = None  # records that arrived while the ledger loaded
+    # (offset, monotonic time taken in), oldest first; entries below the commit point are
+    # dropped lazily by ``progress``.
+    taken: deque[tuple[int, float]] = field(default_factory=deque)
+    point: int | None = None  # the commit point ``progress`` saw last, and since when
+    point_since: float = field(default_factory=time.monotonic)
 
     def activate(self) -> None:
         self.active += 1
@@ -50,12 +56,41 @@ class PartitionState:
         if self.active == 0:
             self.idle.set()
 
+    def progress(self, now: float) -> PartitionProgress:
+        """How old its oldest unfinished record is, and for how long its commit point has not
+        moved while records wait (both 0 when nothing waits)."""
+        tracker = self.tracker
+        point = tracker.commit_point
+        if point != self.point or not tracker.outstanding:  # nothing waits: the clock restarts
+            self.point, self.point_since = point, now
+        if point is None:
+            return PartitionProgress(0.0, 0.0)
+        self.forget_taken_below(point)
+        if not tracker.outstanding:
+            return PartitionProgress(0.0, 0.0)
+        oldest = now - self.taken[0][1] if self.taken else 0.0
+        return PartitionProgress(max(0.0, oldest), max(0.0, now - self.point_since))
+
+    def forget_taken_below(self, point: int) -> None:
+        taken = self.taken
+        while taken and taken[0][0] < point:
+            taken.popleft()
+
     def uncommitted(self) -> int:
         """Records taken in since the commit point: what a crash would make us redo."""
         last, point = self.tracker.last_tracked, self.tracker.commit_point
         if last is None or point is None:
             return 0
         return last + 1 - point
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """``oldest_pending_s``: age of the oldest record taken in whose outcome is not
+    acknowledged; ``point_stalled_s``: how long the commit point has stood still meanwhile."""
+
+    oldest_pending_s: float
+    point_stalled_s: float
 
 
 @dataclass(eq=False, slots=True)
@@ -112,6 +147,9 @@ class Buffers:
 
     def take(self, state: PartitionState, offset: int, size: int) -> None:
         state.sizes[offset] = size
+        state.taken.append((offset, time.monotonic()))
+        if not len(state.taken) & 0xFFF and (point := state.tracker.commit_point) is not None:
+            state.forget_taken_below(point)  # bounded even when nobody asks for progress
         state.buffered_bytes += size
         self.records += 1
         self.bytes += size
@@ -152,4 +190,5 @@ class Buffers:
         self.records -= len(state.sizes)
         self.bytes -= state.buffered_bytes
         state.sizes.clear()
+        state.taken.clear()
         state.buffered_bytes = 0

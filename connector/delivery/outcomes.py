@@ -5,7 +5,10 @@ never touches offsets, lanes or slots.
 ``Outcomes.settle`` is total: a record that cannot be built becomes an ``internal_error``
 record, a record the broker refuses for good becomes a minimal error record (once), and only
 when even that is refused, or the producer cannot write any more, does it report a fatal
-failure (``on_fatal``).
+failure (``on_fatal``). Error records are cut to ``error_record_max_bytes`` (read from the
+errors topic at start); outcomes are keyed by the event's order id, or by the input key cut to
+``MAX_OUTCOME_KEY_BYTES`` when the event did not decode. ``PublishWatch`` says for how long
+publishing has not been acknowledged while outcomes wait (a publish outage).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from connector.contract.records import (
     ResultOutcome,
     ResultRecord,
     SourceCoordinates,
+    bounded_error_record,
     encode_bytes,
+    minimal_error_record,
     original_headers,
 )
 from connector.core.ledger import delivery_of
@@ -89,6 +94,47 @@ LedgerUpdate = tuple[str, bytes, bytes]  # (topic, key, value)
 AcceptedHook = Callable[[ResultRecord], Awaitable[None]]
 _MAX_DETAIL = 300
 _MAX_ID = 256
+#: An outcome's key when the event did not decode is the input key, cut to this many bytes: a
+#: huge input key must not make its error record unpublishable (the errors topic's budget
+#: leaves 1 KiB for the key, ``connector.kafka.producer.ERROR_RECORD_KEY_ROOM``).
+MAX_OUTCOME_KEY_BYTES = 1024
+
+
+class PublishWatch:
+    """How long outcomes have waited for an acknowledgement while none arrived.
+
+    ``begin``/``end`` bracket each outcome's settling (building, hooks, publishing until the
+    ack), ``acked`` marks each acknowledgement. ``stalled_s(now)`` is 0 while nothing waits or
+    acks keep arriving; otherwise the time since the later of the last ack and the moment
+    outcomes started waiting.
+    """
+
+    __slots__ = ("_last_ack", "_pending", "_waiting_since")
+
+    def __init__(self) -> None:
+        self._pending = 0
+        self._waiting_since = 0.0
+        self._last_ack = 0.0
+
+    def begin(self, now: float) -> None:
+        if self._pending == 0:
+            self._waiting_since = now
+        self._pending += 1
+
+    def end(self) -> None:
+        self._pending = max(0, self._pending - 1)
+
+    def acked(self, now: float) -> None:
+        self._last_ack = now
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def stalled_s(self, now: float) -> float:
+        if self._pending == 0:
+            return 0.0
+        return max(0.0, now - max(self._last_ack, self._waiting_since))
 
 
 def internal(
@@ -136,6 +182,9 @@ class Outcomes:
         self._on_fatal = on_fatal
         self._on_accepted = on_accepted
         self._failures = 0
+        #: The largest error record (bytes) the errors topic and producer take; None: no cut.
+        self.error_record_max_bytes: int | None = None
+        self.watch = PublishWatch()
 
     async def settle(
         self,
@@ -147,7 +196,18 @@ class Outcomes:
     ) -> None:
         """Publish the outcome of ``record`` until acknowledged. Never raises (but cancels):
         ``after_enqueue`` runs exactly once, when an outcome is handed to the producer."""
-        once = _Once(after_enqueue)
+        # From here until it returns, the outcome waits for the broker (the accepted hook
+        # writes a correlation record and waits for it too): what the publish watch measures.
+        self.watch.begin(time.monotonic())
+        try:
+            await self._settle(state, record, ending, job, _Once(after_enqueue))
+        finally:
+            self.watch.end()
+
+    async def _settle(
+        self, state: PartitionState, record: ConsumedRecord, ending: Ending, job: Job | None,
+        once: _Once,
+    ) -> None:  # fmt: skip
         ending, topic, value, ledger_update, result = self._prepare(record, ending, job)
         if result is not None and result.provider_message_id and self._on_accepted:
             try:
@@ -224,11 +284,12 @@ class Outcomes:
         """The topic, value and (for results) the record of ``ending``; counts it."""
         event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
         if ending.result is None:
-            topic, value, result = (
-                self._topics.errors,
-                self._protected(record, self._error(record, ending, job)).to_bytes(),
-                None,
+            error = self._protected(record, self._error(record, ending, job))
+            limit = self.error_record_max_bytes
+            value = (
+                error.to_bytes() if limit is None else bounded_error_record(error, max_bytes=limit)
             )
+            topic, result = self._topics.errors, None
             self._stats.errors += 1
         else:
             result = self._result(record, ending, job, event, provider)
@@ -341,24 +402,27 @@ class Outcomes:
     def _minimal(
         record: ConsumedRecord, ending: Ending, job: Job | None, refused: BaseException
     ) -> bytes:
-        """The error record to write when the full outcome was refused: ids clipped, no
-        original key, value or headers (re-drive from the source coordinates)."""
+        """The error record to write when the full outcome was refused:
+        ``minimal_error_record`` of it (ids clipped, no original key or headers, the value
+        described by size and SHA-256; re-drive from the source coordinates)."""
         event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
         reason = f"outcome refused by the broker ({refused}); original record not kept"
         if ending.detail:
-            reason = f"{ending.detail} | {reason}"
-        return ErrorRecord(
-            event_id=_clip(event.event_id) if event else None,
-            order_id=_clip(event.order_id) if event else _clip(_key_text(record.key)),
+            reason = f"{reason} | {ending.detail}"
+        full = ErrorRecord.model_construct(
+            event_id=event.event_id if event else None,
+            order_id=event.order_id if event else _key_text(record.key),
             error_class=ending.error or ErrorClass.INTERNAL_ERROR,
-            reason=_clip(reason, _MAX_DETAIL * 2) or "refused",
+            reason=reason,
             provider=provider.kind if provider else None,
-            account=_clip(provider.account if provider else event.account if event else None),
+            account=provider.account if provider else event.account if event else None,
             attempts=job.attempts if job else 0,
             source=SourceCoordinates(
                 topic=record.topic, partition=record.partition, offset=record.offset
             ),
-        ).to_bytes()
+            original_value=encode_bytes(record.value),
+        )
+        return minimal_error_record(full).to_bytes()
 
     async def publish(
         self,
@@ -379,36 +443,53 @@ class Outcomes:
         Transient errors are retried with backoff; ``PublishRefusedError`` and
         ``ProducerFailedError`` are raised.
         """
-        while True:
-            try:
-                if ledger_update is not None:
-                    ledger_topic, ledger_key, ledger_value = ledger_update
-                    ledger_fut = await self._ledger_sink.send(
-                        ledger_topic,
-                        ledger_value,
-                        key=ledger_key,
-                        partition=record.partition,
-                        source=(state.tp, record.offset),
-                    )
-                fut = await self._sink.send(
-                    topic, value, key=record.key, headers=headers, source=(state.tp, record.offset)
-                )
-                if after_enqueue is not None:
-                    then, after_enqueue = after_enqueue, None
-                    then()
-                if ledger_update is not None:
-                    await self._ledger_ack(ledger_fut, record)
-                await asyncio.shield(fut)
-            except (asyncio.CancelledError, PublishRefusedError, ProducerFailedError):
-                raise  # sending the same bytes again cannot succeed
-            except Exception as exc:
-                self._failures += 1
-                log.exception("publish_failed", topic=topic, error=type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.1 * self._failures))
-                continue
-            break
+        key = outcome_key(record)
+        once = after_enqueue if isinstance(after_enqueue, _Once) else _Once(after_enqueue)
+        while not await self._publish_once(
+            state, record, topic, value, key, ledger_update, once, headers
+        ):
+            pass
+        self.watch.acked(time.monotonic())
         self._failures = 0
         self._on_durable(state, record.offset)
+
+    async def _publish_once(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        ledger_update: LedgerUpdate | None,
+        after_enqueue: _Once,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> bool:
+        """One try: True once acknowledged, False after a transient failure (backed off)."""
+        try:
+            if ledger_update is not None:
+                ledger_topic, ledger_key, ledger_value = ledger_update
+                ledger_fut = await self._ledger_sink.send(
+                    ledger_topic,
+                    ledger_value,
+                    key=ledger_key,
+                    partition=record.partition,
+                    source=(state.tp, record.offset),
+                )
+            fut = await self._sink.send(
+                topic, value, key=key, headers=headers, source=(state.tp, record.offset)
+            )
+            after_enqueue()  # at most once, however many tries
+            if ledger_update is not None:
+                await self._ledger_ack(ledger_fut, record)
+            await asyncio.shield(fut)
+        except (asyncio.CancelledError, PublishRefusedError, ProducerFailedError):
+            raise  # sending the same bytes again cannot succeed
+        except Exception as exc:
+            self._failures += 1
+            log.exception("publish_failed", topic=topic, error=type(exc).__name__)
+            await asyncio.sleep(min(5.0, 0.1 * self._failures))
+            return False
+        return True
 
 
 def trace_headers(ending: Ending, job: Job | None) -> list[tuple[str, bytes]] | None:
@@ -457,6 +538,19 @@ def ledger_update_of(job: Job | None, ending: Ending, topic: str | None) -> Ledg
             targets[target] = previous
         raise
     return (topic, order_id.encode(), value)
+
+
+def outcome_key(record: ConsumedRecord) -> bytes | None:
+    """The key of ``record``'s outcome: the input key, cut to ``MAX_OUTCOME_KEY_BYTES``.
+
+    A record whose event decoded has a key equal to its order id (``key_mismatch`` refuses
+    others by default) or, accepted anyway, keeps the producer's key so its outcomes share
+    the partition scheme of its input. Only an undecodable record's key can be huge.
+    """
+    key = record.key
+    if key is None or len(key) <= MAX_OUTCOME_KEY_BYTES:
+        return key
+    return key[:MAX_OUTCOME_KEY_BYTES]
 
 
 def _clip(text: str | None, limit: int = _MAX_ID) -> str | None:

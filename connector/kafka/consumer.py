@@ -180,17 +180,22 @@ class KafkaConsumer:
             raise KafkaUnreachableError(type(exc).__name__) from None
 
     async def lag(self) -> dict[TP, int]:
-        """Records behind the high watermark per assigned partition (fetch position based)."""
+        """Records between the group's committed offset and the high watermark, per assigned
+        partition (what ``consumer_lag`` says): records fetched but not finished count, so a
+        record that pins the commit point shows as lag. Before any commit, the partition's
+        beginning stands for the committed offset."""
         out: dict[TP, int] = {}
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is None:
                 continue
             try:
-                pos = await self._consumer.position(tp)
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    committed = (await self._consumer.beginning_offsets([tp]))[tp]
             except (IllegalStateError, KafkaError):
                 continue
-            out[TP(tp.topic, tp.partition)] = max(0, high - pos)
+            out[TP(tp.topic, tp.partition)] = max(0, high - committed)
         return out
 
 

@@ -1,6 +1,7 @@
 """Typed wrappers around aiokafka's producer: idempotent (sends return a broker-ack future) and
 transactional (outcomes and input offsets committed together). Publishes that cannot succeed by
-retrying are translated here, once, into ``PublishRefusedError``; ``error_record_limit`` says how
+retrying are translated here, once, into ``PublishRefusedError`` (``ProducerFailedError`` when
+a partition's idempotent sequence broke); ``error_record_limit`` says how
 large an error record may be. Nothing else imports aiokafka."""
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def _refusal(exc: BaseException, topic: str) -> PublishRefusedError:
     return refused
 
 
-def _producer_failed(exc: BaseException) -> ProducerFailedError:
+def _producer_failed(exc: BaseException, topic: str) -> ProducerFailedError:
     failed = ProducerFailedError(
-        f"{type(exc).__name__}: a partition's idempotent sequence broke (an earlier record was"
-        " refused by the broker); a restart makes a new producer"
+        f"publish to {topic!r} failed: {type(exc).__name__}: a partition's idempotent sequence"
+        " broke (an earlier record was refused by the broker); a restart makes a new producer"
     )
     failed.__cause__ = exc
     return failed
@@ -111,7 +112,8 @@ def _failed(exc: BaseException) -> asyncio.Future[object]:
 
 
 def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio.Future[object]:
-    """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError``."""
+    """A future that resolves like ``ack``, with refusals raised as ``PublishRefusedError`` and
+    a broken partition sequence as ``ProducerFailedError`` (nothing more can be written there)."""
     out: asyncio.Future[object] = ack.get_loop().create_future()
 
     def relay(done: asyncio.Future[object]) -> None:
@@ -124,7 +126,7 @@ def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio
         if exc is None:
             out.set_result(done.result())
         elif isinstance(exc, OutOfOrderSequenceNumber):
-            out.set_exception(_producer_failed(exc))
+            out.set_exception(_producer_failed(exc, topic))
         elif is_refused(exc):
             out.set_exception(_refusal(exc, topic))
         else:
@@ -160,13 +162,39 @@ class _Producer:
     """What both producers share: the aiokafka producer's life cycle and ``send``'s signature."""
 
     def __init__(self, settings: KafkaSettings, **options: Any) -> None:
-        self._producer = AIOKafkaProducer(**options, **idempotent_kwargs(settings))
+        self._settings = settings
+        self._options = options
+        self._client: AIOKafkaProducer | None = None
+
+    @property
+    def max_request_size(self) -> int:
+        return self._settings.max_request_size
+
+    def limit_request_size(self, max_request_size: int) -> None:
+        """Lower ``max_request_size`` (to what the written topics accept, read at start);
+        only before ``start``: aiokafka fixes it when the client is built."""
+        if self._client is not None:
+            raise RuntimeError("limit_request_size must be called before start")
+        if max_request_size < self._settings.max_request_size:
+            self._settings = self._settings.model_copy(
+                update={"max_request_size": max_request_size}
+            )
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._client is None:
+            raise RuntimeError("the producer is not started")
+        return self._client
 
     async def start(self) -> None:
-        await self._producer.start()
+        # Built here, not in __init__: the limits read at start decide max_request_size, and
+        # a client that was built but never started makes aiokafka warn.
+        self._client = AIOKafkaProducer(**self._options, **idempotent_kwargs(self._settings))
+        await self._client.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._client is not None:
+            await self._client.stop()
 
     async def send(
         self,
@@ -214,7 +242,8 @@ class KafkaProducer(_Producer):
         return translated_publish_error(ack, topic)
 
     async def flush(self) -> None:
-        await self._producer.flush()
+        if self._client is not None:
+            await self._client.flush()
 
 
 class TransactionFailedError(RuntimeError):
@@ -248,7 +277,6 @@ class TransactionalProducer(_Producer):
             transaction_timeout_ms=transaction_timeout_ms,
         )
         self._group_id = group_id
-        self._max_request_size = settings.max_request_size
         self._pending: list[_Pending] = []
         # Per input partition, the offset below which outcomes may be written (committed).
         self._released: dict[TP, int] = {}
@@ -264,11 +292,11 @@ class TransactionalProducer(_Producer):
             raise TransactionFailedError("an earlier transaction failed") from self._failed
         topic, value, key, headers, _, _ = record
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
-        if size > self._max_request_size:
+        if size > self.max_request_size:
             return _failed(
                 PublishRefusedError(
                     f"publish to {topic!r} refused: the record is {size} bytes with its"
-                    f" framing, over max_request_size {self._max_request_size}"
+                    f" framing, over max_request_size {self.max_request_size}"
                 )
             )
         self._pending.append(record)

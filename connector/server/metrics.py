@@ -41,6 +41,14 @@ _HELP: Final[dict[str, str]] = {
     "buffered_bytes": "Bytes of records held in memory, not yet finished.",
     "paused_partitions": "Input partitions paused for back-pressure.",
     "consumer_lag": "Records between the committed offset and the partition end.",
+    "oldest_pending_record_age_seconds": (
+        "Age of the oldest input record taken in whose outcome is not yet acknowledged "
+        "(0 when none waits); it pins the partition's commit point."
+    ),
+    "commit_point_stalled_seconds": (
+        "How long the partition's commit point has not moved while records wait."
+    ),
+    "publish_outage": "1 while dispatch is paused because outcomes cannot be published.",
     "commit_latency_seconds": "Time to commit offsets (or a transaction).",
     "provider_request_seconds": "Provider HTTP request duration.",
     "webhooks_received": "Webhook requests received.",
@@ -82,6 +90,9 @@ class ConnectorMetrics:
         self.buffered_bytes = gauge("buffered_bytes")
         self.paused_partitions = gauge("paused_partitions")
         self.consumer_lag = gauge("consumer_lag", "topic", "partition")
+        self.oldest_pending_age = gauge("oldest_pending_record_age_seconds", "topic", "partition")
+        self.commit_point_stalled = gauge("commit_point_stalled_seconds", "topic", "partition")
+        self.publish_outage = gauge("publish_outage")
         self.commit_latency = histogram("commit_latency_seconds", _COMMIT_BUCKETS)
         self.provider_request_latency = histogram(
             "provider_request_seconds", _REQUEST_BUCKETS, "provider"
@@ -119,10 +130,17 @@ class ConnectorMetrics:
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)
 
+    def set_partition_progress(
+        self, topic: str, partition: int, *, oldest_pending_s: float, point_stalled_s: float
+    ) -> None:
+        self.oldest_pending_age.labels(topic, str(partition)).set(oldest_pending_s)
+        self.commit_point_stalled.labels(topic, str(partition)).set(point_stalled_s)
+
     def forget_partition(self, topic: str, partition: int) -> None:
-        """Drop per-partition series after a revocation, so stale lag is not reported."""
-        with contextlib.suppress(KeyError):
-            self.consumer_lag.remove(topic, str(partition))
+        """Drop per-partition series after a revocation, so stale values are not reported."""
+        for gauge in (self.consumer_lag, self.oldest_pending_age, self.commit_point_stalled):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
 
     def observe_commit(self, seconds: float) -> None:
         self.commit_latency.observe(seconds)

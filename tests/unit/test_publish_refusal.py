@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from connector.config import KafkaSettings
 from connector.contract.records import MIN_ERROR_RECORD_BYTES
-from connector.errors import ErrorClass, PublishRefusedError
+from connector.errors import ErrorClass, ProducerFailedError, PublishRefusedError
 from connector.kafka.producer import (
     ERROR_RECORD_HEADERS_ROOM,
     ERROR_RECORD_KEY_ROOM,
@@ -75,6 +75,14 @@ async def test_the_ack_raises_one_class_for_refusals_and_passes_the_rest_through
     with pytest.raises(kafka_errors.KafkaConnectionError):
         await other
     assert await ok == "metadata"
+
+
+async def test_a_broken_partition_sequence_is_a_failed_producer_not_a_refusal() -> None:
+    ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    translated = translated_publish_error(ack, "errors")
+    ack.set_exception(kafka_errors.OutOfOrderSequenceNumber())
+    with pytest.raises(ProducerFailedError, match="'errors'"):
+        await translated
 
 
 def test_publish_refused_is_outside_the_retry_tree() -> None:
