@@ -79,12 +79,10 @@ async def send_directly(engine: SandboxResponder, request: web.Request) -> Reply
     return await _send(engine, request, direct=True)
 
 
-async def send_queued(engine: SandboxResponder, request: web.Request) -> Reply:
-    """POST /ycloud/v2/whatsapp/messages"""
-    return await _send(engine, request, direct=False)
-
-
-async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool) -> Reply:
+async def _authorized_body(
+    engine: SandboxResponder, request: web.Request
+) -> dict[str, Any] | Reply:
+    """The request's JSON object, or YCloud's answer to a wrong key or a body that is not one."""
     if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
         return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
     try:
@@ -93,6 +91,18 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
         return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
     if not isinstance(body, dict):
         return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+    return body
+
+
+async def send_queued(engine: SandboxResponder, request: web.Request) -> Reply:
+    """POST /ycloud/v2/whatsapp/messages"""
+    return await _send(engine, request, direct=False)
+
+
+async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool) -> Reply:
+    body = await _authorized_body(engine, request)
+    if not isinstance(body, dict):
+        return body
     for name in ("from", "to", "type"):
         value = body.get(name)
         if not isinstance(value, str) or not value:
@@ -257,14 +267,9 @@ TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
 
 async def create_template(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /ycloud/v2/whatsapp/templates (an order-status template: UTILITY, ORDER_STATUS)."""
-    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
-        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
+    body = await _authorized_body(engine, request)
     if not isinstance(body, dict):
-        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+        return body
     waba_id, name, language = body.get("wabaId"), body.get("name"), body.get("language")
     for field_name, value in (("wabaId", waba_id), ("language", language)):
         if not isinstance(value, str) or not value:
