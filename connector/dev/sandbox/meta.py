@@ -23,7 +23,7 @@ from connector.dev.sandbox.responder import (
     connection_fault,
     secret_matches,
 )
-from connector.dev.sandbox.state import META_STATUSES, SandboxTemplate
+from connector.dev.sandbox.state import META_STATUSES
 from connector.dev.sandbox.webhooks import StatusReport
 
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,35}")
@@ -319,18 +319,11 @@ async def create_template(engine: SandboxResponder, request: web.Request) -> Rep
         for c in components
     ):
         return _problem_reply(_required("components (a BODY with text)"))
-    template = SandboxTemplate(
-        "meta",
-        request.match_info["waba_id"],
-        name,
-        language,
-        "UTILITY",
-        sub_category,
-        components,
-        "APPROVED",
-        engine.new_id(),
+    waba_id = request.match_info["waba_id"]
+    template = engine.templates.create_order_status(
+        "meta", waba_id, name, language, sub_category, components, engine.new_id()
     )
-    if not engine.templates.add(template):
+    if template is None:
         return meta_error(
             400,
             100,

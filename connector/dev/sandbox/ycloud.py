@@ -305,18 +305,10 @@ async def create_template(engine: SandboxResponder, request: web.Request) -> Rep
         return ycloud_error(
             engine, 400, "PARAM_MISSING", "components needs a BODY with text.", target="components"
         )
-    template = SandboxTemplate(
-        "ycloud",
-        str(waba_id),
-        name,
-        str(language),
-        "UTILITY",
-        sub_category,
-        components,
-        "APPROVED",
-        engine.new_id(),
+    template = engine.templates.create_order_status(
+        "ycloud", str(waba_id), name, str(language), sub_category, components, engine.new_id()
     )
-    if not engine.templates.add(template):
+    if template is None:
         return ycloud_error(
             engine,
             409,
