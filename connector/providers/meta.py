@@ -256,21 +256,26 @@ def meta_api_root(settings: MetaAccount) -> str:
 
 
 class WhatsAppAdapter(AccountAdapter[SettingsT]):
-    """Meta and YCloud: the order as WhatsApp knows it and its ``order_status`` order object."""
+    """Meta and YCloud: the order as WhatsApp knows it; ``build_request`` maps the status and
+    hands the reference id and the ``order_status`` order object to ``_order_request``."""
 
     __slots__ = ()
 
     def _order_ref(self, event: OrderStatusChanged) -> str:
         return whatsapp_order_ref(event)
 
-    def _whatsapp_order(
-        self, event: OrderStatusChanged
-    ) -> tuple[str, dict[str, str]] | ProviderOutcome:
-        """``reference_id`` and the ``order`` object, or the outcome for an unmapped status."""
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         status = self._status.resolve(event)
         if isinstance(status, ProviderOutcome):
             return status
-        return whatsapp_reference_id(event), order_status_order(status, event.description)
+        order = order_status_order(status, event.description)
+        return self._order_request(event, whatsapp_reference_id(event), order)
+
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
+        """The send for a mapped status: ``order`` is the ``order_status`` order object."""
+        raise NotImplementedError
 
 
 class MetaCloudProvider(WhatsAppAdapter[MetaAccount]):
@@ -288,11 +293,9 @@ class MetaCloudProvider(WhatsAppAdapter[MetaAccount]):
         )
         self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
 
-    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
-        whatsapp_order = self._whatsapp_order(event)
-        if isinstance(whatsapp_order, ProviderOutcome):
-            return whatsapp_order
-        reference_id, order = whatsapp_order
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
         settings = self._settings
         to = recipient_phone(event)[1:]  # Meta takes digits only
         body: dict[str, Any]

@@ -85,11 +85,9 @@ class YCloudProvider(WhatsAppAdapter[YCloudAccount]):
             settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
         )
 
-    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
-        whatsapp_order = self._whatsapp_order(event)
-        if isinstance(whatsapp_order, ProviderOutcome):
-            return whatsapp_order
-        reference_id, order = whatsapp_order
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
         settings = self._settings
         to = recipient_phone(event)  # YCloud takes E.164 with the plus
         name, language = template_identity(event, settings.template_name, settings.language)
