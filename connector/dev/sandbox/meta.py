@@ -260,16 +260,10 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
         message_id=wamid,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
-    if async_code is not None:
-        engine.report(
-            StatusReport(
-                "meta", "failed", wamid, wamid, sender, recipient, callback_data, async_code
-            )
-        )
-    elif engine.status_reports:
-        engine.report_accepted(
-            StatusReport("meta", "accepted", wamid, wamid, sender, recipient, callback_data)
-        )
+    reported = "accepted" if async_code is None else "failed"
+    engine.report_send(
+        StatusReport("meta", reported, wamid, wamid, sender, recipient, callback_data, async_code)
+    )
     answer = {
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": recipient}],

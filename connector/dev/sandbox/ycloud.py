@@ -193,24 +193,19 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
         message_id=message_id,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
-    if async_code is not None:
-        engine.report(
-            StatusReport(
-                "ycloud",
-                "failed",
-                message_id,
-                wamid,
-                sender,
-                to,
-                external_id,
-                async_code,
-                problem.details if problem is not None else None,
-            )
+    engine.report_send(
+        StatusReport(
+            "ycloud",
+            "accepted" if async_code is None else "failed",
+            message_id,
+            wamid,
+            sender,
+            to,
+            external_id,
+            async_code,
+            problem.details if problem is not None and async_code is not None else None,
         )
-    elif engine.status_reports:
-        engine.report_accepted(
-            StatusReport("ycloud", "accepted", message_id, wamid, sender, to, external_id)
-        )
+    )
     answer: dict[str, Any] = {
         "id": message_id,
         "wabaId": engine.config.meta_waba_id,
