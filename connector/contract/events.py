@@ -120,6 +120,14 @@ def _header_safe(value: str) -> str:
     return value
 
 
+def _header_field(max_length: int) -> Any:
+    """The field of a text that travels as an HTTP header: 1 to ``max_length`` characters, the
+    header-safe pattern in the JSON schema (``_header_safe`` checks it)."""
+    return Field(
+        min_length=1, max_length=max_length, json_schema_extra={"pattern": HEADER_SAFE_PATTERN}
+    )
+
+
 def _utc_representable(value: datetime) -> datetime:
     try:
         value.astimezone(UTC)
@@ -144,24 +152,8 @@ Money = Annotated[
 NonEmpty = Annotated[str, Field(min_length=1)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 ShortText = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
-EventId = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_EVENT_ID_LENGTH,
-        json_schema_extra={"pattern": HEADER_SAFE_PATTERN},
-    ),
-    AfterValidator(_header_safe),
-]
-TraceParent = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_TRACEPARENT_LENGTH,
-        json_schema_extra={"pattern": HEADER_SAFE_PATTERN},
-    ),
-    AfterValidator(_header_safe),
-]
+EventId = Annotated[str, _header_field(MAX_EVENT_ID_LENGTH), AfterValidator(_header_safe)]
+TraceParent = Annotated[str, _header_field(MAX_TRACEPARENT_LENGTH), AfterValidator(_header_safe)]
 OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 _FROZEN = ConfigDict(extra="ignore", frozen=True)

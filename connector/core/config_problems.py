@@ -107,6 +107,15 @@ def display_path(raw: Any, path: RawPath) -> str:
     return ".".join(parts) or "(top level)"
 
 
+def _child(node: Any, part: str | int) -> Any:
+    """The raw value under ``part`` of a dict or list node (None when there is none)."""
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
 def without_tags(raw: Any, loc: tuple[str | int, ...]) -> RawPath:
     """A pydantic error location as a raw path: discriminator tags (``meta``) dropped."""
     out: list[str | int] = []
@@ -115,12 +124,7 @@ def without_tags(raw: Any, loc: tuple[str | int, ...]) -> RawPath:
         if isinstance(node, dict) and part not in node and node.get("provider") == part:
             continue
         out.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
+        node = _child(node, part)
     return tuple(out)
 
 
@@ -162,12 +166,7 @@ def _fields_at(root: type[BaseModel], raw: Any, path: RawPath) -> list[str]:
             annotation = get_args(annotation)[1]
         else:
             return []
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
+        node = _child(node, part)
     annotation = _concrete(annotation, node)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return list(annotation.model_fields)

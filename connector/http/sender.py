@@ -68,21 +68,19 @@ def create_sender(
 ) -> AiohttpSender | HttpxSender:
     """The sender named by the ``http.client`` setting, pooled for ``max_connections``;
     ``egress`` says which proxy and CA bundle each request uses."""
-    if client == "aiohttp":
-        return AiohttpSender(
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            trust_env=trust_env,
-            egress=egress,
-        )
-    if client == "httpx":
-        return HttpxSender(
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            trust_env=trust_env,
-            egress=egress,
-        )
-    raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp' or 'httpx'")
+    senders: dict[str, type[AiohttpSender] | type[HttpxSender]] = {
+        "aiohttp": AiohttpSender,
+        "httpx": HttpxSender,
+    }
+    sender = senders.get(client)
+    if sender is None:
+        raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp' or 'httpx'")
+    return sender(
+        max_connections=max_connections,
+        max_response_bytes=max_response_bytes,
+        trust_env=trust_env,
+        egress=egress,
+    )
 
 
 class AiohttpSender:

@@ -34,7 +34,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
 from connector.errors import InvalidFieldError, MissingFieldError
-from connector.providers.account import SKIP, AccountAdapter, AccountSettings
+from connector.providers.account import SKIP, AccountAdapter, AccountSettings, SettingsT
 from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome, TemplateKey
 from connector.providers.classify import (
     as_code,
@@ -255,7 +255,30 @@ def meta_api_root(settings: MetaAccount) -> str:
     return "/".join([settings.base_url] + ([version] if version else []))
 
 
-class MetaCloudProvider(AccountAdapter[MetaAccount]):
+class WhatsAppAdapter(AccountAdapter[SettingsT]):
+    """Meta and YCloud: the order as WhatsApp knows it; ``build_request`` maps the status and
+    hands the reference id and the ``order_status`` order object to ``_order_request``."""
+
+    __slots__ = ()
+
+    def _order_ref(self, event: OrderStatusChanged) -> str:
+        return whatsapp_order_ref(event)
+
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
+        status = self._status.resolve(event)
+        if isinstance(status, ProviderOutcome):
+            return status
+        order = order_status_order(status, event.description)
+        return self._order_request(event, whatsapp_reference_id(event), order)
+
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
+        """The send for a mapped status: ``order`` is the ``order_status`` order object."""
+        raise NotImplementedError
+
+
+class MetaCloudProvider(WhatsAppAdapter[MetaAccount]):
     """Sends ``order_status`` updates through the Meta WhatsApp Cloud API (or a compatible BSP)."""
 
     kind: ClassVar[str] = "meta"
@@ -270,17 +293,11 @@ class MetaCloudProvider(AccountAdapter[MetaAccount]):
         )
         self._endpoint = Endpoint(url, [("Authorization", auth), JSON_CONTENT_TYPE])
 
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        return whatsapp_order_ref(event)
-
-    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
-        status = self._status.resolve(event)
-        if isinstance(status, ProviderOutcome):
-            return status
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
         settings = self._settings
-        reference_id = whatsapp_reference_id(event)
         to = recipient_phone(event)[1:]  # Meta takes digits only
-        order = order_status_order(status, event.description)
         body: dict[str, Any]
         template: TemplateKey | None = None
         if settings.variant == "template":
@@ -378,6 +395,7 @@ __all__ = [
     "RETRYABLE_CODES",
     "MetaAccount",
     "MetaCloudProvider",
+    "WhatsAppAdapter",
     "meta_api_root",
     "meta_authorization",
     "meta_code_outcome",

@@ -180,20 +180,30 @@ def parse_meta_list(response: httpx.Response) -> TemplatePage:
     return TemplatePage(templates, cursor)
 
 
-def _meta_template(item: Any) -> RemoteTemplate | None:
+def _listed_template(item: Any, sub_category_key: str, *id_keys: str) -> RemoteTemplate | None:
+    """One listed template, whichever provider's spelling (None: not a template object)."""
     if not isinstance(item, dict):
         return None
     name, language = item.get("name"), item.get("language")
     if not isinstance(name, str) or not isinstance(language, str):
         return None
+    template_id = None
+    for key in id_keys:  # the first that is set, else the last one's value
+        template_id = item.get(key)
+        if template_id:
+            break
     return RemoteTemplate(
         name,
         language,
         str(item.get("status") or "UNKNOWN").upper(),
         _text(item.get("category")),
-        _text(item.get("sub_category")),
-        _text(item.get("id")),
+        _text(item.get(sub_category_key)),
+        _text(template_id),
     )
+
+
+def _meta_template(item: Any) -> RemoteTemplate | None:
+    return _listed_template(item, "sub_category", "id")
 
 
 def parse_meta_create(response: httpx.Response, variant: TemplateVariant) -> RemoteTemplate:
@@ -287,19 +297,7 @@ def parse_ycloud_list(response: httpx.Response, cursor: str | None = None) -> Te
 
 
 def _ycloud_template(item: Any) -> RemoteTemplate | None:
-    if not isinstance(item, dict):
-        return None
-    name, language = item.get("name"), item.get("language")
-    if not isinstance(name, str) or not isinstance(language, str):
-        return None
-    return RemoteTemplate(
-        name,
-        language,
-        str(item.get("status") or "UNKNOWN").upper(),
-        _text(item.get("category")),
-        _text(item.get("subCategory")),
-        _text(item.get("officialTemplateId") or item.get("id")),
-    )
+    return _listed_template(item, "subCategory", "officialTemplateId", "id")
 
 
 def parse_ycloud_create(response: httpx.Response, variant: TemplateVariant) -> RemoteTemplate:

@@ -27,7 +27,7 @@ import orjson
 from pydantic import Field, SecretStr
 
 from connector.contract.events import CanonicalStatus, OrderStatusChanged
-from connector.providers.account import AccountAdapter, AccountSettings
+from connector.providers.account import AccountSettings
 from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 from connector.providers.classify import (
     as_code,
@@ -39,12 +39,10 @@ from connector.providers.classify import (
 from connector.providers.meta import (
     META_STATUSES,
     WHATSAPP_STATUS_MAP,
+    WhatsAppAdapter,
     meta_code_outcome,
-    order_status_order,
     order_status_template,
     template_identity,
-    whatsapp_order_ref,
-    whatsapp_reference_id,
 )
 from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
@@ -74,7 +72,7 @@ class YCloudAccount(AccountSettings):
     waba_id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
 
 
-class YCloudProvider(AccountAdapter[YCloudAccount]):
+class YCloudProvider(WhatsAppAdapter[YCloudAccount]):
     """Sends ``order_status`` templates through YCloud; ``externalId`` carries the event id."""
 
     kind: ClassVar[str] = "ycloud"
@@ -87,24 +85,17 @@ class YCloudProvider(AccountAdapter[YCloudAccount]):
             settings.base_url + _PATHS[settings.endpoint], [JSON_CONTENT_TYPE, ("X-API-Key", key)]
         )
 
-    def _order_ref(self, event: OrderStatusChanged) -> str:
-        return whatsapp_order_ref(event)
-
-    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
-        status = self._status.resolve(event)
-        if isinstance(status, ProviderOutcome):
-            return status
+    def _order_request(
+        self, event: OrderStatusChanged, reference_id: str, order: dict[str, str]
+    ) -> BuiltRequest:
         settings = self._settings
-        reference_id = whatsapp_reference_id(event)
         to = recipient_phone(event)  # YCloud takes E.164 with the plus
         name, language = template_identity(event, settings.template_name, settings.language)
         body = {
             "from": settings.sender,
             "to": to,
             "type": "template",
-            "template": order_status_template(
-                name, language, reference_id, order_status_order(status, event.description)
-            ),
+            "template": order_status_template(name, language, reference_id, order),
             "externalId": event.event_id,
         }
         return BuiltRequest(self._endpoint.post(orjson.dumps(body)), template=(name, language))

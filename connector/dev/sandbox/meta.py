@@ -23,7 +23,7 @@ from connector.dev.sandbox.responder import (
     connection_fault,
     secret_matches,
 )
-from connector.dev.sandbox.state import META_STATUSES, SandboxTemplate
+from connector.dev.sandbox.state import META_STATUSES
 from connector.dev.sandbox.webhooks import StatusReport
 
 REFERENCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,35}")
@@ -260,16 +260,10 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
         message_id=wamid,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
-    if async_code is not None:
-        engine.report(
-            StatusReport(
-                "meta", "failed", wamid, wamid, sender, recipient, callback_data, async_code
-            )
-        )
-    elif engine.status_reports:
-        engine.report_accepted(
-            StatusReport("meta", "accepted", wamid, wamid, sender, recipient, callback_data)
-        )
+    reported = "accepted" if async_code is None else "failed"
+    engine.report_send(
+        StatusReport("meta", reported, wamid, wamid, sender, recipient, callback_data, async_code)
+    )
     answer = {
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": recipient}],
@@ -319,18 +313,11 @@ async def create_template(engine: SandboxResponder, request: web.Request) -> Rep
         for c in components
     ):
         return _problem_reply(_required("components (a BODY with text)"))
-    template = SandboxTemplate(
-        "meta",
-        request.match_info["waba_id"],
-        name,
-        language,
-        "UTILITY",
-        sub_category,
-        components,
-        "APPROVED",
-        engine.new_id(),
+    waba_id = request.match_info["waba_id"]
+    template = engine.templates.create_order_status(
+        "meta", waba_id, name, language, sub_category, components, engine.new_id()
     )
-    if not engine.templates.add(template):
+    if template is None:
         return meta_error(
             400,
             100,

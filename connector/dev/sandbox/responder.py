@@ -268,6 +268,14 @@ class SandboxResponder:
             body = ycloud_status_payload(report, "evt_" + self.new_id(), waba, now)
         self.webhooks.enqueue(report.provider, body, now)
 
+    def report_send(self, report: StatusReport) -> None:
+        """The status webhooks of a send just recorded: ``report`` itself when it is the send's
+        asynchronous failure, else the configured reports of the accepted message."""
+        if report.status == "failed":
+            self.report(report)
+        elif self.status_reports:
+            self.report_accepted(report)
+
     def report_accepted(self, report: StatusReport) -> None:
         """Queue the configured sent/delivered/read reports for an accepted message."""
         for status in self.status_reports:

@@ -343,6 +343,31 @@ class TemplateBook:
         self._items[key] = template
         return True
 
+    def create_order_status(
+        self,
+        provider: str,
+        waba_id: str,
+        name: str,
+        language: str,
+        sub_category: str | None,
+        components: list[Any],
+        template_id: str,
+    ) -> SandboxTemplate | None:
+        """A new order-status variant, UTILITY and approved at once (the sandbox reviews
+        nothing); None (nothing stored) when it already exists."""
+        template = SandboxTemplate(
+            provider,
+            waba_id,
+            name,
+            language,
+            "UTILITY",
+            sub_category,
+            components,
+            "APPROVED",
+            template_id,
+        )
+        return template if self.add(template) else None
+
     def listing(self, provider: str, waba_id: str | None = None) -> list[SandboxTemplate]:
         return [
             t

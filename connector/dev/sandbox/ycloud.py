@@ -79,12 +79,10 @@ async def send_directly(engine: SandboxResponder, request: web.Request) -> Reply
     return await _send(engine, request, direct=True)
 
 
-async def send_queued(engine: SandboxResponder, request: web.Request) -> Reply:
-    """POST /ycloud/v2/whatsapp/messages"""
-    return await _send(engine, request, direct=False)
-
-
-async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool) -> Reply:
+async def _authorized_body(
+    engine: SandboxResponder, request: web.Request
+) -> dict[str, Any] | Reply:
+    """The request's JSON object, or YCloud's answer to a wrong key or a body that is not one."""
     if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
         return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
     try:
@@ -93,6 +91,18 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
         return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
     if not isinstance(body, dict):
         return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+    return body
+
+
+async def send_queued(engine: SandboxResponder, request: web.Request) -> Reply:
+    """POST /ycloud/v2/whatsapp/messages"""
+    return await _send(engine, request, direct=False)
+
+
+async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool) -> Reply:
+    body = await _authorized_body(engine, request)
+    if not isinstance(body, dict):
+        return body
     for name in ("from", "to", "type"):
         value = body.get(name)
         if not isinstance(value, str) or not value:
@@ -183,24 +193,19 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
         message_id=message_id,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
-    if async_code is not None:
-        engine.report(
-            StatusReport(
-                "ycloud",
-                "failed",
-                message_id,
-                wamid,
-                sender,
-                to,
-                external_id,
-                async_code,
-                problem.details if problem is not None else None,
-            )
+    engine.report_send(
+        StatusReport(
+            "ycloud",
+            "accepted" if async_code is None else "failed",
+            message_id,
+            wamid,
+            sender,
+            to,
+            external_id,
+            async_code,
+            problem.details if problem is not None and async_code is not None else None,
         )
-    elif engine.status_reports:
-        engine.report_accepted(
-            StatusReport("ycloud", "accepted", message_id, wamid, sender, to, external_id)
-        )
+    )
     answer: dict[str, Any] = {
         "id": message_id,
         "wabaId": engine.config.meta_waba_id,
@@ -257,14 +262,9 @@ TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
 
 async def create_template(engine: SandboxResponder, request: web.Request) -> Reply:
     """POST /ycloud/v2/whatsapp/templates (an order-status template: UTILITY, ORDER_STATUS)."""
-    if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
-        return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body is not valid JSON.")
+    body = await _authorized_body(engine, request)
     if not isinstance(body, dict):
-        return ycloud_error(engine, 400, "BAD_REQUEST", "Request body must be a JSON object.")
+        return body
     waba_id, name, language = body.get("wabaId"), body.get("name"), body.get("language")
     for field_name, value in (("wabaId", waba_id), ("language", language)):
         if not isinstance(value, str) or not value:
@@ -300,18 +300,10 @@ async def create_template(engine: SandboxResponder, request: web.Request) -> Rep
         return ycloud_error(
             engine, 400, "PARAM_MISSING", "components needs a BODY with text.", target="components"
         )
-    template = SandboxTemplate(
-        "ycloud",
-        str(waba_id),
-        name,
-        str(language),
-        "UTILITY",
-        sub_category,
-        components,
-        "APPROVED",
-        engine.new_id(),
+    template = engine.templates.create_order_status(
+        "ycloud", str(waba_id), name, str(language), sub_category, components, engine.new_id()
     )
-    if not engine.templates.add(template):
+    if template is None:
         return ycloud_error(
             engine,
             409,
