@@ -640,6 +640,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
     from connector.contract.events import decode_event
+    from connector.http.sender import as_httpx_request
     from connector.providers import AccountConfig, ProviderOutcome, build_provider
 
     accounts = TypeAdapter(list[AccountConfig]).validate_json(args.accounts.read_bytes())
@@ -677,8 +678,9 @@ async def baseline_main(args: argparse.Namespace) -> int:
                 if isinstance(built, ProviderOutcome):
                     outcome = built
                 else:
-                    request = built.request
-                    request.headers["X-Request-Id"] = event.event_id
+                    request = as_httpx_request(
+                        built.request.with_headers(("X-Request-Id", event.event_id))
+                    )
                     response = await client.send(request)
                     await response.aread()
                     outcome = provider.classify(response, attempt=0)

@@ -287,10 +287,13 @@ class Engine:
             ending = Ending.of_answer(built, event=event, provider=provider)
             self._spawn_settle(state, record, ending)
             return
-        request = built.request
-        request.headers["X-Request-Id"] = event.event_id
-        if event.traceparent:
-            request.headers["traceparent"] = event.traceparent
+        request = (
+            built.request.with_headers(
+                ("X-Request-Id", event.event_id), ("traceparent", event.traceparent)
+            )
+            if event.traceparent
+            else built.request.with_headers(("X-Request-Id", event.event_id))
+        )
         job = Job(
             record=record,
             event=event,

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from connector.core.backpressure import BufferLimits, BufferState, PartitionLoad
 
 if TYPE_CHECKING:
-    import httpx
-
     from connector.config import LimitSettings
     from connector.contract.events import OrderStatusChanged
+    from connector.contract.outbound import PlainRequest
     from connector.core.ledger import PartitionLedger
     from connector.core.ordering import OffsetTracker
     from connector.delivery.holds import Hold
@@ -64,7 +63,7 @@ class Job:
     record: ConsumedRecord
     event: OrderStatusChanged
     provider: Provider
-    request: httpx.Request
+    request: PlainRequest
     template: TemplateKey | None  # the WhatsApp template the request uses, if any
     lane: LaneKey
     state: PartitionState

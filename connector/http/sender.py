@@ -25,6 +25,7 @@ import httpx
 from aiohttp import hdrs
 from yarl import URL
 
+from connector.contract.outbound import PlainRequest
 from connector.errors import AccountConfigError, DeliveryError, TransportFailure
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ class HttpSender(Protocol):
     request cannot be sent at all (unsupported URL). HTTP error statuses are returned, not raised.
     """
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response: ...
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response: ...
 
     async def aclose(self) -> None: ...
 
@@ -134,23 +137,32 @@ class AiohttpSender:
             found = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return found
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response:
         session = self._session or self._open()
-        try:
-            body = request.content
-        except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
-            body = await request.aread()
+        url: URL
+        headers: Any
+        if isinstance(request, PlainRequest):  # the adapters' value: handed over as it is
+            url, headers, body = request.url, request.header_pairs, request.content
+            answer_to: httpx.Request | None = None
+        else:
+            try:
+                body = request.content
+            except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
+                body = await request.aread()
+            url = URL(str(request.url), encoded=True)
+            # Raw pairs: multi_items() re-derives the header encoding for every item.
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+            answer_to = request
         truncated = False
         mark = _WriteMark()
         token = _SENDING.set(mark)
         try:
             async with session.request(
                 request.method,
-                URL(str(request.url), encoded=True),
-                # Raw pairs: multi_items() re-derives the header encoding for every item.
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
+                url,
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(timeout),
@@ -178,7 +190,7 @@ class AiohttpSender:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         if truncated:
             extensions[BODY_TRUNCATED] = True
-        return _loaded_response(status, raw_headers, content, request, extensions)
+        return _loaded_response(status, raw_headers, content, answer_to, extensions)
 
     async def _read_capped(self, answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self._max_response_bytes
@@ -243,7 +255,11 @@ class HttpxSender:
             transport=transport,
         )
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response:
+        if isinstance(request, PlainRequest):
+            request = as_httpx_request(request)
         cap = self._max_response_bytes
         mark = _WriteMark()
         # httpcore's trace hook tells when the headers start to go out; the caller's own trace
@@ -303,8 +319,30 @@ class HttpxSender:
         await self.aclose()
 
 
+def as_httpx_request(request: PlainRequest) -> httpx.Request:
+    """The ``httpx.Request`` of an adapter's plain request (the httpx sender, the baseline)."""
+    return _RedactedRequest(
+        request.method,
+        str(request.url),
+        headers=list(request.header_pairs),
+        content=request.content,
+    )
+
+
+class _RedactedRequest(httpx.Request):
+    """An ``httpx.Request`` whose repr hides the URL (Z-API's token is in its path); httpx
+    exceptions carry their request."""
+
+    def __repr__(self) -> str:
+        return f"<Request('{self.method}', '[url redacted]')>"
+
+
 def _standard_response(
-    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
+    status: int,
+    headers: Any,
+    content: bytes,
+    request: httpx.Request | None,
+    extensions: dict[str, Any],
 ) -> httpx.Response:
     return httpx.Response(
         status, headers=headers, content=content, request=request, extensions=extensions
@@ -312,7 +350,11 @@ def _standard_response(
 
 
 def _preloaded_response(
-    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
+    status: int,
+    headers: Any,
+    content: bytes,
+    request: httpx.Request | None,
+    extensions: dict[str, Any],
 ) -> httpx.Response:
     """An already-read ``httpx.Response`` without the constructor's content pipeline.
 

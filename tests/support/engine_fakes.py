@@ -17,9 +17,11 @@ from typing import ClassVar
 import anyio
 import httpx
 import orjson
+from yarl import URL
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
+from connector.contract.outbound import PlainRequest
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
@@ -51,10 +53,11 @@ class FakeProvider:
 
     def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         return BuiltRequest(
-            httpx.Request(
+            PlainRequest(
                 "POST",
-                f"http://fake.invalid/{self._account}/send",
-                content=orjson.dumps({"order": event.order_id, "event": event.event_id}),
+                URL(f"http://fake.invalid/{self._account}/send"),
+                (),
+                orjson.dumps({"order": event.order_id, "event": event.event_id}),
             )
         )
 

@@ -11,9 +11,11 @@ from typing import ClassVar
 import anyio
 import httpx
 import orjson
+from yarl import URL
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
+from connector.contract.outbound import PlainRequest
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
@@ -47,7 +49,7 @@ class TemplateProvider:
                 "language": {"policy": "deterministic", "code": "pt_BR"},
             },
         }
-        request = httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+        request = PlainRequest("POST", URL("http://fake.invalid/send"), (), orjson.dumps(body))
         return BuiltRequest(request, template=(template, "pt_BR"))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
@@ -67,7 +69,7 @@ class TemplateSender:
         body = orjson.loads(request.content)
         self.sent.append(body["event"])
         status = 400 if self.paused and body["template"]["name"] == "paused_tpl" else 200
-        return httpx.Response(status, request=request)
+        return httpx.Response(status)
 
     async def aclose(self) -> None:
         pass
