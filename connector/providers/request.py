@@ -35,7 +35,10 @@ class Endpoint:
         return "Endpoint(...)"
 
     def post(self, content: bytes) -> PlainRequest:
-        return PlainRequest("POST", self.url, self.headers, content)
+        # orjson.dumps returns its bytes inside a 4 KiB allocation whatever their length; a
+        # buffered request keeps its body until sent, so keep an exact-size copy (0.1 us; saves
+        # about 3.7 KiB per buffered record, docs/benchmarks.md).
+        return PlainRequest("POST", self.url, self.headers, memoryview(content).tobytes())
 
 
 def recipient_phone(event: OrderStatusChanged) -> str:
