@@ -454,8 +454,32 @@ class OutcomeReader:
         self._check()
 
     def _check(self) -> None:
-        if sum(self.outcomes.values()) >= self.expected:
+        # Distinct events, not outcome records: with --replicas a rebalance may write a
+        # record's outcome twice, and counting records would stop the run early.
+        if len(self.ids) >= self.expected:
             self.done.set()
+
+
+def _replica_figures(
+    replicas: int, samplers: list[ResourceSampler], reader: OutcomeReader, codes: list[int]
+) -> dict[str, Any]:
+    """With --replicas N > 1: every member's CPU and RSS, and the group's CPU per event (the
+    single-process fields above are then the first member's alone)."""
+    if replicas <= 1:
+        return {}
+    start, end, delivered = reader.first_consume, reader.last_outcome, reader.delivered
+    members = [cpu_figures(s, start, end, delivered) for s in samplers]
+    cpu = sum(m["cpu_s"] for m in members)
+    return {
+        "replicas": replicas,
+        "group_cpu_s": round(cpu, 3),
+        "group_cpu_ms_per_event": round(cpu * 1000 / delivered, 4) if delivered else None,
+        "group_cpu_utilisation": round(cpu / max(1e-9, end - start), 3),
+        "members": [
+            {"cpu_s": m["cpu_s"], "peak_rss_mb": m["peak_rss_mb"], "exit_code": c}
+            for m, c in zip(members, codes, strict=True)
+        ],
+    }
 
 
 async def run_connector(
@@ -507,26 +531,40 @@ async def run_connector(
         command += ["-m", "cProfile", "-o", str(args.profile_connector)]
     command += ["-m", "connector.cli", "run", "--config", str(config_path)]
     progress(f"connector: starting {' '.join(command[1:])} (log {log_path})")
-    with log_path.open("wb") as log_file:
+    extra_logs = [workdir / f"connector-{run}-replica{i}.log" for i in range(1, args.replicas)]
+    with contextlib.ExitStack() as files:
+        log_file = files.enter_context(log_path.open("wb"))
         proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
             command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
         )
+        # --replicas: more members of the same consumer group, started together.
+        others = [
+            subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+                command, cwd=ROOT, env=_child_env(secrets), stdout=out, stderr=out
+            )
+            for out in (files.enter_context(path.open("wb")) for path in extra_logs)
+        ]
         sampler = ResourceSampler(proc.pid)
-        sampling = asyncio.create_task(sampler.run())
+        other_samplers = [ResourceSampler(p.pid) for p in others]
+        samplings = [asyncio.create_task(s.run()) for s in (sampler, *other_samplers)]
         try:
             await _wait_outcomes(reader, proc, args.timeout_s, "connector")
-            with contextlib.suppress(psutil.Error):
-                sampler.sample(psutil.Process(proc.pid))
+            for each, p in ((sampler, proc), *zip(other_samplers, others, strict=True)):
+                with contextlib.suppress(psutil.Error):
+                    each.sample(psutil.Process(p.pid))
         finally:
-            sampling.cancel()
+            for sampling in samplings:
+                sampling.cancel()
             for task in readers:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampling
+            for sampling in samplings:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
             for reading in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
             code = await asyncio.to_thread(_stop_process, proc)
+            other_codes = [await asyncio.to_thread(_stop_process, p) for p in others]
     progress(f"connector: exited {code}; reading the sandbox log")
     requests = await sandbox_requests(sandbox.url)
     figures = {
@@ -540,6 +578,7 @@ async def run_connector(
         "outcomes": dict(reader.outcomes),
         "delivered": reader.delivered,
         **cpu_figures(sampler, reader.first_consume, reader.last_outcome, reader.delivered),
+        **_replica_figures(args.replicas, [sampler, *other_samplers], reader, [code, *other_codes]),
         **_context_figures(sandbox, reader.first_consume, reader.last_outcome, load_before),
         "consume_to_outcome_ms": {
             "p50": _round(percentile(reader.consume_to_outcome_ms, 0.5)),
@@ -1037,6 +1076,7 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             "baseline_events": baseline_events if not args.skip_baseline else 0,
             "max_in_flight": args.max_in_flight,
             "account_max_in_flight": args.account_in_flight,
+            "replicas": args.replicas,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -1093,6 +1133,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--no-ledger", action="store_true", help="run the connector with topics.ledger off"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="connector processes in one consumer group (the scaling figure)",
     )
     parser.add_argument("--max-in-flight", type=int, default=512)
     parser.add_argument("--account-in-flight", type=int, default=256)
