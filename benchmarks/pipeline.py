@@ -423,12 +423,15 @@ class OutcomeReader:
     first_consume: float = float("inf")
     last_outcome: float = 0.0
     consume_to_outcome_ms: list[float] = field(default_factory=list)
+    outcome_at: dict[str, float] = field(default_factory=dict)  # event id -> record timestamp
+    consumed_at: dict[str, float] = field(default_factory=dict)  # event id -> taken (results)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_results(self, batch: list[ConsumedRecord]) -> None:
         for record in batch:
             body = orjson.loads(record.value or b"{}")
             self.ids.add(body.get("event_id"))
+            self.outcome_at.setdefault(body.get("event_id"), record.timestamp_ms / 1000)
             self.outcomes[body["outcome"]] += 1
             if body["outcome"] in ("accepted", "delivered"):
                 self.delivered += 1
@@ -436,6 +439,7 @@ class OutcomeReader:
             latency = float(body.get("latency_ms") or 0.0)
             self.consume_to_outcome_ms.append(latency)
             self.first_consume = min(self.first_consume, at - latency / 1000)
+            self.consumed_at.setdefault(body.get("event_id"), at - latency / 1000)
             self.last_outcome = max(self.last_outcome, at)
         self._check()
 
@@ -444,13 +448,38 @@ class OutcomeReader:
             body = orjson.loads(record.value or b"{}")
             if body.get("event_id"):
                 self.ids.add(body["event_id"])
+                self.outcome_at.setdefault(body["event_id"], record.timestamp_ms / 1000)
             self.outcomes[f"error:{body.get('error_class')}"] += 1
             self.last_outcome = max(self.last_outcome, record.timestamp_ms / 1000)
         self._check()
 
     def _check(self) -> None:
-        if sum(self.outcomes.values()) >= self.expected:
+        # Distinct events, not outcome records: with --replicas a rebalance may write a
+        # record's outcome twice, and counting records would stop the run early.
+        if len(self.ids) >= self.expected:
             self.done.set()
+
+
+def _replica_figures(
+    replicas: int, samplers: list[ResourceSampler], reader: OutcomeReader, codes: list[int]
+) -> dict[str, Any]:
+    """With --replicas N > 1: every member's CPU and RSS, and the group's CPU per event (the
+    single-process fields above are then the first member's alone)."""
+    if replicas <= 1:
+        return {}
+    start, end, delivered = reader.first_consume, reader.last_outcome, reader.delivered
+    members = [cpu_figures(s, start, end, delivered) for s in samplers]
+    cpu = sum(m["cpu_s"] for m in members)
+    return {
+        "replicas": replicas,
+        "group_cpu_s": round(cpu, 3),
+        "group_cpu_ms_per_event": round(cpu * 1000 / delivered, 4) if delivered else None,
+        "group_cpu_utilisation": round(cpu / max(1e-9, end - start), 3),
+        "members": [
+            {"cpu_s": m["cpu_s"], "peak_rss_mb": m["peak_rss_mb"], "exit_code": c}
+            for m, c in zip(members, codes, strict=True)
+        ],
+    }
 
 
 async def run_connector(
@@ -502,26 +531,40 @@ async def run_connector(
         command += ["-m", "cProfile", "-o", str(args.profile_connector)]
     command += ["-m", "connector.cli", "run", "--config", str(config_path)]
     progress(f"connector: starting {' '.join(command[1:])} (log {log_path})")
-    with log_path.open("wb") as log_file:
+    extra_logs = [workdir / f"connector-{run}-replica{i}.log" for i in range(1, args.replicas)]
+    with contextlib.ExitStack() as files:
+        log_file = files.enter_context(log_path.open("wb"))
         proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
             command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
         )
+        # --replicas: more members of the same consumer group, started together.
+        others = [
+            subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+                command, cwd=ROOT, env=_child_env(secrets), stdout=out, stderr=out
+            )
+            for out in (files.enter_context(path.open("wb")) for path in extra_logs)
+        ]
         sampler = ResourceSampler(proc.pid)
-        sampling = asyncio.create_task(sampler.run())
+        other_samplers = [ResourceSampler(p.pid) for p in others]
+        samplings = [asyncio.create_task(s.run()) for s in (sampler, *other_samplers)]
         try:
             await _wait_outcomes(reader, proc, args.timeout_s, "connector")
-            with contextlib.suppress(psutil.Error):
-                sampler.sample(psutil.Process(proc.pid))
+            for each, p in ((sampler, proc), *zip(other_samplers, others, strict=True)):
+                with contextlib.suppress(psutil.Error):
+                    each.sample(psutil.Process(p.pid))
         finally:
-            sampling.cancel()
+            for sampling in samplings:
+                sampling.cancel()
             for task in readers:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampling
+            for sampling in samplings:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
             for reading in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
             code = await asyncio.to_thread(_stop_process, proc)
+            other_codes = [await asyncio.to_thread(_stop_process, p) for p in others]
     progress(f"connector: exited {code}; reading the sandbox log")
     requests = await sandbox_requests(sandbox.url)
     figures = {
@@ -535,6 +578,7 @@ async def run_connector(
         "outcomes": dict(reader.outcomes),
         "delivered": reader.delivered,
         **cpu_figures(sampler, reader.first_consume, reader.last_outcome, reader.delivered),
+        **_replica_figures(args.replicas, [sampler, *other_samplers], reader, [code, *other_codes]),
         **_context_figures(sandbox, reader.first_consume, reader.last_outcome, load_before),
         "consume_to_outcome_ms": {
             "p50": _round(percentile(reader.consume_to_outcome_ms, 0.5)),
@@ -635,6 +679,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
     from connector.contract.events import decode_event
+    from connector.http.sender import as_httpx_request
     from connector.providers import AccountConfig, ProviderOutcome, build_provider
 
     accounts = TypeAdapter(list[AccountConfig]).validate_json(args.accounts.read_bytes())
@@ -672,8 +717,9 @@ async def baseline_main(args: argparse.Namespace) -> int:
                 if isinstance(built, ProviderOutcome):
                     outcome = built
                 else:
-                    request = built.request
-                    request.headers["X-Request-Id"] = event.event_id
+                    request = as_httpx_request(
+                        built.request.with_headers(("X-Request-Id", event.event_id))
+                    )
                     response = await client.send(request)
                     await response.aread()
                     outcome = provider.classify(response, attempt=0)
@@ -737,6 +783,245 @@ async def baseline_main(args: argparse.Namespace) -> int:
     return 0 if done.is_set() else 1
 
 
+# ----------------------------------------------------------------------------- live stream
+
+
+async def produce_steady(
+    bootstrap: str, topic: str, workload: Workload, rate: float
+) -> tuple[dict[str, float], float]:
+    """Produce the workload at ``rate`` events/s on an absolute schedule (a late tick catches
+    up at once, so a busy machine does not stretch the stream); return event id -> produce
+    timestamp (s, the record's CreateTime) and the achieved rate."""
+    producer = KafkaProducer(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=0))
+    await producer.start()
+    futures: list[asyncio.Future[Any]] = []
+    tick_s = 0.01
+    try:
+        started = time.monotonic()
+        sent = 0
+        total = len(workload.records)
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate) + 1)
+            for key, value in workload.records[sent:due]:
+                futures.append(await producer.send(topic, value, key=key))
+            sent = max(sent, due)
+            next_at = started + (sent / rate)
+            await asyncio.sleep(max(0.0, min(tick_s, next_at - time.monotonic())))
+        elapsed = time.monotonic() - started
+        metadata = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    ids = list(workload.meta)
+    produced = {eid: md.timestamp / 1000 for eid, md in zip(ids, metadata, strict=True)}
+    return produced, total / elapsed if elapsed > 0 else float("inf")
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": _round(percentile(values, 0.50)),
+        "p99": _round(percentile(values, 0.99)),
+        "max": _round(max(values, default=None)),
+    }
+
+
+def live_figures(
+    workload: Workload,
+    produced_at: dict[str, float],
+    requests: list[dict[str, Any]],
+    outcome_at: dict[str, float],
+    consumed_at: dict[str, float],
+    latency_ms: float,
+) -> dict[str, Any]:
+    """Per-event delays of a live stream, the provider latency taken off.
+
+    The sandbox records a request after its latency sleep, so both figures contain the
+    provider latency once; what is left is what the connector (and Kafka) added.
+    """
+    first_request: dict[str, float] = {}
+    for req in sorted(requests, key=lambda r: r["seq"]):
+        eid = req.get("event_id")
+        if eid in workload.meta and eid not in first_request:
+            first_request[eid] = req["received_at"]
+    to_provider = [(at - produced_at[eid]) * 1000 - latency_ms for eid, at in first_request.items()]
+    to_outcome = [
+        (at - produced_at[eid]) * 1000 - latency_ms
+        for eid, at in outcome_at.items()
+        if eid in produced_at
+    ]
+    to_consume = [
+        (at - produced_at[eid]) * 1000 for eid, at in consumed_at.items() if eid in produced_at
+    ]
+    return {
+        "produce_to_provider_minus_latency_ms": _spread(to_provider),
+        "produce_to_outcome_minus_latency_ms": _spread(to_outcome),
+        # Where the delay is: before the connector took the record (Kafka, the broker, the
+        # benchmark's producer) or inside it (consume_to_outcome = results' latency_ms).
+        "produce_to_consume_ms": _spread(to_consume),
+    }
+
+
+LIVE_P99_TARGET_MS = {500.0: 25.0, 1500.0: 100.0}
+
+
+async def run_live_connector(
+    args: argparse.Namespace,
+    bootstrap: str,
+    sandbox: SandboxProcess,
+    rate: float,
+    workdir: Path,
+) -> dict[str, Any]:
+    """The connector against a steady stream: start it, warm it up, then produce at ``rate``."""
+    events = int(rate * args.live_duration_s)
+    events -= events % 10
+    workload = build_workload(events, max(1, events // 10), args.seed)
+    warmup = build_workload(100, 10, args.seed + 1000)
+    load_before = os.getloadavg()[0]
+    run = uuid.uuid4().hex[:6]
+    topics = await create_topics(bootstrap, f"bench-{run}.", args.partitions)
+    config_topics: dict[str, str | None] = dict(topics)
+    if args.no_ledger:
+        config_topics["ledger"] = None
+    config, secrets = connector_config(
+        bootstrap=bootstrap,
+        group=f"bench-{run}",
+        topics=config_topics,
+        sandbox=sandbox,
+        max_in_flight=args.max_in_flight,
+        account_in_flight=args.account_in_flight,
+        client=args.http_client,
+        coalesce=args.coalesce,
+        correlation=args.correlation,
+    )
+    config_path = workdir / f"connector-{run}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = workdir / f"connector-{run}.log"
+    reader = OutcomeReader(expected=len(warmup.records) + len(workload.records))
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    readers = [
+        asyncio.create_task(
+            read_topic(
+                kafka,
+                topics[name],
+                expected=None,
+                idle_timeout_s=1e9,
+                deadline_s=args.timeout_s,
+                on_batch=callback,
+            )
+        )
+        for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
+    ]
+    command = [sys.executable, "-m", "connector.cli", "run", "--config", str(config_path)]
+    progress(f"live {rate:g}/s: starting the connector (log {log_path})")
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+            command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
+        )
+        sampler = ResourceSampler(proc.pid)
+        sampling = asyncio.create_task(sampler.run())
+        try:
+            # Warm-up: the group is joined and every account's connections are open before
+            # the measured stream starts; its requests are then cleared from the sandbox log.
+            await produce_backlog(bootstrap, topics["input"], warmup)
+            deadline = time.monotonic() + 120
+            while sum(reader.outcomes.values()) < len(warmup.records):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("connector: warm-up outcomes did not arrive")
+                await asyncio.sleep(0.1)
+            await sandbox_reset(sandbox.url)
+            reader.outcome_at.clear()
+            reader.consumed_at.clear()
+            progress(f"live {rate:g}/s: producing {events} events for {args.live_duration_s} s")
+            stream_start = time.time()
+            produced_at, achieved = await produce_steady(bootstrap, topics["input"], workload, rate)
+            await _wait_outcomes(reader, proc, args.timeout_s, f"live {rate:g}/s")
+            stream_end = max(reader.last_outcome, time.time())
+            with contextlib.suppress(psutil.Error):
+                sampler.sample(psutil.Process(proc.pid))
+        finally:
+            sampling.cancel()
+            for task in readers:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
+            for reading in readers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+            code = await asyncio.to_thread(_stop_process, proc)
+    requests = await sandbox_requests(sandbox.url)
+    delivery = delivery_figures(workload, produced_at, requests, reader.ids)
+    del delivery["produce_to_provider_ms"]  # includes the provider latency; see below
+    delivered = sum(1 for eid in reader.outcome_at if eid in workload.meta)
+    target = LIVE_P99_TARGET_MS.get(rate)
+    figures = live_figures(
+        workload, produced_at, requests, reader.outcome_at, reader.consumed_at, args.latency_ms
+    )
+    p99 = figures["produce_to_outcome_minus_latency_ms"]["p99"]
+    await sandbox_reset(sandbox.url)
+    return {
+        "rate_per_s": rate,
+        "achieved_rate_per_s": round(achieved, 1),
+        "duration_s": args.live_duration_s,
+        "events": len(workload.records),
+        "outcomes_of_stream": delivered,
+        **figures,
+        "p99_target_ms": target,
+        "p99_target_met": None if target is None or p99 is None else p99 <= target,
+        **delivery,
+        "connector_cpu_s": round(sampler.cpu_at(stream_end) - sampler.cpu_at(stream_start), 3),
+        "connector_cpu_utilisation": round(
+            (sampler.cpu_at(stream_end) - sampler.cpu_at(stream_start))
+            / max(1e-9, stream_end - stream_start),
+            3,
+        ),
+        "connector_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+        **_context_figures(sandbox, stream_start, stream_end, load_before),
+        "exit_code": code,
+    }
+
+
+async def live_benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    started = time.monotonic()
+    capacity = max(200_000, int(2 * max(args.live_rate) * args.live_duration_s) + 10_000)
+    sandbox = SandboxProcess(args.latency_ms, capacity)
+    progress(f"sandbox process {sandbox.proc.pid} at {sandbox.url}, latency {args.latency_ms} ms")
+    runs: list[dict[str, Any]] = []
+    sandbox_sampling = asyncio.create_task(sandbox.sampler.run())
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            workdir = Path(tmp) if not args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-"))
+            for rate in args.live_rate:
+                runs.append(await run_live_connector(args, bootstrap, sandbox, rate, workdir))
+    finally:
+        sandbox_sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sandbox_sampling
+        sandbox.stop()
+    return {
+        "benchmark": "pipeline-live",
+        "command": shlex.join(["python", "-m", "benchmarks.pipeline", *args.argv]),
+        "params": {
+            "rates_per_s": args.live_rate,
+            "duration_s": args.live_duration_s,
+            "partitions": args.partitions,
+            "providers": sorted(DEMO_ACCOUNTS),
+            "sandbox_latency_ms": args.latency_ms,
+            "max_in_flight": args.max_in_flight,
+            "account_max_in_flight": args.account_in_flight,
+            "http_client": args.http_client,
+            "ledger": not args.no_ledger,
+            "coalesce": args.coalesce,
+            "correlation": args.correlation,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "runs": runs,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -791,6 +1076,7 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             "baseline_events": baseline_events if not args.skip_baseline else 0,
             "max_in_flight": args.max_in_flight,
             "account_max_in_flight": args.account_in_flight,
+            "replicas": args.replicas,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -848,9 +1134,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-ledger", action="store_true", help="run the connector with topics.ledger off"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="connector processes in one consumer group (the scaling figure)",
+    )
     parser.add_argument("--max-in-flight", type=int, default=512)
     parser.add_argument("--account-in-flight", type=int, default=256)
     parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument(
+        "--live-rate",
+        type=float,
+        action="append",
+        help="live-stream mode: produce at this many events/s while the connector runs "
+        "(repeat for several rates, e.g. --live-rate 500 --live-rate 1500); no baseline",
+    )
+    parser.add_argument(
+        "--live-duration-s", type=float, default=60.0, help="live-stream length per rate"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--keep-logs", action="store_true", help="keep configs and logs")
@@ -881,7 +1183,10 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka warns on stderr while a fresh topic elects leaders; the producer retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with _broker() as bootstrap:
-        result = asyncio.run(benchmark(args, bootstrap))
+        if args.live_rate:
+            result = asyncio.run(live_benchmark(args, bootstrap))
+        else:
+            result = asyncio.run(benchmark(args, bootstrap))
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 from connector.core.backpressure import BufferLimits, BufferState, PartitionLoad
 
 if TYPE_CHECKING:
-    import httpx
-
     from connector.config import LimitSettings
     from connector.contract.events import OrderStatusChanged
+    from connector.contract.outbound import PlainRequest
     from connector.core.ledger import PartitionLedger
     from connector.core.ordering import OffsetTracker
     from connector.delivery.holds import Hold
@@ -100,7 +99,7 @@ class Job:
     record: ConsumedRecord
     event: OrderStatusChanged
     provider: Provider
-    request: httpx.Request
+    request: PlainRequest
     template: TemplateKey | None  # the WhatsApp template the request uses, if any
     lane: LaneKey
     state: PartitionState
@@ -122,10 +121,13 @@ def new_job(
     built: BuiltRequest,
 ) -> Job:
     """The job of a built request; the request gets ``X-Request-Id`` and ``traceparent``."""
-    request = built.request
-    request.headers["X-Request-Id"] = event.event_id
-    if event.traceparent:
-        request.headers["traceparent"] = event.traceparent
+    request = (
+        built.request.with_headers(
+            ("X-Request-Id", event.event_id), ("traceparent", event.traceparent)
+        )
+        if event.traceparent
+        else built.request.with_headers(("X-Request-Id", event.event_id))
+    )
     return Job(
         record=record,
         event=event,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yarl
 
 from connector.errors import AccountConfigError
 
@@ -30,7 +31,12 @@ class Egress:
         return f"Egress(proxy={'set' if self.proxy else None}, ca_bundle={self.ca_bundle})"
 
 
-def origin_of(url: httpx.URL) -> str:
+# The adapters' plain requests carry a yarl URL; httpx requests an httpx one: both answer
+# scheme, host and port.
+AnyURL = httpx.URL | yarl.URL
+
+
+def origin_of(url: AnyURL) -> str:
     """``scheme://host:port`` (the port spelled out) of ``url``."""
     return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
@@ -65,7 +71,7 @@ class EgressPlan:
         """Every configured egress (the default and the per-origin ones)."""
         return {self.default, *self._by_origin.values()}
 
-    def for_url(self, url: httpx.URL) -> Egress:
+    def for_url(self, url: AnyURL) -> Egress:
         origin = origin_of(url)
         found = self._cache.get(origin)
         if found is None:
@@ -74,7 +80,7 @@ class EgressPlan:
             found = self._cache[origin] = self._resolve(url, origin)
         return found
 
-    def _resolve(self, url: httpx.URL, origin: str) -> Egress:
+    def _resolve(self, url: AnyURL, origin: str) -> Egress:
         chosen = self._by_origin.get(origin, self.default)
         if chosen.proxy is not None:
             return chosen
@@ -82,7 +88,7 @@ class EgressPlan:
         if not proxy:
             return chosen
         port = url.port or (443 if url.scheme == "https" else 80)
-        if _bypassed(url.host, port, self._env.get("no", "")):
+        if _bypassed(url.host or "", port, self._env.get("no", "")):
             return chosen
         return Egress(proxy=proxy, ca_bundle=chosen.ca_bundle)
 

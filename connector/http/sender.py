@@ -11,10 +11,7 @@ timeout once the request had a connection is ambiguous, one while connecting is 
 from __future__ import annotations
 
 import asyncio
-import errno
 import http.cookiejar
-import os
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -26,8 +23,9 @@ import httpx
 from aiohttp import hdrs
 from yarl import URL
 
-from connector.errors import AccountConfigError, DeliveryError, TransportFailure
-from connector.http.egress import Egress, EgressPlan, tls_context
+from connector.contract.outbound import PlainRequest
+from connector.http.egress import AnyURL, Egress, EgressPlan, tls_context
+from connector.http.failures import delivery_error
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
@@ -53,7 +51,9 @@ class HttpSender(Protocol):
     request cannot be sent at all (unsupported URL). HTTP error statuses are returned, not raised.
     """
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response: ...
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response: ...
 
     async def aclose(self) -> None: ...
 
@@ -145,7 +145,7 @@ class AiohttpSender:
             found = self._tls[ca_bundle] = tls_context(ca_bundle)
         return found
 
-    def _route(self, url: httpx.URL) -> dict[str, Any]:
+    def _route(self, url: AnyURL) -> dict[str, Any]:
         """``session.request`` options for this URL's egress (none without a plan)."""
         if self._egress is None:
             return {}
@@ -165,23 +165,32 @@ class AiohttpSender:
             found = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return found
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response:
         session = self._session or self._open()
-        try:
-            body = request.content
-        except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
-            body = await request.aread()
+        url: URL
+        headers: Any
+        if isinstance(request, PlainRequest):  # the adapters' value: handed over as it is
+            url, headers, body = request.url, request.header_pairs, request.content
+            answer_to: httpx.Request | None = None
+        else:
+            try:
+                body = request.content
+            except httpx.RequestNotRead:  # a streamed body: buffer it (requests are small)
+                body = await request.aread()
+            url = URL(str(request.url), encoded=True)
+            # Raw pairs: multi_items() re-derives the header encoding for every item.
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+            answer_to = request
         truncated = False
         mark = _WriteMark()
         token = _SENDING.set(mark)
         try:
             async with session.request(
                 request.method,
-                URL(str(request.url), encoded=True),
-                # Raw pairs: multi_items() re-derives the header encoding for every item.
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
+                url,
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(timeout),
@@ -202,7 +211,7 @@ class AiohttpSender:
                     raw_headers = _without_encoding(raw_headers)
                 reason = answer.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _delivery_error(exc, timeout=timeout, written=mark.written) from exc
+            raise delivery_error(exc, timeout=timeout, written=mark.written) from exc
         finally:
             _SENDING.reset(token)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
@@ -210,7 +219,7 @@ class AiohttpSender:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         if truncated:
             extensions[BODY_TRUNCATED] = True
-        return _loaded_response(status, raw_headers, content, request, extensions)
+        return _loaded_response(status, raw_headers, content, answer_to, extensions)
 
     async def _read_capped(self, answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self._max_response_bytes
@@ -316,7 +325,11 @@ class HttpxSender:
             )
         return client
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(
+        self, request: PlainRequest | httpx.Request, *, timeout: float
+    ) -> httpx.Response:
+        if isinstance(request, PlainRequest):
+            request = as_httpx_request(request)
         cap = self._max_response_bytes
         mark = _WriteMark()
         # httpcore's trace hook tells when the headers start to go out; the caller's own trace
@@ -343,7 +356,7 @@ class HttpxSender:
             if not self._httpcore:  # a transport without httpcore's trace hook (a mock): by class
                 written = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 written = written and not isinstance(exc, httpx.PoolTimeout | httpx.ProxyError)
-            raise _delivery_error(exc, timeout=timeout, written=written) from exc
+            raise delivery_error(exc, timeout=timeout, written=written) from exc
         finally:
             if caller_trace is None:
                 request.extensions.pop("trace", None)
@@ -378,8 +391,30 @@ class HttpxSender:
         await self.aclose()
 
 
+def as_httpx_request(request: PlainRequest) -> httpx.Request:
+    """The ``httpx.Request`` of an adapter's plain request (the httpx sender, the baseline)."""
+    return _RedactedRequest(
+        request.method,
+        str(request.url),
+        headers=list(request.header_pairs),
+        content=request.content,
+    )
+
+
+class _RedactedRequest(httpx.Request):
+    """An ``httpx.Request`` whose repr hides the URL (Z-API's token is in its path); httpx
+    exceptions carry their request."""
+
+    def __repr__(self) -> str:
+        return f"<Request('{self.method}', '[url redacted]')>"
+
+
 def _standard_response(
-    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
+    status: int,
+    headers: Any,
+    content: bytes,
+    request: httpx.Request | None,
+    extensions: dict[str, Any],
 ) -> httpx.Response:
     return httpx.Response(
         status, headers=headers, content=content, request=request, extensions=extensions
@@ -387,7 +422,11 @@ def _standard_response(
 
 
 def _preloaded_response(
-    status: int, headers: Any, content: bytes, request: httpx.Request, extensions: dict[str, Any]
+    status: int,
+    headers: Any,
+    content: bytes,
+    request: httpx.Request | None,
+    extensions: dict[str, Any],
 ) -> httpx.Response:
     """An already-read ``httpx.Response`` without the constructor's content pipeline.
 
@@ -499,70 +538,3 @@ class _MarkingConnector(aiohttp.TCPConnector):
         if mark is not None:
             mark.written = True
         return connection
-
-
-def _delivery_error(exc: BaseException, *, timeout: float, written: bool = True) -> DeliveryError:
-    """Translate an aiohttp/httpx/OS exception; the only place library errors are mapped.
-
-    ``written`` says whether the request's headers had started to go out; failures that happen
-    before any byte can leave (DNS, connect, TLS) are never written whatever it says.
-    Messages are built from fixed text, class names and OS error strings only: library messages
-    may quote the URL (Z-API carries its token in the path), so they are never copied.
-    """
-    name = type(exc).__name__
-    if isinstance(exc, aiohttp.InvalidURL | httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return AccountConfigError(f"the request URL cannot be sent ({name})")
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        # aiohttp's ServerTimeoutError and asyncio.timeout both land here
-        stage = "no complete answer" if written else "not sent (still connecting)"
-        return TransportFailure(
-            f"timeout: {stage} within {timeout:g} s ({name})", kind="timeout", written=written
-        )
-    if isinstance(exc, aiohttp.ClientConnectorDNSError) or _caused_by(exc, socket.gaierror):
-        return TransportFailure(f"dns: name resolution failed ({name})", kind="dns", written=False)
-    if isinstance(exc, aiohttp.ClientSSLError) or _caused_by(exc, ssl.SSLError):
-        detail = f"tls: handshake or certificate failed ({name})"
-        return TransportFailure(detail, kind="tls", written=False)
-    if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError | httpx.ProxyError):
-        detail = f"connect: {_os_reason(exc)} ({name})"
-        return TransportFailure(detail, kind="connect", written=False)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        detail = f"disconnected: server closed the connection ({name})"
-        return TransportFailure(detail, kind="disconnected", written=written)
-    if isinstance(
-        exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError | httpx.ProtocolError
-    ):
-        detail = f"protocol: malformed or incomplete answer ({name})"
-        return TransportFailure(detail, kind="protocol", written=written)
-    if isinstance(exc, OSError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
-        detail = f"connection: {_os_reason(exc)} ({name})"
-        return TransportFailure(detail, kind="connection", written=written)
-    return TransportFailure(
-        f"transport: request failed ({name})", kind="transport", written=written
-    )
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # causes chain shallowly; bound the walk anyway
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The OS error (e.g. "Connection refused (ECONNREFUSED)") on ``exc`` or its causes."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            break
-        if isinstance(seen, aiohttp.ClientConnectorError):
-            seen = seen.os_error
-        if isinstance(seen, OSError) and seen.errno:
-            # os.strerror, never seen.strerror: asyncio's text quotes the peer address
-            return f"{os.strerror(seen.errno)} ({errno.errorcode.get(seen.errno, seen.errno)})"
-        seen = seen.__cause__ or seen.__context__
-    return "connection failed"

@@ -23,6 +23,7 @@ from connector.contract.records import MIN_ERROR_RECORD_BYTES
 from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
+from connector.kafka.partitioner import CachedPartitioner
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
@@ -148,6 +149,7 @@ def idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
         "max_request_size": settings.max_request_size,
         "max_batch_size": min(_MAX_BATCH_SIZE, settings.max_request_size),
         "compression_type": None,
+        "partitioner": CachedPartitioner(),
         **client_kwargs(settings),
     }
 

@@ -1,6 +1,6 @@
 """The provider Protocol and the outcome vocabulary every adapter speaks.
 
-Adapters are pure: they build an ``httpx.Request`` (in a ``BuiltRequest``) from an event and
+Adapters are pure: they build a ``PlainRequest`` (in a ``BuiltRequest``) from an event and
 classify an ``httpx.Response`` into a ``ProviderOutcome``. They never send anything and never log.
 """
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import httpx
 
     from connector.contract.events import OrderStatusChanged
+    from connector.contract.outbound import PlainRequest
 
 
 class OutcomeKind(StrEnum):
@@ -56,7 +57,7 @@ class BuiltRequest:
     """A request ready to send and the WhatsApp template it uses (None: no template), so the
     engine can park sends of a paused template without parsing the body."""
 
-    request: httpx.Request
+    request: PlainRequest
     template: TemplateKey | None = None
 
 

@@ -72,13 +72,6 @@ class ZApiAccount(AccountSettings):
     partially_shipped_message: str | None = "Part of your order has been shipped."
 
 
-class _RedactedUrlRequest(httpx.Request):
-    """An ``httpx.Request`` whose repr hides the URL (the Z-API token is in its path)."""
-
-    def __repr__(self) -> str:
-        return f"<Request('{self.method}', '[z-api url redacted]')>"
-
-
 class ZApiProvider(AccountAdapter[ZApiAccount]):
     """Sends Z-API ``order-status-update`` requests with the whole order re-sent each time."""
 
@@ -151,12 +144,7 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
         if message:
             body["message"] = message
         return BuiltRequest(
-            _RedactedUrlRequest(
-                "POST",
-                self._endpoint.url,
-                headers=self._endpoint.headers,
-                content=orjson.dumps(body, default=_decimal_as_json_number),
-            )
+            self._endpoint.post(orjson.dumps(body, default=_decimal_as_json_number))
         )
 
     def _classify(self, response: httpx.Response, attempt: int) -> ProviderOutcome:

@@ -17,9 +17,11 @@ from typing import ClassVar
 import anyio
 import httpx
 import orjson
+from yarl import URL
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
+from connector.contract.outbound import PlainRequest
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
@@ -51,10 +53,11 @@ class FakeProvider:
 
     def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
         return BuiltRequest(
-            httpx.Request(
+            PlainRequest(
                 "POST",
-                f"http://fake.invalid/{self._account}/send",
-                content=orjson.dumps({"order": event.order_id, "event": event.event_id}),
+                URL(f"http://fake.invalid/{self._account}/send"),
+                (),
+                orjson.dumps({"order": event.order_id, "event": event.event_id}),
             )
         )
 
@@ -82,7 +85,7 @@ class FakeSender:
         self._rng = random.Random(seed)
         self._max_latency = max_latency
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(self, request: PlainRequest, *, timeout: float) -> httpx.Response:
         body = orjson.loads(request.content)
         order, event = body["order"], body["event"]
         self.in_flight_per_order[order] += 1
@@ -307,7 +310,7 @@ class TemplateProvider:
                 "language": {"policy": "deterministic", "code": "pt_BR"},
             },
         }
-        request = httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+        request = PlainRequest("POST", URL("http://fake.invalid/send"), (), orjson.dumps(body))
         return BuiltRequest(request, template=(template, "pt_BR"))
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
@@ -323,7 +326,7 @@ class TemplateSender:
         self.paused = True
         self.sent: list[str] = []
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(self, request: PlainRequest, *, timeout: float) -> httpx.Response:
         body = orjson.loads(request.content)
         self.sent.append(body["event"])
         status = 400 if self.paused and body["template"]["name"] == "paused_tpl" else 200

@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
+from yarl import URL
 
 from connector.contract.events import OrderStatusChanged, decode_event
+from connector.contract.outbound import PlainRequest
 from connector.core.ledger import Delivery, PartitionLedger
 from connector.errors import AccountConfigError, PublishRefusedError
 from connector.kafka.consumer import TP
@@ -91,7 +93,7 @@ class FaultyProvider:
             raise InjectedFault("build failed")
         body = {"order": event.order_id, "event": event.event_id, "fault": event.description}
         return BuiltRequest(
-            httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+            PlainRequest("POST", URL("http://fake.invalid/send"), (), orjson.dumps(body))
         )
 
     def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
@@ -109,7 +111,7 @@ class FaultySender(FakeSender):
         super().__init__(seed=seed, max_latency=0.001)
         self._turn = 0
 
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+    async def send(self, request: PlainRequest, *, timeout: float) -> httpx.Response:
         if orjson.loads(request.content)["fault"] == "fault:send":
             self._turn += 1
             if self._turn % 2:

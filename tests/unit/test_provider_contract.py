@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.contract.events import CanonicalStatus
+from connector.contract.outbound import PlainRequest
 from connector.errors import InvalidEventError, MissingFieldError, UnmappedStatusError
 from connector.providers import OutcomeKind, ProviderOutcome
 from connector.providers.base import BuiltRequest
@@ -58,7 +59,7 @@ def test_every_canonical_status_is_sent_or_explicitly_skipped(
         assert status.value in outcome.detail
     else:
         assert isinstance(outcome, BuiltRequest)
-        assert isinstance(outcome.request, httpx.Request)
+        assert isinstance(outcome.request, PlainRequest)
 
 
 def test_status_mapped_to_error_raises_a_typed_invalid_event(kind: str) -> None:

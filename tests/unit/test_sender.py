@@ -26,6 +26,7 @@ from connector.http.sender import (
     create_sender,
     fast_responses_active,
 )
+from connector.providers.request import Endpoint
 
 SECRET_PATH = "/instances/INSTANCE-SECRET-123/token/TOKEN-SECRET-456/send-text"
 SECRET_HEADER = "HEADER-SECRET-789"
@@ -205,6 +206,44 @@ async def test_round_trip_carries_method_path_query_headers_and_body(
     assert [k for k, _ in headers].count("host") == 1
     assert not any(k == "accept-encoding" for k, _ in headers)
     assert BODY_TRUNCATED not in answer.extensions
+
+
+async def test_a_plain_request_is_sent_as_it_is(sender: HttpSender, server: Web) -> None:
+    """The adapters' ``PlainRequest`` (no httpx in between on the aiohttp sender) goes out with
+    its method, target, headers (one Host) and body byte for byte."""
+    endpoint = Endpoint(
+        server.url("/echo/v21.0/123/messages?x=1"), [("Authorization", "Bearer abc")]
+    )
+    body = b'{"order":{"status":"shipped"}}'
+    request = endpoint.post(body).with_headers(("X-Request-Id", "evt-1"))
+    with anyio.fail_after(5):
+        answer = await sender.send(request, timeout=5)
+
+    assert answer.status_code == 201
+    assert answer.headers["x-answer"] == "yes"
+    seen = answer.json()
+    assert seen["method"] == "POST"
+    assert seen["target"] == "/echo/v21.0/123/messages?x=1"
+    assert seen["body"].encode() == body
+    headers = [(k.lower(), v) for k, v in seen["headers"]]
+    assert ("authorization", "Bearer abc") in headers
+    assert ("x-request-id", "evt-1") in headers
+    assert [v for k, v in headers if k == "content-length"] == [str(len(body))]
+    assert [k for k, _ in headers].count("host") == 1
+    assert not any(k == "accept-encoding" for k, _ in headers)
+
+
+async def test_a_plain_request_that_times_out_keeps_its_secrets(
+    sender: HttpSender, server: Web
+) -> None:
+    endpoint = Endpoint(server.url(SECRET_PATH), [("Client-Token", SECRET_HEADER)])
+    request = endpoint.post(b"{}")
+    assert all(secret not in repr(request) for secret in SECRETS)
+    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+        await sender.send(request, timeout=0.3)
+    assert caught.value.kind == "timeout"
+    assert caught.value.written
+    assert_no_secret(caught.value)
 
 
 async def test_error_statuses_are_returned_not_raised(sender: HttpSender, server: Web) -> None:
