@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -26,26 +27,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger("connector.delivery.commits")
 
 
+@dataclass(slots=True, eq=False)
 class Committer:
     """Commits commit points. ``failed()`` says a fatal error happened: in transactional mode
     nothing is committed after it (offsets past outcomes of a failed transaction)."""
 
-    def __init__(
-        self,
-        source: RecordSource,
-        transactions: TransactionCommitter | None,
-        observer: EngineObserver,
-        stats: EngineStats,
-        *,
-        failed: Callable[[], bool],
-        on_fatal: Callable[[BaseException], None],
-    ) -> None:
-        self._source = source
-        self._transactions = transactions
-        self._obs = observer
-        self._stats = stats
-        self._failed = failed
-        self._on_fatal = on_fatal
+    source: RecordSource
+    transactions: TransactionCommitter | None
+    observer: EngineObserver
+    stats: EngineStats
+    _: KW_ONLY
+    failed: Callable[[], bool]
+    on_fatal: Callable[[BaseException], None]
 
     async def run(self, interval_s: float, states: dict[TP, PartitionState]) -> None:
         """Commit every ``interval_s`` until cancelled (``states`` is the engine's live map)."""
@@ -60,31 +53,31 @@ class Committer:
             if point is not None and state.tracker.needs_commit:
                 offsets[tp] = point
         started = time.monotonic()
-        if self._transactions is not None:
-            if self._failed():
+        if self.transactions is not None:
+            if self.failed():
                 return  # never commit offsets past outcomes of a failed transaction
             try:
-                await self._transactions.commit_transaction(offsets)
+                await self.transactions.commit_transaction(offsets)
             except Exception as exc:
                 log.exception("transaction_failed", error=type(exc).__name__)
-                self._on_fatal(exc)
+                self.on_fatal(exc)
                 return
         elif not offsets:
             return
         else:
             try:
-                await self._source.commit(offsets)
+                await self.source.commit(offsets)
             except CommitRejectedError as exc:
                 log.warning("commit_rejected", reason=str(exc))
                 return
         if not offsets:
             return
-        self._obs.commit_latency(time.monotonic() - started)
-        self._stats.commits += 1
+        self.observer.commit_latency(time.monotonic() - started)
+        self.stats.commits += 1
         for tp, point in offsets.items():
             states[tp].tracker.advance_committed(point)
 
     def discard_held(self, partitions: set[TP]) -> None:
         """Revoked partitions: drop outcomes a transactional sink still holds for them."""
-        if self._transactions is not None:
-            self._transactions.discard_held(partitions)
+        if self.transactions is not None:
+            self.transactions.discard_held(partitions)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -154,37 +154,25 @@ def internal(
     return Ending(error=ErrorClass.INTERNAL_ERROR, detail=detail, event=event, provider=provider)
 
 
+@dataclass(slots=True, eq=False)
 class Outcomes:
     """Builds and publishes outcome records; calls ``on_durable(state, offset)`` on the ack."""
 
-    def __init__(
-        self,
-        sink: RecordSink,
-        ledger_sink: RecordSink,
-        topics: TopicNames,
-        observer: EngineObserver,
-        stats: EngineStats,
-        *,
-        scrubber: SecretScrubber,
-        on_durable: Callable[[PartitionState, int], None],
-        on_fatal: Callable[[BaseException], None],
-        on_accepted: AcceptedHook | None = None,
-        original_value: OriginalValuePolicy | None = None,
-    ) -> None:
-        self._sink = sink
-        self._original_value = original_value
-        self._ledger_sink = ledger_sink
-        self._topics = topics
-        self._obs = observer
-        self._stats = stats
-        self._scrubber = scrubber
-        self._on_durable = on_durable
-        self._on_fatal = on_fatal
-        self._on_accepted = on_accepted
-        self._failures = 0
-        #: The largest error record (bytes) the errors topic and producer take; None: no cut.
-        self.error_record_max_bytes: int | None = None
-        self.watch = PublishWatch()
+    sink: RecordSink
+    ledger_sink: RecordSink
+    topics: TopicNames
+    observer: EngineObserver
+    stats: EngineStats
+    _: KW_ONLY
+    scrubber: SecretScrubber
+    on_durable: Callable[[PartitionState, int], None]
+    on_fatal: Callable[[BaseException], None]
+    on_accepted: AcceptedHook | None = None
+    original_value: OriginalValuePolicy | None = None
+    _failures: int = field(default=0, init=False)
+    #: The largest error record (bytes) the errors topic and producer take; None: no cut.
+    error_record_max_bytes: int | None = field(default=None, init=False)
+    watch: PublishWatch = field(default_factory=PublishWatch, init=False)
 
     async def settle(
         self,
@@ -209,9 +197,9 @@ class Outcomes:
         once: _Once,
     ) -> None:  # fmt: skip
         ending, topic, value, ledger_update, result = self._prepare(record, ending, job)
-        if result is not None and result.provider_message_id and self._on_accepted:
+        if result is not None and result.provider_message_id and self.on_accepted:
             try:
-                await self._on_accepted(result)
+                await self.on_accepted(result)
             except Exception:
                 log.exception("accepted_hook_failed")
         headers = trace_headers(ending, job)
@@ -221,12 +209,12 @@ class Outcomes:
         try:
             value = self._minimal(record, ending, job, refused)
             await self.publish(
-                state, record, self._topics.errors, value, after_enqueue=once, headers=headers
+                state, record, self.topics.errors, value, after_enqueue=once, headers=headers
             )
         except Exception as exc:
             # Not even a minimal error record can be written: stop rather than stall.
             log.exception("fallback_refused", partition=record.partition, offset=record.offset)
-            self._on_fatal(exc)
+            self.on_fatal(exc)
 
     def _prepare(
         self, record: ConsumedRecord, ending: Ending, job: Job | None
@@ -234,18 +222,18 @@ class Outcomes:
         """The record to publish: ``ending``'s, else an internal_error (None: none builds)."""
         stage = "ledger"
         try:
-            ledger_update = ledger_update_of(job, ending, self._topics.ledger)
+            ledger_update = ledger_update_of(job, ending, self.topics.ledger)
             stage = "record"
             topic, value, result = self.build(record, ending, job)
         except Exception as exc:
             event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
-            ending = internal(exc, stage, self._scrubber, event=event, provider=provider)
+            ending = internal(exc, stage, self.scrubber, event=event, provider=provider)
         else:
             return ending, topic, value, ledger_update, result
         try:
             topic, value, _ = self.build(record, ending, job)
         except Exception:
-            return ending, self._topics.errors, None, None, None
+            return ending, self.topics.errors, None, None, None
         return ending, topic, value, None, None
 
     async def _try(
@@ -275,7 +263,7 @@ class Outcomes:
         except ProducerFailedError as exc:
             # Nothing this producer sends there can succeed: stop (a restart re-reads it).
             log.error("producer_failed", topic=topic, error=str(exc), offset=record.offset)  # noqa: TRY400
-            self._on_fatal(exc)
+            self.on_fatal(exc)
         return None
 
     def build(
@@ -289,14 +277,14 @@ class Outcomes:
             value = (
                 error.to_bytes() if limit is None else bounded_error_record(error, max_bytes=limit)
             )
-            topic, result = self._topics.errors, None
-            self._stats.errors += 1
+            topic, result = self.topics.errors, None
+            self.stats.errors += 1
         else:
             result = self._result(record, ending, job, event, provider)
-            topic, value = self._topics.results, result.to_bytes()
-            self._stats.results += 1
+            topic, value = self.topics.results, result.to_bytes()
+            self.stats.results += 1
         kind, account = (provider.kind, provider.account) if provider else ("none", "none")
-        self._obs.outcome(kind, account, ending.name)
+        self.observer.outcome(kind, account, ending.name)
         return topic, value, result
 
     @staticmethod
@@ -335,9 +323,9 @@ class Outcomes:
 
     def _protected(self, record: ConsumedRecord, error: ErrorRecord) -> ErrorRecord:
         """``errors.original_value``: the kept input value redacted or encrypted (personal data)."""
-        if self._original_value is None or record.value is None:
+        if self.original_value is None or record.value is None:
             return error
-        kept, protection = self._original_value.protect(record.value)
+        kept, protection = self.original_value.protect(record.value)
         if protection is None:
             return error
         return error.model_copy(
@@ -451,7 +439,7 @@ class Outcomes:
             pass
         self.watch.acked(time.monotonic())
         self._failures = 0
-        self._on_durable(state, record.offset)
+        self.on_durable(state, record.offset)
 
     async def _publish_once(
         self,
@@ -468,14 +456,14 @@ class Outcomes:
         try:
             if ledger_update is not None:
                 ledger_topic, ledger_key, ledger_value = ledger_update
-                ledger_fut = await self._ledger_sink.send(
+                ledger_fut = await self.ledger_sink.send(
                     ledger_topic,
                     ledger_value,
                     key=ledger_key,
                     partition=record.partition,
                     source=(state.tp, record.offset),
                 )
-            fut = await self._sink.send(
+            fut = await self.sink.send(
                 topic, value, key=key, headers=headers, source=(state.tp, record.offset)
             )
             after_enqueue()  # at most once, however many tries

@@ -122,3 +122,16 @@ def parse_time(text: str) -> int:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. 2026-01-01T00:00Z")
     return int(moment.timestamp() * 1000)
+
+
+def add_time_option(
+    options: argparse._ActionsContainer,
+    flag: str,
+    help: str,
+    *,
+    dest: str | None = None,
+    metavar: str = "TIME",
+) -> None:
+    """An option that takes a time (ISO 8601 with a zone) as epoch milliseconds (parse_time);
+    ``options`` is a parser or one of its groups."""
+    options.add_argument(flag, type=parse_time, dest=dest, metavar=metavar, help=help)

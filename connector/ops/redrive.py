@@ -27,11 +27,11 @@ from connector.kafka.consumer import read_topic
 from connector.kafka.producer import KafkaProducer
 from connector.ops.command import (
     ProgressLine,
+    add_time_option,
     command_parser,
     failure_line,
     one_line,
     parse_command_line,
-    parse_time,
 )
 
 _DESCRIPTION = (
@@ -277,20 +277,9 @@ def redrive_parser() -> argparse.ArgumentParser:
         default=[],
         help="provider kind or account name (repeatable)",
     )
-    parser.add_argument(
-        "--since",
-        type=parse_time,
-        dest="since_ms",
-        metavar="SINCE",
-        help="errors recorded at or after (ISO)",
-    )
-    parser.add_argument(
-        "--until",
-        type=parse_time,
-        dest="until_ms",
-        metavar="UNTIL",
-        help="errors recorded at or before (ISO)",
-    )
+    for name, bound in (("since", "after"), ("until", "before")):
+        help_text = f"errors recorded at or {bound} (ISO)"
+        add_time_option(parser, f"--{name}", help_text, dest=f"{name}_ms", metavar=name.upper())
     parser.add_argument(
         "--log-topic",
         default=None,

@@ -35,11 +35,11 @@ from connector.kafka.group_offsets import (
     partition_bounds,
 )
 from connector.ops.command import (
+    add_time_option,
     command_parser,
     failure_line,
     one_line,
     parse_command_line,
-    parse_time,
 )
 
 _DESCRIPTION = (
@@ -412,11 +412,8 @@ def replay_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start at the beginning of the input topic (the default)",
     )
-    where.add_argument(
-        "--from-time",
-        type=parse_time,
-        metavar="TIME",
-        help="start at the first record at or after TIME (ISO 8601 with zone)",
+    add_time_option(
+        where, "--from-time", "start at the first record at or after TIME (ISO 8601 with zone)"
     )
     where.add_argument(
         "--from-offsets",
@@ -424,11 +421,8 @@ def replay_parser() -> argparse.ArgumentParser:
         metavar="P:O,...",
         help="start partition P at offset O; partitions not named continue from the group",
     )
-    parser.add_argument(
-        "--until",
-        type=parse_time,
-        metavar="TIME",
-        help="process records up to TIME (ISO 8601 with zone; default: the end now)",
+    add_time_option(
+        parser, "--until", "process records up to TIME (ISO 8601 with zone; default: the end now)"
     )
     who = parser.add_mutually_exclusive_group()
     who.add_argument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -128,6 +129,7 @@ class CorrelationCache:
                         del self._waiters[message_id]
 
 
+@dataclass(slots=True, eq=False)
 class CorrelationWriter:
     """``Engine(on_accepted=writer.record)``: writes the correlation of an accepted send and
     waits for the broker's ack (a few tries), before the result record is published.
@@ -136,31 +138,24 @@ class CorrelationWriter:
     then still carries the event id (Meta, YCloud) but may lack the order id.
     """
 
-    def __init__(
-        self,
-        sink: RecordSink,
-        topic: str,
-        *,
-        cache: CorrelationCache | None = None,
-        attempts: int = 3,
-    ) -> None:
-        self._sink = sink
-        self.topic = topic
-        self._cache = cache
-        self._attempts = attempts
-        self.written = 0
-        self.failed = 0
+    sink: RecordSink
+    topic: str
+    _: KW_ONLY
+    cache: CorrelationCache | None = None
+    attempts: int = 3
+    written: int = field(default=0, init=False)
+    failed: int = field(default=0, init=False)
 
     async def record(self, result: ResultRecord) -> None:
         correlation = CorrelationRecord.of_result(result)
         if correlation is None:
             return
-        if self._cache is not None:
-            self._cache.put(correlation)  # this replica knows at once; others via the topic
+        if self.cache is not None:
+            self.cache.put(correlation)  # this replica knows at once; others via the topic
         value, key = correlation.to_bytes(), correlation.message_id.encode()
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self.attempts + 1):
             try:
-                await asyncio.shield(await self._sink.send(self.topic, value, key=key))
+                await asyncio.shield(await self.sink.send(self.topic, value, key=key))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 import structlog
@@ -29,27 +30,19 @@ class TemplateControl(Protocol):
     def release_template(self, name: str, language: str | None, *, reason: str) -> None: ...
 
 
+@dataclass(slots=True, eq=False)
 class KafkaWebhookSink:
     """Publishes verified, deduplicated webhook content. ``results_topic``/``errors_topic`` are
     real topic names; ``wait_s`` bounds the wait for a correlation not yet seen."""
 
-    def __init__(
-        self,
-        producer: RecordSink,
-        *,
-        results_topic: str,
-        errors_topic: str,
-        cache: CorrelationCache | None,
-        templates: TemplateControl,
-        wait_s: float = 5.0,
-    ) -> None:
-        self._producer = producer
-        self._results_topic = results_topic
-        self._errors_topic = errors_topic
-        self._cache = cache
-        self._templates = templates
-        self._wait_s = wait_s
-        self.uncorrelated = 0
+    producer: RecordSink
+    _: KW_ONLY
+    results_topic: str
+    errors_topic: str
+    cache: CorrelationCache | None
+    templates: TemplateControl
+    wait_s: float = 5.0
+    uncorrelated: int = field(default=0, init=False)
 
     async def publish_reports(self, reports: Sequence[StatusReport]) -> None:
         found = await asyncio.gather(*(self._correlate(r) for r in reports))
@@ -61,7 +54,7 @@ class KafkaWebhookSink:
                     headers.append(("provider_timestamp", report.timestamp.isoformat().encode()))
                 if correlation is not None and correlation.traceparent:
                     headers.append(("traceparent", correlation.traceparent.encode()))
-                acks.append(await self._producer.send(topic, value, key=key, headers=headers))
+                acks.append(await self.producer.send(topic, value, key=key, headers=headers))
         await asyncio.gather(*acks)
 
     async def template_status(self, change: TemplateStatusChange) -> None:
@@ -69,15 +62,15 @@ class KafkaWebhookSink:
         if change.reason:
             reason = f"{reason}: {change.reason}"
         if change.pauses_sending:
-            self._templates.hold_template(change.template_name, change.language, reason)
+            self.templates.hold_template(change.template_name, change.language, reason)
         elif change.resumes_sending:
-            self._templates.release_template(change.template_name, change.language, reason=reason)
+            self.templates.release_template(change.template_name, change.language, reason=reason)
 
     async def _correlate(self, report: StatusReport) -> CorrelationRecord | None:
-        if self._cache is None:
+        if self.cache is None:
             return None
         ids = [i for i in (report.provider_message_id, report.message_id) if i]
-        found = await self._cache.wait_for(ids, self._wait_s)
+        found = await self.cache.wait_for(ids, self.wait_s)
         if found is None:
             self.uncorrelated += 1
             log.warning("webhook_report_uncorrelated", **report.log_fields())
@@ -110,7 +103,7 @@ class KafkaWebhookSink:
             traceparent=traceparent,
             detail=detail,
         )
-        out = [(self._results_topic, key, result.to_bytes())]
+        out = [(self.results_topic, key, result.to_bytes())]
         if report.status is DeliveryStatus.FAILED:
             error = ErrorRecord(
                 event_id=event_id,
@@ -123,7 +116,7 @@ class KafkaWebhookSink:
                 source=source,
                 traceparent=traceparent,
             )
-            out.append((self._errors_topic, key, error.to_bytes()))
+            out.append((self.errors_topic, key, error.to_bytes()))
             log.warning(
                 "async_provider_error", order_id=order_id, code=error.provider_error_code,
                 **report.log_fields(),

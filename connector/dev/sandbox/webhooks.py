@@ -156,10 +156,12 @@ class _Job:
 class WebhookDispatcher:
     """Posts queued webhooks with a few workers; retries a failed post up to ``max_attempts``."""
 
+    config: WebhookConfig
+    meta_secret: bytes
+    ycloud_secret: bytes
+
     def __init__(self, config: WebhookConfig, meta_secret: bytes, ycloud_secret: bytes) -> None:
-        self.config = config
-        self.meta_secret = meta_secret
-        self.ycloud_secret = ycloud_secret
+        self.reconfigure(config, meta_secret, ycloud_secret)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.queue_capacity)
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
