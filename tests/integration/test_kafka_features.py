@@ -6,6 +6,7 @@ version is not usable.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import anyio
@@ -171,7 +172,13 @@ async def test_admin_client_creates_and_describes_topics_and_configs(
             await admin.create_topics(
                 [NewTopic(topic, 4, 1, topic_configs={"cleanup.policy": "compact"})]
             )
-            described = await admin.describe_topics([topic])
+            # A new topic's metadata reaches the broker's cache a moment after the create
+            # returns (UNKNOWN_TOPIC_OR_PARTITION meanwhile): poll under the deadline.
+            while True:
+                described = await admin.describe_topics([topic])
+                if described[0]["error_code"] == 0 and len(described[0]["partitions"]) == 4:
+                    break
+                await asyncio.sleep(0.1)
             configs = await admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic)]
             )
