@@ -17,6 +17,7 @@ import structlog
 
 from connector.config import ConnectorConfig
 from connector.contract.records import ResultRecord
+from connector.core.redaction import SecretScrubber
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.delivery.ports import EngineObserver, RecordSource
@@ -133,6 +134,7 @@ class ConnectorApp:
             ),
             on_accepted=self._record_correlation if self.correlation_writer else None,
             ledger_sink=self.ledger_producer,
+            scrubber=SecretScrubber(config.secret_values()),
         )
         self.webhook_sink: KafkaWebhookSink | None = None
         self._web: WebServer | None = None

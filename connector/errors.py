@@ -125,6 +125,13 @@ class TransportFailure(RetryableDeliveryError):  # noqa: N818 (the name the desi
         self.written = written
 
 
+class ProducerFailedError(Exception):
+    """The producer can no longer write to a partition: after the broker refused a record,
+    aiokafka's idempotent producer keeps a gap in that partition's sequence numbers and every
+    later record there fails (OutOfOrderSequenceNumber). Only a new producer (a restart) can
+    write again. Raised by connector.kafka's producers from the ack."""
+
+
 class PublishRefusedError(Exception):
     """The broker refused a record for good (too large, invalid, not authorised): sending the
     same bytes again cannot succeed. Raised by connector.kafka's producers from the ack."""

@@ -1,6 +1,7 @@
 """One attempt at the provider: send a job's request, count and time it, translate a retryable
 transport failure into a RETRYABLE answer, and classify the response. Nothing else: what the
-answer means for the job is the engine's decision."""
+answer means for the job is the engine's decision, and any other exception (the sender's
+``AccountConfigError``, a classifier bug) is raised to the engine, which ends the job."""
 
 from __future__ import annotations
 
@@ -36,14 +37,19 @@ class Attempts:
         self.in_flight += 1
         self._obs.request_started(provider.kind)  # request_latency marks its end
         started = time.monotonic()
+        job.stage = "send"
         try:
             response = await self._sender.send(
                 job.request, timeout=provider.settings.request_timeout_s
             )
         except RetryableDeliveryError as exc:
+            job.failure = getattr(exc, "kind", None) or "transport"
             return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
         finally:
             self.in_flight -= 1
             self._obs.request_latency(provider.kind, time.monotonic() - started)
             self._stats.sent_requests += 1
+        status = response.status_code
+        job.failure = "5xx" if status >= 500 else str(status)
+        job.stage = "classify"
         return provider.classify(response, attempt=attempt)

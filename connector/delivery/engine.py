@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from connector.contract.events import decode_event
+from connector.contract.events import OrderStatusChanged, decode_event
 from connector.core.backpressure import plan
 from connector.core.ledger import PartitionLedger
 from connector.core.ordering import LaneTable, OffsetTracker
+from connector.core.redaction import SecretScrubber
 from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
 from connector.delivery.holds import Holds, reason_of
-from connector.delivery.jobs import Buffers, Job, LaneKey, PartitionState
-from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, ledger_update_of
+from connector.delivery.jobs import Buffers, Job, LaneKey, PartitionState, new_job
+from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
 from connector.delivery.routing import Router, UnroutableError
-from connector.delivery.screening import SUPERSEDED, Screening
+from connector.delivery.screening import Screening
 from connector.delivery.slots import Slots
 from connector.errors import ErrorClass, InvalidEventError
 from connector.kafka.consumer import TP, ConsumedRecord
@@ -69,28 +70,31 @@ class Engine:
         transactions: TransactionCommitter | None = None,
         on_accepted: AcceptedHook | None = None,
         ledger_sink: RecordSink | None = None,
+        scrubber: SecretScrubber | None = None,
     ) -> None:
         """``on_accepted`` is awaited before a result that names a provider message id is
-        published (the app records the message-id correlation there); it must not raise."""
+        published (the app records the message-id correlation there); it must not raise.
+        ``scrubber`` removes secrets from the detail of ``internal_error`` records."""
         self._source = source
         self._router = Router(routing, providers)
         self._topics = topics
         self._limits = limits
         self._obs: EngineObserver = observer or NullObserver()
-        self._on_accepted = on_accepted
+        self._scrubber = scrubber or SecretScrubber(())
         self._ledger_loader = ledger_loader
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
         self._slots = Slots(limits.max_in_flight, providers, time.monotonic())
         probe_s = (limits.account_probe_interval_s, limits.template_probe_interval_s)
         self._holds = Holds(*probe_s, start=self._start)
-        self._screening = Screening(delivery)
+        self._screening = Screening(delivery, self._scrubber)
         self._buffers = Buffers()
         self.stats = EngineStats()
         self._attempts = Attempts(sender, self._obs, self.stats)
         self._outcomes = Outcomes(
-            sink, ledger_sink or sink, topics, self._obs, self.stats, on_durable=self._durable
-        )
+            sink, ledger_sink or sink, topics, self._obs, self.stats, scrubber=self._scrubber,
+            on_durable=self._durable, on_fatal=self._fatal, on_accepted=on_accepted,
+        )  # fmt: skip
         self._committer = Committer(
             source, transactions, self._obs, self.stats,
             failed=lambda: self.failure is not None, on_fatal=self._fatal,
@@ -273,36 +277,31 @@ class Engine:
         self._buffers.take(state, record.offset, len(record.value or b""))
         self.stats.consumed += 1
         self._obs.record_consumed(state.tp)
+        event: OrderStatusChanged | None = None
+        provider: Provider | None = None
         try:
             event = decode_event(record.value, record.headers)
             provider = self._router.route(event)
             built = provider.build_request(event)
+            if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
+                ending = Ending.of_answer(built, event=event, provider=provider)
+                self._spawn_settle(state, record, ending)
+                return
+            job = new_job(record, state, event, provider, built)
         except InvalidEventError as exc:
-            self._spawn_settle(state, record, Ending(error=exc.error_class, detail=exc.reason))
-            return
+            ending = Ending(
+                error=exc.error_class, detail=exc.reason, event=event, provider=provider
+            )
         except UnroutableError as exc:
-            self._spawn_settle(state, record, Ending(error=ErrorClass.UNROUTABLE, detail=str(exc)))
+            ending = Ending(error=ErrorClass.UNROUTABLE, detail=str(exc), event=event)
+        except Exception as exc:
+            stage = "decode" if event is None else "route" if provider is None else "build"
+            ending = internal(exc, stage, self._scrubber, event=event, provider=provider)
+        else:
+            if self._lanes.push(job.lane, job) is not None:
+                self._start(job)
             return
-        if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
-            ending = Ending.of_answer(built, event=event, provider=provider)
-            self._spawn_settle(state, record, ending)
-            return
-        request = built.request
-        request.headers["X-Request-Id"] = event.event_id
-        if event.traceparent:
-            request.headers["traceparent"] = event.traceparent
-        job = Job(
-            record=record,
-            event=event,
-            provider=provider,
-            request=request,
-            template=built.template,
-            lane=(record.partition, provider.target_key(event)),
-            state=state,
-            consumed_at=time.monotonic(),
-        )
-        if self._lanes.push(job.lane, job) is not None:
-            self._start(job)
+        self._spawn_settle(state, record, ending)
 
     # ------------------------------------------------------------------ execution
 
@@ -333,8 +332,11 @@ class Engine:
         not-durable requests, the ones a crash repeats, never exceed the in-flight limit.
         """
         try:
-            ending = await self._run(job)
-            if ending is not None:
+            try:
+                ending = await self._run(job)
+            except Exception as exc:  # whatever failed, the record ends and its lane moves on
+                ending = internal(exc, job.stage, self._scrubber)
+            if ending is not None and not job.state.dropped:
                 await self._settle(job.state, job.record, ending, job, lane=True)
         finally:
             job.state.deactivate()
@@ -346,6 +348,7 @@ class Engine:
         the job is parked, waits for a retry, was superseded or its partition was released."""
         if job.state.draining:
             return None
+        job.stage = "screen"
         screening = self._screening
         if screening.active:
             if not job.attempts and (ending := screening.verdict(job)) is not None:
@@ -366,6 +369,7 @@ class Engine:
         answer = await self._attempts.send(job)
         if job.state.dropped:
             return None  # the partition was released mid-request; its next owner redoes it
+        job.stage = "decide"
         return self._decide(job, answer)
 
     def _decide(self, job: Job, answer: ProviderOutcome) -> Ending | None:
@@ -415,20 +419,14 @@ class Engine:
         *,
         lane: bool = False,
     ) -> None:
-        """The one point every record leaves through: build its outcome record, publish it
-        until acknowledged (the offset is then done). ``lane``: ``job`` heads its lane, which
-        moves on once the outcome is handed to the producer, so outcomes and ledger entries of
-        one order reach Kafka in the order of its input records."""
+        """The one point every record leaves through; it cannot raise. Build its outcome
+        record, publish it until acknowledged (the offset is then done). ``lane``: ``job``
+        heads its lane, which moves on once the outcome is handed to the producer, so outcomes
+        and ledger entries of one order reach Kafka in the order of its input records."""
         if ending.verdict:
             self.verdicts[ending.name] = self.verdicts.get(ending.name, 0) + 1
-        topic, value, result = self._outcomes.build(record, ending, job)
-        ledger_update = ledger_update_of(job, ending, self._topics.ledger)
-        if self._on_accepted is not None and result is not None and result.provider_message_id:
-            await self._on_accepted(result)
         after = (lambda: self._finish_lane(job)) if lane and job is not None else None
-        await self._outcomes.publish(
-            state, record, topic, value, ledger_update=ledger_update, after_enqueue=after
-        )
+        await self._outcomes.settle(state, record, ending, job, after)
 
     def _durable(self, state: PartitionState, offset: int) -> None:
         if state.dropped:
@@ -442,7 +440,7 @@ class Engine:
             if job.state.draining:
                 return
             for old in superseded:
-                self._spawn_settle(old.state, old.record, SUPERSEDED, old)
+                self._spawn_settle(old.state, old.record, self._screening.superseded(old), old)
         else:
             nxt = self._lanes.complete(job.lane)
         if nxt is not None and not job.state.draining:
@@ -454,7 +452,7 @@ class Engine:
             return False
         nxt, superseded = self._lanes.complete_coalescing(job.lane)
         for old in (job, *superseded):
-            self._spawn_settle(old.state, old.record, SUPERSEDED, old)
+            self._spawn_settle(old.state, old.record, self._screening.superseded(old), old)
         if nxt is not None:
             self._start(nxt)
         return True

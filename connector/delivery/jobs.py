@@ -4,6 +4,7 @@ buffered records and bytes that backpressure reads. Plain state; no scheduling, 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from connector.core.ordering import OffsetTracker
     from connector.delivery.holds import Hold
     from connector.kafka.consumer import TP, ConsumedRecord
-    from connector.providers.base import Provider, TemplateKey
+    from connector.providers.base import BuiltRequest, Provider, TemplateKey
 
 LaneKey = tuple[int, str]  # (input partition, provider target key)
 
@@ -74,6 +75,32 @@ class Job:
     first_attempt_mono: float | None = None
     timer: asyncio.TimerHandle | None = None
     probing: tuple[Hold, ...] = ()  # the holds this job was sent to test
+    stage: str = "intake"  # where it is (named in an internal_error record if that fails)
+    failure: str | None = None  # what made the last attempt fail (timeout, reset, 5xx, ...)
+
+
+def new_job(
+    record: ConsumedRecord,
+    state: PartitionState,
+    event: OrderStatusChanged,
+    provider: Provider,
+    built: BuiltRequest,
+) -> Job:
+    """The job of a built request; the request gets ``X-Request-Id`` and ``traceparent``."""
+    request = built.request
+    request.headers["X-Request-Id"] = event.event_id
+    if event.traceparent:
+        request.headers["traceparent"] = event.traceparent
+    return Job(
+        record=record,
+        event=event,
+        provider=provider,
+        request=request,
+        template=built.template,
+        lane=(record.partition, provider.target_key(event)),
+        state=state,
+        consumed_at=time.monotonic(),
+    )
 
 
 @dataclass(slots=True)

@@ -1,6 +1,12 @@
 """How a record leaves: its outcome record (result or error), built in one place, and published
 until the broker acknowledges it. Durability is reported through ``on_durable``; this module
-never touches offsets, lanes or slots."""
+never touches offsets, lanes or slots.
+
+``Outcomes.settle`` is total: a record that cannot be built becomes an ``internal_error``
+record, a record the broker refuses for good becomes a minimal error record (once), and only
+when even that is refused, or the producer cannot write any more, does it report a fatal
+failure (``on_fatal``).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ from connector.contract.records import (
     original_headers,
 )
 from connector.core.ledger import delivery_of
-from connector.errors import ErrorClass
+from connector.core.redaction import SecretScrubber, mask_phones_in_text
+from connector.errors import ErrorClass, ProducerFailedError, PublishRefusedError
 from connector.providers.base import OutcomeKind, ProviderOutcome
 
 if TYPE_CHECKING:
@@ -78,6 +85,26 @@ class Ending:
 
 
 LedgerUpdate = tuple[str, bytes, bytes]  # (topic, key, value)
+AcceptedHook = Callable[[ResultRecord], Awaitable[None]]
+_MAX_DETAIL = 300
+_MAX_ID = 256
+
+
+def internal(
+    exc: BaseException,
+    stage: str,
+    scrubber: SecretScrubber,
+    *,
+    event: OrderStatusChanged | None = None,
+    provider: Provider | None = None,
+) -> Ending:
+    """An ``internal_error`` ending for ``exc`` raised at ``stage``: the exception type and a
+    short detail, secrets scrubbed and phone numbers masked."""
+    text = mask_phones_in_text(scrubber.scrub_text(str(exc)))
+    detail = f"{stage}: {type(exc).__name__}: {text}"
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[: _MAX_DETAIL - 3] + "..."
+    return Ending(error=ErrorClass.INTERNAL_ERROR, detail=detail, event=event, provider=provider)
 
 
 class Outcomes:
@@ -91,30 +118,117 @@ class Outcomes:
         observer: EngineObserver,
         stats: EngineStats,
         *,
+        scrubber: SecretScrubber,
         on_durable: Callable[[PartitionState, int], None],
+        on_fatal: Callable[[BaseException], None],
+        on_accepted: AcceptedHook | None = None,
     ) -> None:
         self._sink = sink
         self._ledger_sink = ledger_sink
         self._topics = topics
         self._obs = observer
         self._stats = stats
+        self._scrubber = scrubber
         self._on_durable = on_durable
+        self._on_fatal = on_fatal
+        self._on_accepted = on_accepted
         self._failures = 0
+
+    async def settle(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        ending: Ending,
+        job: Job | None,
+        after_enqueue: Callable[[], None] | None = None,
+    ) -> None:
+        """Publish the outcome of ``record`` until acknowledged. Never raises (but cancels):
+        ``after_enqueue`` runs exactly once, when an outcome is handed to the producer."""
+        once = _Once(after_enqueue)
+        ending, topic, value, ledger_update, result = self._prepare(record, ending, job)
+        if result is not None and result.provider_message_id and self._on_accepted:
+            try:
+                await self._on_accepted(result)
+            except Exception:
+                log.exception("accepted_hook_failed")
+        refused = await self._try(state, record, topic, value, ledger_update, once)
+        if refused is None:
+            return
+        try:
+            value = self._minimal(record, ending, job, refused)
+            await self.publish(state, record, self._topics.errors, value, after_enqueue=once)
+        except Exception as exc:
+            # Not even a minimal error record can be written: stop rather than stall.
+            log.exception("fallback_refused", partition=record.partition, offset=record.offset)
+            self._on_fatal(exc)
+
+    def _prepare(
+        self, record: ConsumedRecord, ending: Ending, job: Job | None
+    ) -> tuple[Ending, str, bytes | None, LedgerUpdate | None, ResultRecord | None]:
+        """The record to publish: ``ending``'s, else an internal_error (None: none builds)."""
+        stage = "ledger"
+        try:
+            ledger_update = ledger_update_of(job, ending, self._topics.ledger)
+            stage = "record"
+            topic, value, result = self.build(record, ending, job)
+        except Exception as exc:
+            event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
+            ending = internal(exc, stage, self._scrubber, event=event, provider=provider)
+        else:
+            return ending, topic, value, ledger_update, result
+        try:
+            topic, value, _ = self.build(record, ending, job)
+        except Exception:
+            return ending, self._topics.errors, None, None, None
+        return ending, topic, value, None, None
+
+    async def _try(
+        self,
+        state: PartitionState,
+        record: ConsumedRecord,
+        topic: str,
+        value: bytes | None,
+        ledger_update: LedgerUpdate | None,
+        once: _Once,
+    ) -> PublishRefusedError | None:
+        """Publish; the refusal when the record cannot be written as it is."""
+        if value is None:
+            return PublishRefusedError("the outcome record could not be built")
+        try:
+            await self.publish(
+                state, record, topic, value, ledger_update=ledger_update, after_enqueue=once
+            )
+        except PublishRefusedError as exc:
+            log.warning(
+                "outcome_refused", topic=topic, error=str(exc), partition=record.partition,
+                offset=record.offset,
+            )  # fmt: skip
+            return exc
+        except ProducerFailedError as exc:
+            # Nothing this producer sends there can succeed: stop (a restart re-reads it).
+            log.error("producer_failed", topic=topic, error=str(exc), offset=record.offset)  # noqa: TRY400
+            self._on_fatal(exc)
+        return None
 
     def build(
         self, record: ConsumedRecord, ending: Ending, job: Job | None
     ) -> tuple[str, bytes, ResultRecord | None]:
         """The topic, value and (for results) the record of ``ending``; counts it."""
         event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
+        if ending.result is None:
+            topic, value, result = (
+                self._topics.errors,
+                self._error(record, ending, job).to_bytes(),
+                None,
+            )
+            self._stats.errors += 1
+        else:
+            result = self._result(record, ending, job, event, provider)
+            topic, value = self._topics.results, result.to_bytes()
+            self._stats.results += 1
         kind, account = (provider.kind, provider.account) if provider else ("none", "none")
         self._obs.outcome(kind, account, ending.name)
-        if ending.result is None:
-            self._stats.errors += 1
-            error = self._error(record, ending, job, event, provider)
-            return self._topics.errors, error.to_bytes(), None
-        self._stats.results += 1
-        result = self._result(record, ending, job, event, provider)
-        return self._topics.results, result.to_bytes(), result
+        return topic, value, result
 
     @staticmethod
     def _result(
@@ -151,14 +265,9 @@ class Outcomes:
         )
 
     @staticmethod
-    def _error(
-        record: ConsumedRecord,
-        ending: Ending,
-        job: Job | None,
-        event: OrderStatusChanged | None,
-        provider: Provider | None,
-    ) -> ErrorRecord:
+    def _error(record: ConsumedRecord, ending: Ending, job: Job | None) -> ErrorRecord:
         assert ending.error is not None
+        event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
         answer = ending.answer
         error = ErrorRecord(
             event_id=event.event_id if event else None,
@@ -166,7 +275,7 @@ class Outcomes:
             error_class=ending.error,
             reason=ending.detail or ending.error.value,
             provider=provider.kind if provider else None,
-            account=provider.account if provider else None,
+            account=provider.account if provider else (event.account if event else None),
             http_status=answer.http_status if answer else None,
             provider_error_code=answer.error_code if answer else None,
             attempts=job.attempts if job else 0,
@@ -197,6 +306,41 @@ class Outcomes:
             )
         return error
 
+    @staticmethod
+    async def _ledger_ack(ack: asyncio.Future[object], record: ConsumedRecord) -> None:
+        """A refused ledger entry does not hold back the outcome already sent after it (that
+        would make two outcomes); a replay may then send the event again."""
+        try:
+            await asyncio.shield(ack)
+        except PublishRefusedError as exc:
+            log.warning(
+                "ledger_entry_refused", error=str(exc), partition=record.partition,
+                offset=record.offset,
+            )  # fmt: skip
+
+    @staticmethod
+    def _minimal(
+        record: ConsumedRecord, ending: Ending, job: Job | None, refused: BaseException
+    ) -> bytes:
+        """The error record to write when the full outcome was refused: ids clipped, no
+        original key, value or headers (re-drive from the source coordinates)."""
+        event, provider = (job.event, job.provider) if job else (ending.event, ending.provider)
+        reason = f"outcome refused by the broker ({refused}); original record not kept"
+        if ending.detail:
+            reason = f"{ending.detail} | {reason}"
+        return ErrorRecord(
+            event_id=_clip(event.event_id) if event else None,
+            order_id=_clip(event.order_id) if event else _clip(_key_text(record.key)),
+            error_class=ending.error or ErrorClass.INTERNAL_ERROR,
+            reason=_clip(reason, _MAX_DETAIL * 2) or "refused",
+            provider=provider.kind if provider else None,
+            account=_clip(provider.account if provider else event.account if event else None),
+            attempts=job.attempts if job else 0,
+            source=SourceCoordinates(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+        ).to_bytes()
+
     async def publish(
         self,
         state: PartitionState,
@@ -211,6 +355,8 @@ class Outcomes:
 
         A ledger update goes first, to the input record's partition (co-partitioned topics).
         ``after_enqueue`` runs once both are queued in the producer, before the acks arrive.
+        Transient errors are retried with backoff; ``PublishRefusedError`` and
+        ``ProducerFailedError`` are raised.
         """
         while True:
             try:
@@ -230,10 +376,10 @@ class Outcomes:
                     then, after_enqueue = after_enqueue, None
                     then()
                 if ledger_update is not None:
-                    await asyncio.shield(ledger_fut)
+                    await self._ledger_ack(ledger_fut, record)
                 await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, PublishRefusedError, ProducerFailedError):
+                raise  # sending the same bytes again cannot succeed
             except Exception as exc:
                 self._failures += 1
                 log.exception("publish_failed", topic=topic, error=type(exc).__name__)
@@ -244,7 +390,21 @@ class Outcomes:
         self._on_durable(state, record.offset)
 
 
-AcceptedHook = Callable[[ResultRecord], Awaitable[None]]
+class _Once:
+    """Calls ``fn`` at most once; a failure is logged, never raised into the publish loop."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], None] | None) -> None:
+        self._fn = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            try:
+                fn()
+            except Exception:
+                log.exception("after_enqueue_failed")
 
 
 def ledger_update_of(job: Job | None, ending: Ending, topic: str | None) -> LedgerUpdate | None:
@@ -254,9 +414,25 @@ def ledger_update_of(job: Job | None, ending: Ending, topic: str | None) -> Ledg
     ledger = job.state.ledger
     if ledger is None or not topic:
         return None
-    order_id = job.event.order_id
-    value = ledger.record(order_id, job.lane[1], delivery_of(job.event))
+    order_id, target = job.event.order_id, job.lane[1]
+    targets = ledger.targets(order_id)
+    previous = targets.get(target)
+    try:
+        value = ledger.record(order_id, target, delivery_of(job.event))
+    except Exception:
+        # Forget what could not be written, or every later entry of the order fails too.
+        if previous is None:
+            targets.pop(target, None)
+        else:
+            targets[target] = previous
+        raise
     return (topic, order_id.encode(), value)
+
+
+def _clip(text: str | None, limit: int = _MAX_ID) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
 
 
 def _key_text(key: bytes | None) -> str | None:

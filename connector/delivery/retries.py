@@ -52,6 +52,7 @@ class Retries:
             account=provider.account,
             attempt=job.attempts,
             delay_s=round(delay, 3),
+            failure=job.failure,  # timeout, connect, reset, 5xx, 429, ...
             code=answer.error_code,
         )
         self._waiting.add(job)

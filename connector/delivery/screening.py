@@ -11,12 +11,13 @@ import structlog
 
 from connector.contract.records import ResultOutcome
 from connector.core.ledger import Verdict, judge, would_be_rejected
-from connector.delivery.outcomes import Ending
+from connector.delivery.outcomes import Ending, internal
 from connector.errors import ErrorClass
 
 if TYPE_CHECKING:
     from connector.config import DeliverySettings
-    from connector.core.ledger import Delivery
+    from connector.core.ledger import Delivery, GuardMode
+    from connector.core.redaction import SecretScrubber
     from connector.delivery.jobs import Job
 
 log = structlog.get_logger("connector.delivery.screening")
@@ -32,8 +33,9 @@ DRY_RUN = Ending(result=ResultOutcome.DRY_RUN, detail="dry run: built, not sent"
 class Screening:
     """``active`` is False without delivery settings (tests, tools): nothing is screened."""
 
-    def __init__(self, delivery: DeliverySettings | None) -> None:
+    def __init__(self, delivery: DeliverySettings | None, scrubber: SecretScrubber) -> None:
         self._delivery = delivery
+        self._scrubber = scrubber
         self.active = delivery is not None
         self._max_age = (
             timedelta(seconds=delivery.max_event_age_s)
@@ -49,14 +51,7 @@ class Screening:
         """What the ledger says about a first attempt: None to go on, else how it ends."""
         assert self._delivery is not None
         last = self._last(job)
-        verdict = judge(
-            job.event,
-            last,
-            provider_kind=job.provider.kind,
-            now=datetime.now(UTC),
-            max_age=self._max_age,
-            guard=self._delivery.transition_guard,
-        )
+        verdict = self._judge(job, last, self._max_age, self._delivery.transition_guard)
         if verdict is Verdict.SEND:
             return None
         if verdict is Verdict.INVALID_TRANSITION:
@@ -83,6 +78,28 @@ class Screening:
                     last_status=last.status if last else None,
                 )
         return DRY_RUN if self._delivery.dry_run else None
+
+    def superseded(self, job: Job) -> Ending:
+        """``job`` is superseded by a newer event of its order, unless the ledger already knows
+        its delivery (re-read after a crash: its first outcome said delivered): then it is a
+        ``skipped_duplicate``, so a second outcome never contradicts the first."""
+        try:
+            last = self._last(job)
+        except Exception as exc:
+            return internal(exc, "ledger", self._scrubber)
+        if last is None or self._judge(job, last, None, "off") is not Verdict.DUPLICATE:
+            return SUPERSEDED
+        detail = f"last delivered {last.event_id}"  # as the verdict of a lane's head says
+        return Ending(result=ResultOutcome.SKIPPED_DUPLICATE, detail=detail, verdict=True)
+
+    @staticmethod
+    def _judge(
+        job: Job, last: Delivery | None, max_age: timedelta | None, guard: GuardMode
+    ) -> Verdict:
+        return judge(
+            job.event, last, provider_kind=job.provider.kind, now=datetime.now(UTC),
+            max_age=max_age, guard=guard,
+        )  # fmt: skip
 
     @staticmethod
     def _last(job: Job) -> Delivery | None:

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import BrokerResponseError, KafkaError, ProducerFenced
+from aiokafka.errors import BrokerResponseError, KafkaError, OutOfOrderSequenceNumber, ProducerFenced
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from connector.contract.records import MIN_ERROR_RECORD_BYTES
-from connector.errors import PublishRefusedError
+from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
 
@@ -75,7 +75,9 @@ def is_refused(exc: BaseException) -> bool:
     ``UnknownError``), not authorised (``TopicAuthorizationFailedError``, ...), or the producer's
     own sequence for the partition is broken (``OutOfOrderSequenceNumber``: after the broker
     refused a batch, every later batch of that partition is refused too). Connection trouble and
-    timeouts are ``KafkaError`` but not ``BrokerResponseError``: not refusals.
+    timeouts are ``KafkaError`` but not ``BrokerResponseError``: not refusals. A broken sequence
+    is translated to ``ProducerFailedError`` instead (``translated_publish_error``): no record of
+    that partition can be written again by this producer.
     """
     if isinstance(exc, ProducerFenced):
         return True
@@ -86,6 +88,15 @@ def _refusal(exc: BaseException, topic: str) -> PublishRefusedError:
     refused = PublishRefusedError(f"publish to {topic!r} refused: {type(exc).__name__}: {exc}")
     refused.__cause__ = exc
     return refused
+
+
+def _producer_failed(exc: BaseException) -> ProducerFailedError:
+    failed = ProducerFailedError(
+        f"{type(exc).__name__}: a partition's idempotent sequence broke (an earlier record was"
+        " refused by the broker); a restart makes a new producer"
+    )
+    failed.__cause__ = exc
+    return failed
 
 
 def _failed(exc: BaseException) -> asyncio.Future[object]:
@@ -107,6 +118,8 @@ def translated_publish_error(ack: asyncio.Future[object], topic: str) -> asyncio
         exc = done.exception()
         if exc is None:
             out.set_result(done.result())
+        elif isinstance(exc, OutOfOrderSequenceNumber):
+            out.set_exception(_producer_failed(exc))
         elif is_refused(exc):
             out.set_exception(_refusal(exc, topic))
         else:

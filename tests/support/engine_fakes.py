@@ -101,6 +101,20 @@ class FakeSender:
         pass
 
 
+class FlakySender(FakeSender):
+    """Raises the scripted exceptions for an event id (one per attempt) before answering."""
+
+    def __init__(self, raises: dict[str, list[Exception]]) -> None:
+        super().__init__()
+        self.raises = raises
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        pending = self.raises.get(orjson.loads(request.content)["event"])
+        if pending:
+            raise pending.pop(0)
+        return await super().send(request, timeout=timeout)
+
+
 @dataclass
 class FakeSource:
     partitions: dict[int, list[ConsumedRecord]]

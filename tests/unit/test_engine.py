@@ -7,13 +7,18 @@ run in milliseconds and explore many interleavings.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import anyio
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from connector.config import LimitSettings
+from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
+from connector.core.ledger import Delivery, PartitionLedger
 from connector.core.retry import RetryPolicy
+from connector.delivery.engine import Engine
+from connector.errors import TransportFailure
 from connector.kafka.consumer import TP, ConsumedRecord
 from tests.support.engine_fakes import (
     INPUT,
@@ -23,6 +28,7 @@ from tests.support.engine_fakes import (
     FakeSettings,
     FakeSink,
     FakeSource,
+    FlakySender,
     assert_in_input_order,
     event_bytes,
     make_engine,
@@ -234,3 +240,68 @@ async def test_account_and_global_limits_hold_and_a_saturated_account_does_not_b
     assert sender.peak["fast"] >= 5  # the fast account used the slots the slow one could not
     # 100 slow requests, two at a time, take about 2.5 s; the fast ones were done long before.
     assert sender.finished_at["fast"] < sender.finished_at["slow"] - 1.0
+
+
+async def test_a_reread_event_the_ledger_knows_is_a_duplicate_even_when_coalescing() -> None:
+    # The ledger says o1-2 was delivered (a crash before the commit): reading o1-1..o1-3 again,
+    # o1-2 would be superseded by o1-3 while o1-1 leaves its lane; its first outcome said it
+    # was delivered, so the second must not say "superseded".
+    ledger = PartitionLedger()
+    ledger.record(
+        "o1", "fake:o1", Delivery("o1-2", 2, "processing", datetime(2026, 1, 1, tzinfo=UTC))
+    )
+
+    async def load(partitions: set[int]) -> dict[int, PartitionLedger]:
+        return {0: ledger}
+
+    records = [
+        ConsumedRecord(INPUT, 0, n, b"o1", event_bytes("o1", n + 1), (), 0) for n in range(3)
+    ]
+    source, sink, sender = FakeSource({0: records}), FakeSink(), FakeSender()
+    engine = Engine(
+        source=source,
+        sink=sink,
+        sender=sender,
+        providers={"acct": FakeProvider()},
+        routing=RoutingSettings(),
+        topics=TopicNames(input=INPUT, results="res", errors="err", ledger="ledger"),
+        limits=LimitSettings(commit_interval_s=0.01, drain_timeout_s=2),
+        retry=RetryPolicy(max_attempts=2, base_s=0.001, cap_s=0.01, max_elapsed_s=5),
+        delivery=DeliverySettings(coalesce={"acct": True}),
+        ledger_loader=load,
+    )
+    await engine.on_assigned(source.assignment())
+    task = asyncio.create_task(engine.run())
+    try:
+        with anyio.fail_after(10):
+            while len(sink.by_topic("res")) < 3:
+                await asyncio.sleep(0.005)
+    finally:
+        engine.request_stop()
+        await task
+    outcome = {r["event_id"]: r["outcome"] for r in sink.by_topic("res")}
+    assert outcome == {"o1-1": "skipped_stale", "o1-2": "skipped_duplicate", "o1-3": "accepted"}
+    assert sender.seen == [("o1", "o1-3")]
+
+
+async def test_error_records_name_what_is_known_and_retry_logs_name_the_failure() -> None:
+    unroutable = orjson.loads(event_bytes("o9", 1))
+    unroutable["account"] = "nobody"
+    records = [
+        ConsumedRecord(INPUT, 0, 0, b"o9", orjson.dumps(unroutable), (), 0),
+        ConsumedRecord(INPUT, 0, 1, b"o1", event_bytes("o1", 1), (), 0),
+        ConsumedRecord(INPUT, 0, 2, b"o2", event_bytes("o2", 1), (), 0),
+    ]
+    source, sink = FakeSource({0: records}), FakeSink()
+    sender = FlakySender({"o1-1": [TransportFailure("timeout: no answer", kind="timeout")]})
+    sender.script["o2-1"] = [503]
+    engine = make_engine(source, sink, sender)
+    with capture_logs() as logs:
+        await run_until(engine, source, sink, 3)
+    error = sink.by_topic("err")[0]
+    assert error["error_class"] == "unroutable"
+    assert (error["event_id"], error["order_id"], error["account"]) == ("o9-1", "o9", "nobody")
+    failures = {
+        e["order_id"]: e["failure"] for e in logs if e["event"] == "delivery_retry_scheduled"
+    }
+    assert failures == {"o1": "timeout", "o2": "5xx"}
