@@ -1,13 +1,11 @@
-"""Who may send next: global and per-account in-flight slots, accounts served in turn, and
-per-account token buckets. Jobs wait here as deque entries, never as tasks."""
+"""Who may send next: global and per-account in-flight slots, accounts served in turn. Jobs
+wait here as deque entries, never as tasks. Send rates live in ``connector.delivery.flow``."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-
-from connector.core.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from connector.delivery.jobs import Job
@@ -18,17 +16,12 @@ class Slots:
     """Slots instead of semaphores: a job becomes a task only when a slot is free, so a backlog
     of ready orders costs a deque entry each, not a waiting task (CPU, memory)."""
 
-    def __init__(self, max_in_flight: int, providers: Mapping[str, Provider], now: float) -> None:
+    def __init__(self, max_in_flight: int, providers: Mapping[str, Provider]) -> None:
         self._free = max_in_flight
         self._account_free = {name: p.settings.max_in_flight for name, p in providers.items()}
         self._ready: dict[str, deque[Job]] = {name: deque() for name in providers}
         self._rotation: deque[str] = deque()  # accounts with ready jobs and a free slot
         self._in_rotation: set[str] = set()
-        self._buckets: dict[str, TokenBucket] = {}
-        for name, p in providers.items():
-            rate = p.settings.rate_per_second
-            if rate:
-                self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
 
     def queue(self, job: Job) -> None:
         """``job`` (its lane's head) waits for a slot of its account."""
@@ -68,8 +61,3 @@ class Slots:
         if self._ready[account] and account not in self._in_rotation:
             self._rotation.append(account)
             self._in_rotation.add(account)
-
-    def rate_wait(self, account: str, now: float) -> float:
-        """Seconds to wait before this account's next request (0: send now); reserves it."""
-        bucket = self._buckets.get(account)
-        return bucket.reserve(now) if bucket is not None else 0.0

@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import BrokerResponseError, KafkaError, OutOfOrderSequenceNumber, ProducerFenced
+from aiokafka.errors import (
+    BrokerResponseError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+)
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from connector.contract.records import MIN_ERROR_RECORD_BYTES

@@ -11,7 +11,7 @@ import pytest
 from connector.config import KafkaSettings
 from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.producer import KafkaProducer
-from tests.conftest import TopicFactory
+from tests.support.topics import TopicFactory
 
 pytestmark = pytest.mark.integration
 
