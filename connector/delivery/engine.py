@@ -387,11 +387,13 @@ class Engine:
         account, flow = job.provider.account, self._flow
         if flow.outage_enabled and not self._admitted(job):
             return None
-        wait = flow.rate_wait(account, time.monotonic())
+        # The rate in force when the send was booked decided its timing: a rate-limit answer
+        # to it belongs to that generation of the adaptive rate, however long it slept.
+        booked_at = time.monotonic()
+        wait = flow.rate_wait(account, booked_at)
         if wait > 0:
             self._obs.rate_limit_wait(job.provider.kind, account, wait)
             await asyncio.sleep(wait)
-        sent_at = time.monotonic()
         answer = await self._attempts.send(job)
         probe, job.outage_probe = job.outage_probe, False
         if job.state.dropped:
@@ -400,7 +402,7 @@ class Engine:
             return None  # the partition was released mid-request; its next owner redoes it
         job.stage = "decide"
         transient, transition = flow.answered(
-            job, answer, job.last_error, sent_at=sent_at, probe=probe
+            job, answer, job.last_error, sent_at=booked_at, probe=probe
         )
         if transition is Transition.CLOSED:
             self._holds.lift_outage(account, "probe answered")
