@@ -87,8 +87,14 @@ class Engine:
         self._ledger_loader = ledger_loader
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
-        self._slots = Slots(limits.max_in_flight, providers)
         self._flow = Flow(providers, limits, self._obs)
+        self._slots = Slots(
+            limits.max_in_flight, providers, pace=self._flow.try_send, wake=self._pump,
+            clock=time.monotonic,
+            on_wait=lambda account, s: self._obs.rate_limit_wait(
+                providers[account].kind, account, s
+            ),
+        )  # fmt: skip
         probe_s = (limits.account_probe_interval_s, limits.template_probe_interval_s)
         self._holds = Holds(*probe_s, start=self._start)
         self._screening = Screening(delivery, self._scrubber)
@@ -335,6 +341,7 @@ class Engine:
     def _pump(self) -> None:
         """Start ready jobs while global and account slots are free, accounts in turn."""
         while (job := self._slots.take()) is not None:
+            job.rate_taken_at = time.monotonic()
             job.state.activate()
             self._spawn(job.state, self._execute(job))
 
@@ -387,13 +394,9 @@ class Engine:
         account, flow = job.provider.account, self._flow
         if flow.outage_enabled and not self._admitted(job):
             return None
-        # The rate in force when the send was booked decided its timing: a rate-limit answer
-        # to it belongs to that generation of the adaptive rate, however long it slept.
-        booked_at = time.monotonic()
-        wait = flow.rate_wait(account, booked_at)
-        if wait > 0:
-            self._obs.rate_limit_wait(job.provider.kind, account, wait)
-            await asyncio.sleep(wait)
+        # The account's rate was taken when ``Slots`` handed out this job (it waited there as
+        # a deque entry, never booking ahead), so a rate cut applies at once to every waiter.
+        booked_at = job.rate_taken_at
         answer = await self._attempts.send(job)
         probe, job.outage_probe = job.outage_probe, False
         if job.state.dropped:

@@ -116,13 +116,14 @@ class Flow:
 
     # ------------------------------------------------------------------ rate limits
 
-    def rate_wait(self, account: str, now: float) -> float:
-        """Seconds before this account's next request may leave (0: now); reserves it."""
+    def try_send(self, account: str, now: float) -> float:
+        """0.0 and a send slot of the account's rate taken, or the seconds until one is free
+        (nothing taken: the caller asks again then, at the rate in force then)."""
         rate = self.rates.get(account)
         if rate is not None:
-            return rate.reserve(now)
+            return rate.try_take(now)
         bucket = self._buckets.get(account)
-        return bucket.reserve(now) if bucket is not None else 0.0
+        return bucket.try_take(now) if bucket is not None else 0.0
 
     def pair_wait(self, job: Job, now: float) -> float:
         """Seconds before ``job`` may go under the pair rule (0: now); reserves its message.

@@ -83,6 +83,7 @@ class Job:
     parked_at: float | None = None  # parked in an outage since (monotonic)
     paused_s: float = 0.0  # time parked in outages: it does not count against the budget
     pair_ready_at: float | None = None  # its pair-limit reservation (monotonic), if waiting
+    rate_taken_at: float = 0.0  # when its account's rate let it go (monotonic)
 
 
 def new_job(

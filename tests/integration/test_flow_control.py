@@ -211,10 +211,14 @@ async def test_the_pair_limit_is_kept_before_sending(
         started = time.monotonic()
         async with _running(pipe, limits={"pair_period_s": 0.3, "pair_burst": 3}) as app:
             results, errors = await pipe.outcomes(len(events), deadline_s=120)
-            waits = app.metrics.rate_limit_waits.labels("meta", "meta-br", "pair")._value.get()
+            waits = app.metrics.registry.get_sample_value(
+                "connector_rate_limit_waits_total",
+                {"provider": "meta", "account": "meta-br", "limiter": "pair"},
+            )
         elapsed = time.monotonic() - started
     assert errors == []
     assert len(results) == 16
     assert _counter(pipe.sandbox, "meta", "131056") == 0
+    assert waits is not None
     assert waits > 0
     assert elapsed < 60
