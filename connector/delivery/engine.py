@@ -87,6 +87,7 @@ class Engine:
         self._ledger_loader = ledger_loader
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
+        self._buffers = Buffers()
         self._flow = Flow(providers, limits, self._obs)
         self._slots = Slots(
             limits.max_in_flight, providers, pace=self._flow.try_send, wake=self._pump,
@@ -98,12 +99,11 @@ class Engine:
         probe_s = (limits.account_probe_interval_s, limits.template_probe_interval_s)
         self._holds = Holds(*probe_s, start=self._start)
         self._screening = Screening(delivery, self._scrubber)
-        self._buffers = Buffers()
         self.stats = EngineStats()
         self._attempts = Attempts(sender, self._obs, self.stats)
         self._outcomes = Outcomes(
             sink, ledger_sink or sink, topics, self._obs, self.stats, scrubber=self._scrubber,
-            on_durable=self._durable, on_fatal=self._fatal, on_accepted=on_accepted,
+            on_durable=self._buffers.done, on_fatal=self._fatal, on_accepted=on_accepted,
         )  # fmt: skip
         self._committer = Committer(
             source, transactions, self._obs, self.stats,
@@ -537,12 +537,6 @@ class Engine:
             self.verdicts[ending.name] = self.verdicts.get(ending.name, 0) + 1
         after = (lambda: self._finish_lane(job)) if lane and job is not None else None
         await self._outcomes.settle(state, record, ending, job, after)
-
-    def _durable(self, state: PartitionState, offset: int) -> None:
-        if state.dropped:
-            return  # the partition was released; its next owner re-reads this record
-        self._buffers.release(state, offset)
-        state.tracker.done(offset)
 
     def _finish_lane(self, job: Job) -> None:
         if self._screening.coalesces(job):

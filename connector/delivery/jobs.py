@@ -123,6 +123,14 @@ class Buffers:
         self.records += 1
         self.bytes += size
 
+    def done(self, state: PartitionState, offset: int) -> None:
+        """The outcome of ``offset`` is durable: the record is done (unless the partition was
+        released meanwhile: its next owner re-reads it)."""
+        if state.dropped:
+            return
+        self.release(state, offset)
+        state.tracker.done(offset)
+
     def release(self, state: PartitionState, offset: int) -> None:
         size = state.sizes.pop(offset, None)
         if size is None:

@@ -281,3 +281,53 @@ class ConcurrencyProbe(FakeSender):
             self.now[account] -= 1
             self.total_now -= 1
             self.finished_at[account] = asyncio.get_running_loop().time()
+
+
+class TemplateProvider:
+    """Sends a Meta-shaped template body; template ``paused_tpl`` answers 132015 while paused."""
+
+    kind: ClassVar[str] = "meta"
+
+    def __init__(self) -> None:
+        self.settings = FakeSettings()
+
+    @property
+    def account(self) -> str:
+        return "acct"
+
+    def target_key(self, event: OrderStatusChanged) -> str:
+        return event.order_id
+
+    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
+        template = event.description or "tpl"
+        body = {
+            "event": event.event_id,
+            "template": {
+                "name": template,
+                "language": {"policy": "deterministic", "code": "pt_BR"},
+            },
+        }
+        request = httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
+        return BuiltRequest(request, template=(template, "pt_BR"))
+
+    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
+        if response.status_code == 200:
+            return ProviderOutcome(OutcomeKind.ACCEPTED, message_id="m", http_status=200)
+        return ProviderOutcome(
+            OutcomeKind.PERMANENT, http_status=400, error_code="132015", pause_template=True
+        )
+
+
+class TemplateSender:
+    def __init__(self) -> None:
+        self.paused = True
+        self.sent: list[str] = []
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        body = orjson.loads(request.content)
+        self.sent.append(body["event"])
+        status = 400 if self.paused and body["template"]["name"] == "paused_tpl" else 200
+        return httpx.Response(status, request=request)
+
+    async def aclose(self) -> None:
+        pass

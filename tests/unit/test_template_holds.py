@@ -6,71 +6,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import ClassVar
 
 import anyio
-import httpx
 import orjson
 
 from connector.config import LimitSettings, RoutingSettings, TopicNames
-from connector.contract.events import OrderStatusChanged
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
-from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
-from tests.support.engine_fakes import INPUT, FakeSettings, FakeSink, FakeSource
+from tests.support.engine_fakes import (
+    INPUT,
+    FakeSink,
+    FakeSource,
+    TemplateProvider,
+    TemplateSender,
+)
 
 RESULTS, ERRORS = TopicNames().results, TopicNames().errors
-
-
-class TemplateProvider:
-    """Sends a Meta-shaped template body; template ``paused_tpl`` answers 132015 while paused."""
-
-    kind: ClassVar[str] = "meta"
-
-    def __init__(self) -> None:
-        self.settings = FakeSettings()
-
-    @property
-    def account(self) -> str:
-        return "acct"
-
-    def target_key(self, event: OrderStatusChanged) -> str:
-        return event.order_id
-
-    def build_request(self, event: OrderStatusChanged) -> BuiltRequest | ProviderOutcome:
-        template = event.description or "tpl"
-        body = {
-            "event": event.event_id,
-            "template": {
-                "name": template,
-                "language": {"policy": "deterministic", "code": "pt_BR"},
-            },
-        }
-        request = httpx.Request("POST", "http://fake.invalid/send", content=orjson.dumps(body))
-        return BuiltRequest(request, template=(template, "pt_BR"))
-
-    def classify(self, response: httpx.Response, *, attempt: int) -> ProviderOutcome:
-        if response.status_code == 200:
-            return ProviderOutcome(OutcomeKind.ACCEPTED, message_id="m", http_status=200)
-        return ProviderOutcome(
-            OutcomeKind.PERMANENT, http_status=400, error_code="132015", pause_template=True
-        )
-
-
-class TemplateSender:
-    def __init__(self) -> None:
-        self.paused = True
-        self.sent: list[str] = []
-
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        body = orjson.loads(request.content)
-        self.sent.append(body["event"])
-        status = 400 if self.paused and body["template"]["name"] == "paused_tpl" else 200
-        return httpx.Response(status, request=request)
-
-    async def aclose(self) -> None:
-        pass
 
 
 def record(offset: int, order: str, template: str) -> ConsumedRecord:
