@@ -411,7 +411,7 @@ class Engine:
             self._holds.lift_outage(account, "probe answered")
         elif transition is Transition.OPENED:
             self._outage_hold(job)
-        return self._decide(job, answer, transient=transient.transient)
+        return self._decide(job, answer, transient=transient.transient, probe=probe)
 
     def _deferred(self, job: Job) -> bool:
         """Whether ``job`` must wait without a slot: an ambiguous older request of its order
@@ -448,11 +448,14 @@ class Engine:
         probe_in = breaker.probe_interval_s if due is None else due - time.monotonic()
         return self._holds.enter_outage(job.provider.account, job.provider.kind, probe_in)
 
-    def _park_in_outage(self, job: Job) -> None:
+    def _park_in_outage(self, job: Job, *, failed_probe: bool = False) -> None:
+        """Park ``job`` on its account's outage hold. A job whose probe failed goes to the back,
+        so the next probe is another order's event (per-order order is kept by the lanes: only
+        lane heads park); any other job goes to the front (it was at its lane's head)."""
         hold = self._outage_hold(job)
         job.probing = tuple(h for h in job.probing if h is not hold)
         job.parked_at = time.monotonic()
-        self._holds.park(hold, job, front=True)
+        self._holds.park(hold, job, front=not failed_probe)
 
     def _probe_abandoned(self, job: Job) -> None:
         job.outage_probe = False
@@ -464,7 +467,7 @@ class Engine:
             self._holds.rearm(hold)
 
     def _decide(
-        self, job: Job, answer: ProviderOutcome, *, transient: bool = False
+        self, job: Job, answer: ProviderOutcome, *, transient: bool = False, probe: bool = False
     ) -> Ending | None:
         """What a provider's answer means: an ending, or None (parked, retry scheduled).
 
@@ -484,7 +487,7 @@ class Engine:
             if transient and self._flow.in_outage(job.provider.account):
                 job.attempts -= 1  # the account failed, not the event
                 self.stats.outage_parks += 1
-                self._park_in_outage(job)
+                self._park_in_outage(job, failed_probe=probe)
                 return None
         if answer.pause_template and job.template is not None:
             # Parked: the event waits for the template, it does not fail.

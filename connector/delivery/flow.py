@@ -179,6 +179,11 @@ class Flow:
         if not self.outage_enabled:
             return result, None
         breaker = self.breakers[account]
+        if not probe and job.attempts > 1:
+            # A retry of the same event is no new evidence about the account: one poison
+            # event answered 503 again and again must not look like an outage (it would park
+            # the account and never spend its own budget). First attempts of many events do.
+            return result, None
         try:
             transition = breaker.record(result, now, probe=probe)
         except ValueError:  # a probe answer in a state that no longer expects it
