@@ -21,7 +21,7 @@ from connector.contract.records import (
     bounded_error_record,
     encode_bytes,
 )
-from connector.errors import ConfigError, ErrorClass, PublishRefusedError
+from connector.errors import ConfigError, ErrorClass, ProducerFailedError, PublishRefusedError
 from connector.kafka.admin import (
     KafkaAdmin,
     TopicAdminError,
@@ -141,10 +141,11 @@ async def test_an_error_record_at_exactly_the_limit_is_accepted_and_the_margin_i
                     assert isinstance(outcome, PublishRefusedError)
                     assert isinstance(outcome.__cause__, MessageSizeTooLargeError)
                     refused = size
-                    # Every later batch of that partition is refused: the producer's sequence
-                    # for it has a gap (why max_request_size must not exceed the topic's limit).
+                    # Every later batch of that partition fails: the producer's sequence for it
+                    # has a gap (why max_request_size must not exceed the topic's limit), which
+                    # the engine treats as fatal (ProducerFailedError, a restart).
                     after = await producer.send(topic, b"x", key=b"k", partition=partition)
-                    with pytest.raises(PublishRefusedError) as later:
+                    with pytest.raises(ProducerFailedError) as later:
                         await after
                     assert isinstance(later.value.__cause__, OutOfOrderSequenceNumber)
                     partition += 1
