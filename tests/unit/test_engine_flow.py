@@ -163,3 +163,18 @@ async def test_the_adaptive_rate_paces_waiting_sends_below_the_real_limit() -> N
     assert rate.cuts >= 1
     # A fixed 80/s against 50/s is refused about 3 times in 8; cuts apply to waiting sends.
     assert sender.refused / (sender.accepted + sender.refused) < 0.1, sender.refused
+
+
+async def test_one_poison_order_never_looks_like_an_outage() -> None:
+    # o0's first event is answered 503 on every attempt; everyone else succeeds.
+    parts = make_partitions(orders=10, events_per_order=2, partitions=1)
+    source, sink, sender = FakeSource(parts), FakeSink(), FakeSender()
+    sender.script["o0-1"] = [503] * 50
+    limits = LimitSettings(commit_interval_s=0.01, drain_timeout_s=2, outage=FAST_BREAKER)
+    retry = RetryPolicy(max_attempts=12, base_s=0.01, cap_s=0.02, max_elapsed_s=5, jitter=0)
+    engine = make_engine(source, sink, sender, limits=limits, retry=retry)
+    await run_until(engine, source, sink, 20)
+    errors = sink.by_topic("err")
+    assert [(e["event_id"], e["error_class"]) for e in errors] == [("o0-1", "retries_exhausted")]
+    assert errors[0]["attempts"] == 12
+    assert engine.flow.breakers["acct"].outages == 0
