@@ -220,6 +220,14 @@ class ConnectorApp:
             detail = "; ".join(f"{name}: {why}" for name, why in sorted(stopped.items()))
             return (not stopped, detail or None)
 
+        def accounts_not_in_outage() -> CheckResult:
+            # Their sends park until a probe succeeds (docs/engine.md, "Account outage mode").
+            outages = engine.accounts_in_outage
+            detail = "; ".join(
+                f"{name}: in outage for {s:.0f} s" for name, s in sorted(outages.items())
+            )
+            return (not outages, detail or None)
+
         def paused_templates() -> CheckResult:
             # Informational: a paused template must not take the replica out of service
             # (the webhook that resumes it has to reach us).
@@ -255,6 +263,7 @@ class ConnectorApp:
         health.register("outcomes_publishable", outcomes_publishable)
         health.register("commits_moving", commits_moving)
         health.register("accounts_not_stopped", accounts_not_stopped)
+        health.register("accounts_not_in_outage", accounts_not_in_outage)
         health.register("paused_templates", paused_templates)
 
     @property

@@ -106,6 +106,32 @@ class RoutingSettings(_Strict):
     by_merchant: dict[str, str] = Field(default_factory=dict)
 
 
+class OutageSettings(_Strict):
+    """Account outage mode (``connector.core.breaker.BreakerSettings``): an account whose recent
+    requests fail as transient (5xx, timeouts, resets, 429s) enters outage; its events park in
+    lane order without spending their retry budget and one probe tests recovery."""
+
+    enabled: bool = True
+    # Among the last ``window`` results no older than ``window_s``: at least ``min_requests``,
+    # and a transient share of at least ``failure_ratio``, opens the account.
+    window: int = Field(default=20, ge=1)
+    window_s: float = Field(default=30.0, gt=0)
+    min_requests: int = Field(default=10, ge=1)
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    # The first probe this long after opening; each failed probe multiplies it, up to the cap.
+    probe_interval_s: float = Field(default=1.0, gt=0)
+    probe_backoff: float = Field(default=2.0, ge=1)
+    probe_interval_cap_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutageSettings:
+        if self.min_requests > self.window:
+            raise ValueError("limits.outage.min_requests must be at most window")
+        if self.probe_interval_cap_s < self.probe_interval_s:
+            raise ValueError("limits.outage.probe_interval_cap_s must be >= probe_interval_s")
+        return self
+
+
 class LimitSettings(_Strict):
     max_in_flight: int = Field(default=512, ge=1)
     max_buffered_records: int = Field(default=20_000, ge=1)
@@ -129,6 +155,21 @@ class LimitSettings(_Strict):
     # /readyz fails ``commits_moving`` when a partition's commit point has not moved for this
     # long while records of it wait (a stalled record pins it); 0 turns the check off.
     stall_alert_s: float = Field(default=300.0, ge=0)
+    outage: OutageSettings = Field(default_factory=OutageSettings)
+    # Accounts with ``rate_per_second`` send at an adaptive rate at or below it: cut on a
+    # rate-limit answer (130429, 429), grown back slowly. False: a fixed token bucket.
+    adaptive_rate: bool = True
+    # Meta and YCloud: Meta's pair limit (1 message per 6 s per recipient, bursts of 45) is
+    # kept before sending, so 131056 is not provoked. False: only reacted to.
+    pair_limit: bool = True
+    # Meta's pair rule: one message per ``pair_period_s`` to a recipient, bursts of
+    # ``pair_burst`` borrowed and repaid (change only to match a sandbox in tests).
+    pair_period_s: float = Field(default=6.0, gt=0)
+    pair_burst: int = Field(default=45, ge=1)
+    # After a request ended without an answer but may have reached the provider (ambiguous),
+    # the order's next request waits this long (None: the provider's default, 20 s), so a
+    # late original cannot overtake it (docs/providers.md, "Ambiguous outcomes").
+    settle_window_s: float | None = Field(default=None, ge=0)
 
 
 class RetrySettings(_Strict):

@@ -37,6 +37,17 @@ class TokenBucket:
             return 0.0
         return -self._tokens / self._rate
 
+    def try_take(self, now: float) -> float:
+        """Take a token if one is there (0.0); else take nothing and return the seconds until
+        one is. Waiters then ask again instead of booking the future at today's rate."""
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = max(self._stamp, now)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
 
 class AdaptiveRate:
     """A per-account send rate that finds the provider's real limit (AIMD) below the configured one.
@@ -118,6 +129,19 @@ class AdaptiveRate:
         self._tokens -= 1.0
         wait = 0.0 if self._tokens >= 0 else -self._tokens / self._rate
         return max(wait, self.held_until - now)
+
+    def try_take(self, now: float) -> float:
+        """Take a send slot if one is free now (0.0: go); else take nothing and return the
+        seconds until one is (a ``Retry-After`` hold included). Unlike ``reserve`` nothing is
+        booked ahead, so a cut applies at once to every send still waiting."""
+        self._refill(now)
+        hold = self.held_until - now
+        if hold > 0:
+            return hold
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
 
     def on_success(self, now: float) -> None:
         """A successful answer (the provider took the message): grow back slowly."""

@@ -38,12 +38,14 @@ class Attempts:
         self._obs.request_started(provider.kind)  # request_latency marks its end
         started = time.monotonic()
         job.stage = "send"
+        job.last_error = None
         try:
             response = await self._sender.send(
                 job.request, timeout=provider.settings.request_timeout_s
             )
         except RetryableDeliveryError as exc:
             job.failure = getattr(exc, "kind", None) or "transport"
+            job.last_error = exc
             return ProviderOutcome(OutcomeKind.RETRYABLE, detail=exc.detail, error_code=exc.code)
         finally:
             self.in_flight -= 1

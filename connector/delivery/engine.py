@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING
 import structlog
 
 from connector.contract.events import OrderStatusChanged, decode_event
+from connector.core.ambiguity import AmbiguityAction
 from connector.core.backpressure import plan
+from connector.core.breaker import Admission, Transition
 from connector.core.ledger import PartitionLedger
 from connector.core.ordering import LaneTable, OffsetTracker
 from connector.core.redaction import SecretScrubber
 from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
-from connector.delivery.holds import Holds, reason_of
+from connector.delivery.flow import Flow
+from connector.delivery.holds import Hold, Holds, reason_of
 from connector.delivery.jobs import (
     Buffers,
     Job,
@@ -95,7 +98,14 @@ class Engine:
         self._states: dict[TP, PartitionState] = {}
         self._lanes: LaneTable[LaneKey, Job] = LaneTable()
         self._buffers = Buffers()
-        self._slots = Slots(limits.max_in_flight, providers, time.monotonic())
+        self._flow = Flow(providers, limits, self._obs)
+        self._slots = Slots(
+            limits.max_in_flight, providers, pace=self._flow.try_send, wake=self._pump,
+            clock=time.monotonic,
+            on_wait=lambda account, s: self._obs.rate_limit_wait(
+                providers[account].kind, account, s
+            ),
+        )  # fmt: skip
         probe_s = (limits.account_probe_interval_s, limits.template_probe_interval_s)
         self._holds = Holds(*probe_s, start=self._start)
         self._screening = Screening(delivery, self._scrubber)
@@ -125,6 +135,17 @@ class Engine:
     @property
     def stopped_accounts(self) -> dict[str, str]:
         return {name: hold.reason for name, hold in self._holds.accounts.items()}
+
+    @property
+    def accounts_in_outage(self) -> dict[str, float]:
+        """Accounts whose breaker is open (their sends park), with how long, in seconds."""
+        now = time.monotonic()
+        return {name: now - since for name, since in self._flow.outages().items()}
+
+    @property
+    def flow(self) -> Flow:
+        """Flow control state (breakers, adaptive rates, ambiguity counts): for tests, metrics."""
+        return self._flow
 
     @property
     def held_templates(self) -> dict[TemplateKey, str]:
@@ -281,6 +302,7 @@ class Engine:
         self._committer.discard_held({s.tp for s in states})
         drained = {s.tp.partition for s in states if s.tp.topic == self._topics.input}
         self._lanes.remove_where(lambda key: key[0] in drained)
+        self._flow.forget(drained)
         for state in states:
             state.dropped = True
             self._states.pop(state.tp, None)
@@ -347,6 +369,9 @@ class Engine:
     def _start(self, job: Job) -> None:
         """Queue ``job`` (its lane's head) for a slot; it runs when its account gets one."""
         self._retries.started(job)
+        if job.parked_at is not None:  # back from an outage: that wait spent no budget
+            job.paused_s += time.monotonic() - job.parked_at
+            job.parked_at = None
         if job.state.draining:
             return
         self._slots.queue(job)
@@ -355,6 +380,7 @@ class Engine:
     def _pump(self) -> None:
         """Start ready jobs while global and account slots are free, accounts in turn."""
         while (job := self._slots.take()) is not None:
+            job.rate_taken_at = time.monotonic()
             job.state.activate()
             self._spawn(job.state, self._execute(job))
 
@@ -378,6 +404,8 @@ class Engine:
             if ending is not None and not job.state.dropped:
                 await self._settle(job.state, job.record, ending, job, lane=True)
         finally:
+            if job.outage_probe:  # the probe went away without an answer (drain, error)
+                self._probe_abandoned(job)
             job.state.deactivate()
             self._slots.release(job.provider.account)
             self._pump()
@@ -400,25 +428,110 @@ class Engine:
         if hold is not None:
             self._holds.park(hold, job)
             return None
-        account = job.provider.account
-        wait = self._slots.rate_wait(account, time.monotonic())
-        if wait > 0:
-            self._obs.rate_limit_wait(job.provider.kind, account, wait)
-            await asyncio.sleep(wait)
+        if self._deferred(job):
+            return None
+        account, flow = job.provider.account, self._flow
+        if flow.outage_enabled and not self._admitted(job):
+            return None
         while not self._gate.is_open:  # a publish outage: send nothing new
             await self._gate.wait()
             if job.state.draining:
                 return None  # its partition's next owner sends it
+        # The account's rate was taken when ``Slots`` handed out this job (it waited there as
+        # a deque entry, never booking ahead), so a rate cut applies at once to every waiter.
+        booked_at = job.rate_taken_at
         answer = await self._attempts.send(job)
+        probe, job.outage_probe = job.outage_probe, False
         if job.state.dropped:
+            if probe:
+                self._probe_abandoned(job)
             return None  # the partition was released mid-request; its next owner redoes it
         job.stage = "decide"
-        return self._decide(job, answer)
+        transient, transition = flow.answered(
+            job, answer, job.last_error, sent_at=booked_at, probe=probe
+        )
+        if transition is Transition.CLOSED:
+            self._holds.lift_outage(account, "probe answered")
+        elif transition is Transition.OPENED:
+            self._outage_hold(job)
+        return self._decide(job, answer, transient=transient.transient, probe=probe)
 
-    def _decide(self, job: Job, answer: ProviderOutcome) -> Ending | None:
-        """What a provider's answer means: an ending, or None (parked, retry scheduled)."""
+    def _deferred(self, job: Job) -> bool:
+        """Whether ``job`` must wait without a slot: an ambiguous older request of its order
+        may still land (settle window), or Meta's pair rule wants a pause for its recipient."""
+        now = time.monotonic()
+        wait = self._flow.gate(job, now)
+        limiter = "settle"
+        if wait <= 0:
+            wait, limiter = self._flow.pair_wait(job, now), "pair"
+        if wait <= 0:
+            return False
+        self._obs.limiter_wait(job.provider.kind, job.provider.account, limiter, wait)
+        self._retries.defer(job, wait)
+        return True
+
+    def _admitted(self, job: Job) -> bool:
+        """Ask the account's breaker; park ``job`` (front: it was at its lane's head already)
+        while the account is in outage, unless it is the one probe."""
+        breaker = self._flow.breakers[job.provider.account]
+        admission = breaker.admit(time.monotonic())
+        if admission is Admission.GO:
+            return True
+        if admission is Admission.PROBE:
+            job.outage_probe = True
+            log.info("account_outage_probe", account=job.provider.account,
+                     order_id=job.event.order_id)  # fmt: skip
+            return True
+        self._park_in_outage(job)
+        return False
+
+    def _outage_hold(self, job: Job) -> Hold:
+        breaker = self._flow.breakers[job.provider.account]
+        due = breaker.next_probe_at
+        probe_in = breaker.probe_interval_s if due is None else due - time.monotonic()
+        return self._holds.enter_outage(job.provider.account, job.provider.kind, probe_in)
+
+    def _park_in_outage(self, job: Job, *, failed_probe: bool = False) -> None:
+        """Park ``job`` on its account's outage hold. A job whose probe failed goes to the back,
+        so the next probe is another order's event (per-order order is kept by the lanes: only
+        lane heads park); any other job goes to the front (it was at its lane's head)."""
+        hold = self._outage_hold(job)
+        job.probing = tuple(h for h in job.probing if h is not hold)
+        job.parked_at = time.monotonic()
+        self._holds.park(hold, job, front=not failed_probe)
+
+    def _probe_abandoned(self, job: Job) -> None:
+        job.outage_probe = False
+        account = job.provider.account
+        self._flow.breakers[account].probe_abandoned(time.monotonic())
+        hold = self._holds.outages.get(account)
+        if hold is not None:
+            hold.probe_in_s = 0.0
+            self._holds.rearm(hold)
+
+    def _decide(
+        self, job: Job, answer: ProviderOutcome, *, transient: bool = False, probe: bool = False
+    ) -> Ending | None:
+        """What a provider's answer means: an ending, or None (parked, retry scheduled).
+
+        ``transient``: the answer counts towards an account outage (5xx, timeout, reset, 429).
+        While the account is in outage such a failure parks the job without spending its retry
+        budget; an ambiguous one (no answer, but the request went out) is first superseded
+        when a newer status of the order is queued (``connector.core.ambiguity``)."""
         holds, kind = self._holds, answer.kind
         holds.answered(job, answer)
+        if kind is OutcomeKind.RETRYABLE:
+            newer = self._lanes.queued(job.lane) > 0
+            decision = self._flow.ambiguous_attempt(job, job.last_error, newer_queued=newer)
+            if decision is not None and decision.action is AmbiguityAction.SUPERSEDE:
+                log.info("ambiguous_superseded", order_id=job.event.order_id,
+                         account=job.provider.account)  # fmt: skip
+                return self._screening.superseded(job)
+            if transient and self._flow.in_outage(job.provider.account):
+                job.attempts -= 1  # the account failed, not the event
+                self.stats.outage_parks += 1
+                self._park_in_outage(job, failed_probe=probe)
+                return None
         if answer.pause_template and job.template is not None:
             # Parked: the event waits for the template, it does not fail.
             holds.park(holds.hold_template(*job.template, reason_of(answer)), job, front=True)

@@ -1,7 +1,8 @@
-"""Parking: sends wait while their account is stopped (a configuration answer) or their
-template is held (paused or disabled). One mechanism for both: a hold parks jobs in lane order,
-a timer sends one of them as a probe, and an answer that does not confirm the hold lifts it.
-It decides nothing about outcomes and never publishes."""
+"""Parking: sends wait while their account is stopped (a configuration answer), in outage (its
+breaker is open) or their template is held (paused or disabled). One mechanism for all three: a
+hold parks jobs in lane order, a timer sends one of them as a probe, and an answer that does not
+confirm the hold lifts it (an outage: the engine lifts it when the breaker closes). It decides
+nothing about outcomes and never publishes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ log = structlog.get_logger("connector.delivery.holds")
 
 class Scope(StrEnum):
     ACCOUNT = "account"
+    OUTAGE = "outage"  # the account's breaker is open (connector.core.breaker)
     TEMPLATE = "template"
 
 
@@ -36,11 +38,15 @@ class Hold:
     reason: str
     parked: deque[Job] = field(default_factory=deque)
     probe_timer: asyncio.TimerHandle | None = None
+    probe_in_s: float | None = None  # the next probe's delay (outage: the breaker's interval)
 
     def confirmed_by(self, outcome: ProviderOutcome) -> bool:
-        """Whether a probe's answer says the cause of the hold persists."""
+        """Whether a probe's answer says the cause of the hold persists (an outage's probe is
+        judged by the account's breaker, never here)."""
         if self.scope is Scope.ACCOUNT:
             return outcome.kind is OutcomeKind.CONFIGURATION
+        if self.scope is Scope.OUTAGE:
+            return True
         return outcome.pause_template
 
 
@@ -62,15 +68,22 @@ class Holds:
         self, account_probe_s: float, template_probe_s: float, *, start: Callable[[Job], None]
     ) -> None:
         self.accounts: dict[str, Hold] = {}
+        self.outages: dict[str, Hold] = {}
         self.templates: dict[TemplateKey, Hold] = {}
-        self._probe_s = {Scope.ACCOUNT: account_probe_s, Scope.TEMPLATE: template_probe_s}
+        self._probe_s = {
+            Scope.ACCOUNT: account_probe_s,
+            Scope.OUTAGE: account_probe_s,  # unused: an outage hold carries its probe_in_s
+            Scope.TEMPLATE: template_probe_s,
+        }
         self._start = start
 
     def blocking(self, job: Job) -> Hold | None:
         """The hold ``job`` must wait for, unless it is that hold's probe."""
-        hold = self.accounts.get(job.provider.account)
-        if hold is not None and hold not in job.probing:
-            return hold
+        account = job.provider.account
+        for holds in (self.accounts, self.outages):
+            hold = holds.get(account)
+            if hold is not None and hold not in job.probing:
+                return hold
         key = job.template
         if self.templates and key is not None:
             hold = self.templates.get(key) or self.templates.get((key[0], None))
@@ -84,6 +97,29 @@ class Holds:
             hold = self.accounts[account] = Hold(Scope.ACCOUNT, account, None, reason)
             log.error("account_stopped", account=account, provider=provider_kind, reason=reason)
         return hold
+
+    def enter_outage(self, account: str, provider_kind: str, probe_in_s: float) -> Hold:
+        """The account's breaker is open: its sends park until ``lift_outage``; the first
+        parked job probes after ``probe_in_s``."""
+        hold = self.outages.get(account)
+        if hold is None:
+            hold = self.outages[account] = Hold(Scope.OUTAGE, account, None, "outage")
+            log.warning("account_outage_started", account=account, provider=provider_kind)
+        hold.probe_in_s = max(0.0, probe_in_s)
+        return hold
+
+    def lift_outage(self, account: str, reason: str) -> None:
+        """The breaker closed: every parked job of the account restarts, in lane order."""
+        hold = self.outages.get(account)
+        if hold is not None:
+            self._lift(hold, reason)
+
+    def rearm(self, hold: Hold) -> None:
+        """Arm ``hold``'s probe timer if none is armed (its probe went away unanswered)."""
+        if hold.probe_timer is None:
+            hold.probe_timer = asyncio.get_running_loop().call_later(
+                hold.probe_in_s or 0.0, self._probe, hold
+            )
 
     def hold_template(self, name: str, language: str | None, reason: str) -> Hold:
         key = (name, language)
@@ -100,9 +136,8 @@ class Holds:
         else:
             hold.parked.append(job)
         if hold.probe_timer is None:
-            hold.probe_timer = asyncio.get_running_loop().call_later(
-                self._probe_s[hold.scope], self._probe, hold
-            )
+            delay = hold.probe_in_s if hold.probe_in_s is not None else self._probe_s[hold.scope]
+            hold.probe_timer = asyncio.get_running_loop().call_later(delay, self._probe, hold)
 
     def answered(self, job: Job, outcome: ProviderOutcome) -> None:
         """A provider answered ``job``: lift every hold it probed that the answer disproves."""
@@ -128,8 +163,10 @@ class Holds:
 
     def abandon(self, states: set[PartitionState]) -> None:
         """Forget parked jobs of draining partitions (their next owner redoes them)."""
-        for hold in (*self.accounts.values(), *self.templates.values()):
+        for hold in (*self.accounts.values(), *self.outages.values(), *self.templates.values()):
             hold.parked = deque(j for j in hold.parked if j.state not in states)
+            if hold.parked:
+                self.rearm(hold)  # its probe may have been a job of a draining partition
 
     def _probe(self, hold: Hold) -> None:
         hold.probe_timer = None
@@ -147,6 +184,12 @@ class Holds:
                 return
             del self.accounts[hold.name]
             log.info("account_resumed", account=hold.name, reason=reason)
+        elif hold.scope is Scope.OUTAGE:
+            if self.outages.get(hold.name) is not hold:
+                return
+            del self.outages[hold.name]
+            log.info("account_outage_ended", account=hold.name, reason=reason,
+                     parked=len(hold.parked))  # fmt: skip
         else:
             key = (hold.name, hold.language)
             if self.templates.get(key) is not hold:

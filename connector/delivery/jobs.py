@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from connector.core.ledger import PartitionLedger
     from connector.core.ordering import OffsetTracker
     from connector.delivery.holds import Hold
+    from connector.errors import RetryableDeliveryError
     from connector.kafka.consumer import TP, ConsumedRecord
     from connector.providers.base import BuiltRequest, Provider, TemplateKey
 
@@ -111,6 +112,12 @@ class Job:
     probing: tuple[Hold, ...] = ()  # the holds this job was sent to test
     stage: str = "intake"  # where it is (named in an internal_error record if that fails)
     failure: str | None = None  # what made the last attempt fail (timeout, reset, 5xx, ...)
+    last_error: RetryableDeliveryError | None = None  # the last attempt's failure, no answer
+    outage_probe: bool = False  # this attempt is the one probe of its account's outage
+    parked_at: float | None = None  # parked in an outage since (monotonic)
+    paused_s: float = 0.0  # time parked in outages: it does not count against the budget
+    pair_ready_at: float | None = None  # its pair-limit reservation (monotonic), if waiting
+    rate_taken_at: float = 0.0  # when its account's rate let it go (monotonic)
 
 
 def new_job(

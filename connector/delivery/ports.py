@@ -55,6 +55,14 @@ class EngineObserver(Protocol):
     def outcome(self, provider: str, account: str, outcome: str) -> None: ...
     def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
     def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    def limiter_wait(self, provider: str, account: str, limiter: str, seconds: float) -> None:
+        """A send waited for ``limiter`` (``pair``: Meta's pair rule; ``settle``: an ambiguous
+        older request of the order may still land)."""
+        ...
+
+    def account_outage(self, provider: str, account: str, in_outage: bool) -> None: ...
+    def adaptive_rate(self, provider: str, account: str, rate: float) -> None: ...
+    def ambiguous(self, provider: str, account: str, action: str) -> None: ...
     def request_started(self, provider: str) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
@@ -82,6 +90,18 @@ class NullObserver:
         pass
 
     def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        pass
+
+    def limiter_wait(self, provider: str, account: str, limiter: str, seconds: float) -> None:
+        pass
+
+    def account_outage(self, provider: str, account: str, in_outage: bool) -> None:
+        pass
+
+    def adaptive_rate(self, provider: str, account: str, rate: float) -> None:
+        pass
+
+    def ambiguous(self, provider: str, account: str, action: str) -> None:
         pass
 
     def request_started(self, provider: str) -> None:
@@ -115,3 +135,4 @@ class EngineStats:
     sent_requests: int = 0
     retries: int = 0
     commits: int = 0
+    outage_parks: int = 0  # attempts that failed in an account outage and parked (no budget)

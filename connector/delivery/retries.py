@@ -39,7 +39,8 @@ class Retries:
 
     def schedule(self, job: Job, answer: ProviderOutcome) -> bool:
         """Schedule another attempt of ``job``; False when the retry budget is spent."""
-        elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at)
+        # time parked in an account outage is not the event's fault: it spends no budget
+        elapsed = time.monotonic() - (job.first_attempt_mono or job.consumed_at) - job.paused_s
         delay = self._policy.next_delay(job.attempts, elapsed, answer.retry_after, self._rand())
         if delay is None:
             return False
@@ -58,6 +59,12 @@ class Retries:
         self._waiting.add(job)
         job.timer = asyncio.get_running_loop().call_later(delay, self._start, job)
         return True
+
+    def defer(self, job: Job, delay: float) -> None:
+        """Put ``job`` back in line after ``delay`` without an attempt or a retry counted (a
+        pair-limit or settle-window wait); it holds no slot meanwhile."""
+        self._waiting.add(job)
+        job.timer = asyncio.get_running_loop().call_later(delay, self._start, job)
 
     def started(self, job: Job) -> None:
         """``job`` is back in line (its timer fired, or a hold released it)."""

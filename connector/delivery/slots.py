@@ -1,13 +1,14 @@
-"""Who may send next: global and per-account in-flight slots, accounts served in turn, and
-per-account token buckets. Jobs wait here as deque entries, never as tasks."""
+"""Who may send next: global and per-account in-flight slots, accounts served in turn, each
+account at its send rate. Jobs wait here as deque entries, never as tasks. The rates themselves
+live in ``connector.delivery.flow``; here an account whose rate says "not yet" leaves the
+rotation until a loop timer brings it back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
-
-from connector.core.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from connector.delivery.jobs import Job
@@ -18,25 +19,35 @@ class Slots:
     """Slots instead of semaphores: a job becomes a task only when a slot is free, so a backlog
     of ready orders costs a deque entry each, not a waiting task (CPU, memory)."""
 
-    def __init__(self, max_in_flight: int, providers: Mapping[str, Provider], now: float) -> None:
+    def __init__(
+        self,
+        max_in_flight: int,
+        providers: Mapping[str, Provider],
+        *,
+        pace: Callable[[str, float], float] | None = None,
+        wake: Callable[[], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """``pace(account, now)`` takes a send of the account's rate (0.0) or says how long
+        until one is free; ``wake`` is called when a paced account may send again;
+        ``on_wait(account, seconds)`` when one starts waiting (metrics)."""
         self._free = max_in_flight
         self._account_free = {name: p.settings.max_in_flight for name, p in providers.items()}
         self._ready: dict[str, deque[Job]] = {name: deque() for name in providers}
         self._rotation: deque[str] = deque()  # accounts with ready jobs and a free slot
         self._in_rotation: set[str] = set()
-        self._buckets: dict[str, TokenBucket] = {}
-        for name, p in providers.items():
-            rate = p.settings.rate_per_second
-            if rate:
-                self._buckets[name] = TokenBucket(rate, burst=max(1.0, rate / 10), now=now)
+        self._pace = pace
+        self._wake = wake
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._paced: dict[str, asyncio.TimerHandle] = {}  # accounts waiting for their rate
+        self._on_wait = on_wait
 
     def queue(self, job: Job) -> None:
         """``job`` (its lane's head) waits for a slot of its account."""
         account = job.provider.account
         self._ready[account].append(job)
-        if self._account_free[account] > 0 and account not in self._in_rotation:
-            self._rotation.append(account)
-            self._in_rotation.add(account)
+        self._rotate(account)
 
     def take(self) -> Job | None:
         """The next ready job, accounts in turn, with a global and an account slot taken for
@@ -46,14 +57,16 @@ class Slots:
             account = rotation.popleft()
             self._in_rotation.discard(account)
             queue = self._ready[account]
-            job = None
-            while queue:
-                candidate = queue.popleft()
-                if not candidate.state.draining:
-                    job = candidate
-                    break
-            if job is None:
+            while queue and queue[0].state.draining:
+                queue.popleft()
+            if not queue:
                 continue
+            if self._pace is not None:
+                wait = self._pace(account, self._clock())
+                if wait > 0:
+                    self._hold_back(account, wait)
+                    continue
+            job = queue.popleft()
             self._free -= 1
             self._account_free[account] -= 1
             if queue and self._account_free[account] > 0:
@@ -65,11 +78,26 @@ class Slots:
     def release(self, account: str) -> None:
         self._free += 1
         self._account_free[account] += 1
-        if self._ready[account] and account not in self._in_rotation:
+        self._rotate(account)
+
+    def _rotate(self, account: str) -> None:
+        if (
+            self._ready[account]
+            and self._account_free[account] > 0
+            and account not in self._in_rotation
+            and account not in self._paced
+        ):
             self._rotation.append(account)
             self._in_rotation.add(account)
 
-    def rate_wait(self, account: str, now: float) -> float:
-        """Seconds to wait before this account's next request (0: send now); reserves it."""
-        bucket = self._buckets.get(account)
-        return bucket.reserve(now) if bucket is not None else 0.0
+    def _hold_back(self, account: str, wait: float) -> None:
+        """The account's rate says wait: out of the rotation until a timer brings it back."""
+        if self._on_wait is not None:
+            self._on_wait(account, wait)
+        self._paced[account] = asyncio.get_running_loop().call_later(wait, self._resume, account)
+
+    def _resume(self, account: str) -> None:
+        self._paced.pop(account, None)
+        self._rotate(account)
+        if self._wake is not None:
+            self._wake()

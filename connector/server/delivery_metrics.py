@@ -33,6 +33,7 @@ class EngineMetrics:
         self._outcomes: dict[tuple[str, str, str], Any] = {}
         self._inflight: dict[str, Any] = {}
         self._latency: dict[str, Any] = {}
+        self._rates: dict[str, Any] = {}
 
     def record_consumed(self, tp: TP) -> None:
         child = self._consumed.get(tp)
@@ -59,6 +60,23 @@ class EngineMetrics:
 
     def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
         self.metrics.rate_limit_wait(provider, account, "account", seconds)
+
+    def limiter_wait(self, provider: str, account: str, limiter: str, seconds: float) -> None:
+        self.metrics.rate_limit_wait(provider, account, limiter, seconds)
+
+    def account_outage(self, provider: str, account: str, in_outage: bool) -> None:
+        self.metrics.account_outage.labels(provider, account).set(1 if in_outage else 0)
+        if in_outage:
+            self.metrics.account_outages.labels(provider, account).inc()
+
+    def adaptive_rate(self, provider: str, account: str, rate: float) -> None:
+        child = self._rates.get(account)
+        if child is None:
+            child = self._rates[account] = self.metrics.adaptive_rate.labels(provider, account)
+        child.set(rate)
+
+    def ambiguous(self, provider: str, account: str, action: str) -> None:
+        self.metrics.ambiguous_attempts.labels(provider, account, action).inc()
 
     def request_started(self, provider: str) -> None:
         child = self._inflight.get(provider)

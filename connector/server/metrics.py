@@ -36,6 +36,10 @@ _HELP: Final[dict[str, str]] = {
     "rate_limit_waits": "Times a send waited for a rate limiter.",
     "rate_limit_wait_seconds": "Seconds spent waiting for rate limiters.",
     "inflight_requests": "Provider requests currently in flight.",
+    "account_outage": "1 while the account is in outage mode (its sends park; one probe).",
+    "account_outages": "Times the account entered outage mode.",
+    "adaptive_rate": "The account's current adaptive send rate, messages per second.",
+    "ambiguous_attempts": "Attempts that ended without an answer after the request was written.",
     "open_lanes": "Per-order lanes holding unfinished records.",
     "buffered_records": "Records held in memory, not yet finished.",
     "buffered_bytes": "Bytes of records held in memory, not yet finished.",
@@ -85,6 +89,10 @@ class ConnectorMetrics:
             "rate_limit_wait_seconds", "provider", "account", "limiter"
         )
         self.inflight_requests = gauge("inflight_requests", "provider")
+        self.account_outage = gauge("account_outage", "provider", "account")
+        self.account_outages = counter("account_outages", "provider", "account")
+        self.adaptive_rate = gauge("adaptive_rate", "provider", "account")
+        self.ambiguous_attempts = counter("ambiguous_attempts", "provider", "account", "action")
         self.open_lanes = gauge("open_lanes")
         self.buffered_records = gauge("buffered_records")
         self.buffered_bytes = gauge("buffered_bytes")

@@ -141,8 +141,9 @@ async def test_an_error_record_at_exactly_the_limit_is_accepted_and_the_margin_i
                     assert isinstance(outcome, PublishRefusedError)
                     assert isinstance(outcome.__cause__, MessageSizeTooLargeError)
                     refused = size
-                    # Every later batch of that partition is refused: the producer's sequence
-                    # for it has a gap (why max_request_size must not exceed the topic's limit).
+                    # Every later batch of that partition fails: the producer's sequence for it
+                    # has a gap (why max_request_size must not exceed the topic's limit), which
+                    # the engine treats as fatal (ProducerFailedError, a restart).
                     after = await producer.send(topic, b"x", key=b"k", partition=partition)
                     with pytest.raises(ProducerFailedError) as later:
                         await after

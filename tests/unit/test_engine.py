@@ -14,7 +14,13 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
+from connector.config import (
+    DeliverySettings,
+    LimitSettings,
+    OutageSettings,
+    RoutingSettings,
+    TopicNames,
+)
 from connector.core.ledger import Delivery, PartitionLedger
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
@@ -55,7 +61,12 @@ async def test_retries_block_only_their_lane_and_keep_order() -> None:
     source, sink, sender = FakeSource(parts), FakeSink(), FakeSender()
     for n in range(0, 50, 5):
         sender.script[f"o{n}-2"] = [500, 503, 429]
-    engine = make_engine(source, sink, sender)
+    # Outage mode off: 30 transient answers within a second would open the account's breaker,
+    # and attempts in an outage spend no budget (tests/unit/test_engine_flow.py covers that).
+    limits = LimitSettings(
+        commit_interval_s=0.01, drain_timeout_s=2, outage=OutageSettings(enabled=False)
+    )
+    engine = make_engine(source, sink, sender, limits=limits)
     await run_until(engine, source, sink, 200)
     assert_in_input_order(sender.seen)
     results = sink.by_topic("res")

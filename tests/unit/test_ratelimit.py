@@ -300,3 +300,29 @@ def test_accepted_messages_never_exceed_the_borrowed_allowance(
             span = accepted[j] - start
             # (the times are sums of floats: 5.9999999999999964 is a whole period)
             assert j - i + 1 <= burst + math.floor(span / 6.0 + 1e-9)
+
+
+def test_try_take_takes_only_a_free_token_and_says_when_the_next_is() -> None:
+    bucket = TokenBucket(10, burst=2, now=0.0)
+    assert bucket.try_take(0.0) == 0.0
+    assert bucket.try_take(0.0) == 0.0
+    assert bucket.try_take(0.0) == pytest.approx(0.1)  # nothing taken...
+    assert bucket.try_take(0.05) == pytest.approx(0.05)  # ...so asking again books nothing
+    assert bucket.try_take(0.1) == 0.0
+
+
+def test_adaptive_try_take_applies_a_cut_to_every_waiter_at_once() -> None:
+    rate = AdaptiveRate(100, burst_s=0.01, now=0.0)  # one token of burst
+    assert rate.try_take(0.0) == 0.0
+    assert rate.try_take(0.0) == pytest.approx(0.01)
+    assert rate.on_rate_limited(0.0, sent_at=0.0)
+    # the next send waits at the new rate (70/s), whatever was asked before the cut
+    assert rate.try_take(0.0) == pytest.approx(1 / 70)
+    assert rate.try_take(1 / 70) == 0.0
+
+
+def test_adaptive_try_take_honours_retry_after() -> None:
+    rate = AdaptiveRate(100, now=0.0)
+    rate.on_rate_limited(0.0, sent_at=0.0, retry_after=2.0)
+    assert rate.try_take(0.5) == pytest.approx(1.5)
+    assert rate.try_take(2.0) == 0.0
