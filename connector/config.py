@@ -21,7 +21,6 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -36,7 +35,7 @@ from connector.core.config_problems import (
     without_tags,
     yaml_lines,
 )
-from connector.core.personal_data import OriginalValuePolicy, PolicyMode, parse_key
+from connector.core.personal_data import ErrorRecordSettings
 from connector.errors import AccountConfigError, ConfigError
 from connector.http.egress import Egress, EgressPlan, origin_of, tls_context
 from connector.providers import AccountConfig
@@ -288,37 +287,6 @@ class DeliverySettings(_Strict):
 
     def coalesces(self, account: str, provider_kind: str) -> bool:
         return self.coalesce.get(account, provider_kind in self.coalesce_providers)
-
-
-class ErrorRecordSettings(_Strict):
-    """What error records keep of the input value (it holds personal data: phones, emails)."""
-
-    # keep: whole, for redrive; redact: phones and emails masked (redrive refuses the record);
-    # encrypt: AES-GCM under ``encryption_key`` (base64 of 16/24/32 bytes; redrive decrypts).
-    original_value: PolicyMode = "keep"
-    encryption_key: SecretStr | None = None
-
-    @field_validator("encryption_key", mode="after")
-    @classmethod
-    def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_key(value.get_secret_value())  # raises a ValueError that never quotes it
-        return value
-
-    @model_validator(mode="after")
-    def _encrypt_needs_key(self) -> ErrorRecordSettings:
-        if self.original_value == "encrypt" and self.encryption_key is None:
-            raise ValueError(
-                "errors.original_value 'encrypt' needs errors.encryption_key (env: or file:)"
-            )
-        return self
-
-    def policy(self) -> OriginalValuePolicy:
-        """The pure policy the engine applies where an error record is built."""
-        if self.original_value == "encrypt":
-            assert self.encryption_key is not None  # _encrypt_needs_key
-            return OriginalValuePolicy("encrypt", parse_key(self.encryption_key.get_secret_value()))
-        return OriginalValuePolicy(self.original_value)
 
 
 def _check_template_accounts(config: ConnectorConfig) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from connector.core.redaction import PHONE_KEYS, mask_phone, mask_phones_in_text
 
@@ -141,3 +142,36 @@ __all__ = [
     "seal",
     "unseal",
 ]
+
+
+class ErrorRecordSettings(BaseModel):
+    """The ``errors:`` section: what error records keep of the input value (personal data:
+    phones, emails)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # keep: whole, for redrive; redact: phones and emails masked (redrive refuses the record);
+    # encrypt: AES-GCM under ``encryption_key`` (base64 of 16/24/32 bytes; redrive decrypts).
+    original_value: PolicyMode = "keep"
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key", mode="after")
+    @classmethod
+    def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())  # raises a ValueError that never quotes it
+        return value
+
+    @model_validator(mode="after")
+    def _encrypt_needs_key(self) -> ErrorRecordSettings:
+        if self.original_value == "encrypt" and self.encryption_key is None:
+            raise ValueError(
+                "errors.original_value 'encrypt' needs errors.encryption_key (env: or file:)"
+            )
+        return self
+
+    def policy(self) -> OriginalValuePolicy:
+        """The pure policy the engine applies where an error record is built."""
+        if self.original_value == "encrypt":
+            assert self.encryption_key is not None  # _encrypt_needs_key
+            return OriginalValuePolicy("encrypt", parse_key(self.encryption_key.get_secret_value()))
+        return OriginalValuePolicy(self.original_value)

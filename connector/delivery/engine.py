@@ -18,32 +18,33 @@ import structlog
 from connector.contract.events import OrderStatusChanged, decode_event
 from connector.core.ambiguity import AmbiguityAction
 from connector.core.backpressure import plan
-from connector.core.breaker import Admission, Transition
+from connector.core.breaker import Transition
 from connector.core.ledger import PartitionLedger
 from connector.core.ordering import LaneTable, OffsetTracker
 from connector.core.redaction import SecretScrubber
+from connector.delivery.account_outages import AccountOutages
 from connector.delivery.attempts import Attempts
 from connector.delivery.commits import Committer
 from connector.delivery.flow import Flow
-from connector.delivery.holds import Hold, Holds, reason_of
+from connector.delivery.holds import Holds, reason_of
 from connector.delivery.jobs import (
     Buffers,
     Job,
     LaneKey,
-    PartitionProgress,
     PartitionState,
     new_job,
 )
 from connector.delivery.outage import PublishGate
-from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal
+from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal, key_mismatch
 from connector.delivery.ports import EngineStats, NullObserver
 from connector.delivery.retries import Retries
 from connector.delivery.routing import Router, UnroutableError
 from connector.delivery.screening import Screening
 from connector.delivery.slots import Slots
+from connector.delivery.views import EngineViews
 from connector.errors import ErrorClass, InvalidEventError
 from connector.kafka.consumer import TP, ConsumedRecord
-from connector.providers.base import OutcomeKind, Provider, ProviderOutcome, TemplateKey
+from connector.providers.base import OutcomeKind, Provider, ProviderOutcome
 
 if TYPE_CHECKING:
     from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("connector.delivery.engine")
 
 
-class Engine:
+class Engine(EngineViews):
     """Consume, dispatch with per-order ordering, publish outcomes, commit the watermark."""
 
     def __init__(
@@ -108,6 +109,7 @@ class Engine:
         )  # fmt: skip
         probe_s = (limits.account_probe_interval_s, limits.template_probe_interval_s)
         self._holds = Holds(*probe_s, start=self._start)
+        self._outages = AccountOutages(self._flow, self._holds)
         self._screening = Screening(delivery, self._scrubber)
         self.stats = EngineStats()
         self._attempts = Attempts(sender, self._obs, self.stats)
@@ -130,79 +132,10 @@ class Engine:
         self.verdicts: dict[str, int] = {}  # replay outcomes by name (skipped, superseded, ...)
         self.failure: BaseException | None = None  # a fatal error (failed transaction)
 
-    # ------------------------------------------------------------------ public surface
-
-    @property
-    def stopped_accounts(self) -> dict[str, str]:
-        return {name: hold.reason for name, hold in self._holds.accounts.items()}
-
-    @property
-    def accounts_in_outage(self) -> dict[str, float]:
-        """Accounts whose breaker is open (their sends park), with how long, in seconds."""
-        now = time.monotonic()
-        return {name: now - since for name, since in self._flow.outages().items()}
-
-    @property
-    def flow(self) -> Flow:
-        """Flow control state (breakers, adaptive rates, ambiguity counts): for tests, metrics."""
-        return self._flow
-
-    @property
-    def held_templates(self) -> dict[TemplateKey, str]:
-        """Templates whose sends are parked, with the reason."""
-        return {key: hold.reason for key, hold in self._holds.templates.items()}
-
-    @property
-    def assigned(self) -> set[TP]:
-        return {tp for tp, s in self._states.items() if not s.draining}
-
-    @property
-    def buffered_records(self) -> int:
-        """Records taken in whose outcome is not acknowledged yet (backpressure's measure)."""
-        return self._buffers.records
-
-    def backlog(self) -> dict[TP, int]:
-        """Per assigned partition: records taken in (or held while its ledger loads) whose
-        outcome is not acknowledged yet. Zero means every record returned so far is done."""
-        return {
-            tp: s.tracker.outstanding + len(s.held or ())
-            for tp, s in self._states.items()
-            if not s.draining
-        }
-
-    @property
-    def commit_pending(self) -> bool:
-        """Whether some assigned partition's commit point moved past its last commit."""
-        return any(s.tracker.needs_commit for s in self._states.values() if not s.draining)
-
-    def hold_template(self, name: str, language: str | None, reason: str) -> None:
-        """Park sends that use template ``name`` (``language`` None: every language)."""
-        self._holds.hold_template(name, language, reason)
-
-    def release_template(self, name: str, language: str | None, *, reason: str) -> None:
-        """Resume template ``name`` and its parked sends: ``language`` None resumes every
-        language; a language resumes its own hold and an every-language hold."""
-        self._holds.release_template(name, language, reason=reason)
+    # ------------------------------------------------------------------ run loop
 
     def request_stop(self) -> None:
         self._stopping.set()
-
-    def limit_error_records(self, max_bytes: int) -> None:
-        """Cut error records to ``max_bytes`` (what the errors topic and producer accept,
-        ``connector.kafka.admin.read_publish_limits``); set once at start."""
-        self._outcomes.error_record_max_bytes = max_bytes
-
-    @property
-    def publish_outage_s(self) -> float | None:
-        """Seconds outcomes have waited for the broker, when that passed
-        ``limits.publish_outage_s`` (dispatch is paused); None while publishing works."""
-        return self._gate.outage_s
-
-    def progress(self) -> dict[TP, PartitionProgress]:
-        """Per assigned partition: the age of its oldest unfinished record and how long its
-        commit point has stood still while records wait (the commit-stall signals)."""
-        now = time.monotonic()
-        return {tp: s.progress(now) for tp, s in self._states.items() if not s.draining}
 
     async def run(self) -> None:
         """Poll until ``request_stop``; then drain in-flight work, commit and return."""
@@ -340,7 +273,7 @@ class Engine:
         try:
             event = decode_event(record.value, record.headers)
             if self._refuse_key_mismatch and record.key != event.order_id.encode():
-                self._spawn_settle(state, record, _key_mismatch(record, event))
+                self._spawn_settle(state, record, key_mismatch(record, event))
                 return
             provider = self._router.route(event)
             built = provider.build_request(event)
@@ -405,7 +338,7 @@ class Engine:
                 await self._settle(job.state, job.record, ending, job, lane=True)
         finally:
             if job.outage_probe:  # the probe went away without an answer (drain, error)
-                self._probe_abandoned(job)
+                self._outages.probe_abandoned(job)
             job.state.deactivate()
             self._slots.release(job.provider.account)
             self._pump()
@@ -428,10 +361,13 @@ class Engine:
         if hold is not None:
             self._holds.park(hold, job)
             return None
-        if self._deferred(job):
+        wait, limiter = self._flow.deferral(job, time.monotonic())
+        if wait > 0:  # waits without a slot: a settle window, or Meta's pair rule
+            self._obs.limiter_wait(job.provider.kind, job.provider.account, limiter, wait)
+            self._retries.defer(job, wait)
             return None
         account, flow = job.provider.account, self._flow
-        if flow.outage_enabled and not self._admitted(job):
+        if flow.outage_enabled and not self._outages.admitted(job):
             return None
         while not self._gate.is_open:  # a publish outage: send nothing new
             await self._gate.wait()
@@ -444,7 +380,7 @@ class Engine:
         probe, job.outage_probe = job.outage_probe, False
         if job.state.dropped:
             if probe:
-                self._probe_abandoned(job)
+                self._outages.probe_abandoned(job)
             return None  # the partition was released mid-request; its next owner redoes it
         job.stage = "decide"
         transient, transition = flow.answered(
@@ -453,61 +389,8 @@ class Engine:
         if transition is Transition.CLOSED:
             self._holds.lift_outage(account, "probe answered")
         elif transition is Transition.OPENED:
-            self._outage_hold(job)
+            self._outages.hold_of(job)
         return self._decide(job, answer, transient=transient.transient, probe=probe)
-
-    def _deferred(self, job: Job) -> bool:
-        """Whether ``job`` must wait without a slot: an ambiguous older request of its order
-        may still land (settle window), or Meta's pair rule wants a pause for its recipient."""
-        now = time.monotonic()
-        wait = self._flow.gate(job, now)
-        limiter = "settle"
-        if wait <= 0:
-            wait, limiter = self._flow.pair_wait(job, now), "pair"
-        if wait <= 0:
-            return False
-        self._obs.limiter_wait(job.provider.kind, job.provider.account, limiter, wait)
-        self._retries.defer(job, wait)
-        return True
-
-    def _admitted(self, job: Job) -> bool:
-        """Ask the account's breaker; park ``job`` (front: it was at its lane's head already)
-        while the account is in outage, unless it is the one probe."""
-        breaker = self._flow.breakers[job.provider.account]
-        admission = breaker.admit(time.monotonic())
-        if admission is Admission.GO:
-            return True
-        if admission is Admission.PROBE:
-            job.outage_probe = True
-            log.info("account_outage_probe", account=job.provider.account,
-                     order_id=job.event.order_id)  # fmt: skip
-            return True
-        self._park_in_outage(job)
-        return False
-
-    def _outage_hold(self, job: Job) -> Hold:
-        breaker = self._flow.breakers[job.provider.account]
-        due = breaker.next_probe_at
-        probe_in = breaker.probe_interval_s if due is None else due - time.monotonic()
-        return self._holds.enter_outage(job.provider.account, job.provider.kind, probe_in)
-
-    def _park_in_outage(self, job: Job, *, failed_probe: bool = False) -> None:
-        """Park ``job`` on its account's outage hold. A job whose probe failed goes to the back,
-        so the next probe is another order's event (per-order order is kept by the lanes: only
-        lane heads park); any other job goes to the front (it was at its lane's head)."""
-        hold = self._outage_hold(job)
-        job.probing = tuple(h for h in job.probing if h is not hold)
-        job.parked_at = time.monotonic()
-        self._holds.park(hold, job, front=not failed_probe)
-
-    def _probe_abandoned(self, job: Job) -> None:
-        job.outage_probe = False
-        account = job.provider.account
-        self._flow.breakers[account].probe_abandoned(time.monotonic())
-        hold = self._holds.outages.get(account)
-        if hold is not None:
-            hold.probe_in_s = 0.0
-            self._holds.rearm(hold)
 
     def _decide(
         self, job: Job, answer: ProviderOutcome, *, transient: bool = False, probe: bool = False
@@ -530,7 +413,7 @@ class Engine:
             if transient and self._flow.in_outage(job.provider.account):
                 job.attempts -= 1  # the account failed, not the event
                 self.stats.outage_parks += 1
-                self._park_in_outage(job, failed_probe=probe)
+                self._outages.park(job, failed_probe=probe)
                 return None
         if answer.pause_template and job.template is not None:
             # Parked: the event waits for the template, it does not fail.
@@ -606,18 +489,6 @@ class Engine:
         if nxt is not None:
             self._start(nxt)
         return True
-
-
-def _key_mismatch(record: ConsumedRecord, event: OrderStatusChanged) -> Ending:
-    """A record keyed by something other than its order id: Kafka orders records per key, so
-    this order's events may arrive in any order (``delivery.key_mismatch: accept`` sends them
-    anyway, for producers that key by customer)."""
-    key = "no key" if record.key is None else f"a {len(record.key)}-byte key"
-    detail = (
-        f"record key is not the event's order_id ({key}); Kafka orders records per key, so "
-        "this order's events are not ordered (delivery.key_mismatch: accept sends them anyway)"
-    )
-    return Ending(error=ErrorClass.KEY_MISMATCH, detail=detail, event=event)
 
 
 def _report_task_failure(task: asyncio.Task[None]) -> None:

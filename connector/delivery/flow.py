@@ -223,6 +223,14 @@ class Flow:
         self._obs.ambiguous(job.provider.kind, job.provider.account, decision.action.value)
         return decision
 
+    def deferral(self, job: Job, now: float) -> tuple[float, str]:
+        """How long ``job`` must wait before sending, and why ("settle": an ambiguous older
+        request of its order may still land; "pair": Meta's pair rule wants a pause)."""
+        wait = self.gate(job, now)
+        if wait > 0:
+            return wait, "settle"
+        return self.pair_wait(job, now), "pair"
+
     def gate(self, job: Job, now: float) -> float:
         """Seconds ``job`` must wait so no ambiguous older request of its order can land after
         it (0: go). The retry of the ambiguous request itself is not gated."""

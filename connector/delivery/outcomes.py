@@ -554,3 +554,15 @@ def _key_text(key: bytes | None) -> str | None:
         return key.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def key_mismatch(record: ConsumedRecord, event: OrderStatusChanged) -> Ending:
+    """A record keyed by something other than its order id: Kafka orders records per key, so
+    this order's events may arrive in any order (``delivery.key_mismatch: accept`` sends them
+    anyway, for producers that key by customer)."""
+    key = "no key" if record.key is None else f"a {len(record.key)}-byte key"
+    detail = (
+        f"record key is not the event's order_id ({key}); Kafka orders records per key, so "
+        "this order's events are not ordered (delivery.key_mismatch: accept sends them anyway)"
+    )
+    return Ending(error=ErrorClass.KEY_MISMATCH, detail=detail, event=event)
