@@ -36,7 +36,7 @@ from connector.delivery.jobs import (
 )
 from connector.delivery.outage import PublishGate
 from connector.delivery.outcomes import AcceptedHook, Ending, Outcomes, internal, key_mismatch
-from connector.delivery.ports import EngineStats, NullObserver
+from connector.delivery.ports import EngineStats, LoadGauges, NullObserver
 from connector.delivery.retries import Retries
 from connector.delivery.routing import Router, UnroutableError
 from connector.delivery.screening import Screening
@@ -155,11 +155,13 @@ class Engine(EngineViews):
                 for record in records:
                     self._intake(record)
                 self._obs.gauges(
-                    in_flight=self._attempts.in_flight,
-                    open_lanes=len(self._lanes),
-                    buffered_records=self._buffers.records,
-                    buffered_bytes=self._buffers.bytes,
-                    paused_partitions=len(self._paused),
+                    LoadGauges(
+                        in_flight=self._attempts.in_flight,
+                        open_lanes=len(self._lanes),
+                        buffered_records=self._buffers.records,
+                        buffered_bytes=self._buffers.bytes,
+                        paused_partitions=len(self._paused),
+                    )
                 )
         finally:
             committer.cancel()

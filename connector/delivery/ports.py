@@ -48,6 +48,18 @@ class TransactionCommitter(Protocol):
 LedgerLoader = Callable[[set[int]], Awaitable[dict[int, "PartitionLedger"]]]
 
 
+@dataclass(frozen=True, slots=True)
+class LoadGauges:
+    """The engine's load, sampled after every poll: one value, so the observer seam, its null
+    object and the Prometheus adapter do not each repeat the same keyword list."""
+
+    in_flight: int
+    open_lanes: int
+    buffered_records: int
+    buffered_bytes: int
+    paused_partitions: int
+
+
 class EngineObserver(Protocol):
     """Metrics hooks; every method must be cheap and must not raise."""
 
@@ -66,15 +78,7 @@ class EngineObserver(Protocol):
     def request_started(self, provider: str) -> None: ...
     def request_latency(self, provider: str, seconds: float) -> None: ...
     def commit_latency(self, seconds: float) -> None: ...
-    def gauges(
-        self,
-        *,
-        in_flight: int,
-        open_lanes: int,
-        buffered_records: int,
-        buffered_bytes: int,
-        paused_partitions: int,
-    ) -> None: ...
+    def gauges(self, load: LoadGauges) -> None: ...
 
 
 class NullObserver:
@@ -113,15 +117,7 @@ class NullObserver:
     def commit_latency(self, seconds: float) -> None:
         pass
 
-    def gauges(
-        self,
-        *,
-        in_flight: int,
-        open_lanes: int,
-        buffered_records: int,
-        buffered_bytes: int,
-        paused_partitions: int,
-    ) -> None:
+    def gauges(self, load: LoadGauges) -> None:
         pass
 
 

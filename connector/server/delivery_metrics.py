@@ -5,11 +5,14 @@ Cheap and non-raising by contract; it holds no state of its own beyond the metri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ErrorClass
 from connector.kafka.consumer import TP
 from connector.server.metrics import ConnectorMetrics
+
+if TYPE_CHECKING:
+    from connector.delivery.ports import LoadGauges
 
 _INVALID_EVENT = ErrorClass.INVALID_EVENT.value
 
@@ -95,17 +98,9 @@ class EngineMetrics:
     def commit_latency(self, seconds: float) -> None:
         self.metrics.observe_commit(seconds)
 
-    def gauges(
-        self,
-        *,
-        in_flight: int,
-        open_lanes: int,
-        buffered_records: int,
-        buffered_bytes: int,
-        paused_partitions: int,
-    ) -> None:
+    def gauges(self, load: LoadGauges) -> None:
         m = self.metrics
-        m.open_lanes.set(open_lanes)
-        m.buffered_records.set(buffered_records)
-        m.buffered_bytes.set(buffered_bytes)
-        m.paused_partitions.set(paused_partitions)
+        m.open_lanes.set(load.open_lanes)
+        m.buffered_records.set(load.buffered_records)
+        m.buffered_bytes.set(load.buffered_bytes)
+        m.paused_partitions.set(load.paused_partitions)
