@@ -20,11 +20,12 @@ event's retry budget: the caller decides that from ``state``.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
+
+from connector.core.bounds import require_finite
 
 __all__ = [
     "PAIR_LIMIT_CODES",
@@ -103,23 +104,16 @@ class BreakerSettings:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be at least 1, got {self.window}")
-        if not (self.window_s > 0 and math.isfinite(self.window_s)):
-            raise ValueError(f"window_s must be finite and > 0, got {self.window_s}")
+        require_finite("window_s", self.window_s, above=0)
         if not 1 <= self.min_requests <= self.window:
             raise ValueError(f"min_requests must be in [1, window], got {self.min_requests}")
         if not 0 < self.failure_ratio <= 1:
             raise ValueError(f"failure_ratio must be in (0, 1], got {self.failure_ratio}")
-        if not (self.probe_interval_s > 0 and math.isfinite(self.probe_interval_s)):
-            raise ValueError(
-                f"probe_interval_s must be finite and > 0, got {self.probe_interval_s}"
-            )
-        if not (self.probe_backoff >= 1 and math.isfinite(self.probe_backoff)):
-            raise ValueError(f"probe_backoff must be finite and >= 1, got {self.probe_backoff}")
-        if not (
-            self.probe_interval_cap_s >= self.probe_interval_s
-            and math.isfinite(self.probe_interval_cap_s)
-        ):
-            raise ValueError("probe_interval_cap_s must be finite and >= probe_interval_s")
+        require_finite("probe_interval_s", self.probe_interval_s, above=0)
+        require_finite("probe_backoff", self.probe_backoff, at_least=1)
+        require_finite(
+            "probe_interval_cap_s", self.probe_interval_cap_s, at_least=self.probe_interval_s
+        )
 
 
 class AccountBreaker:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from connector.core.bounds import require_finite
+
 __all__ = ["RetryPolicy"]
 
 
@@ -30,12 +32,9 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if not (self.max_elapsed_s >= 0 and math.isfinite(self.max_elapsed_s)):
-            raise ValueError(f"max_elapsed_s must be finite and >= 0, got {self.max_elapsed_s}")
-        if not (self.base_s > 0 and math.isfinite(self.base_s)):
-            raise ValueError(f"base_s must be finite and > 0, got {self.base_s}")
-        if not (self.cap_s >= self.base_s and math.isfinite(self.cap_s)):
-            raise ValueError(f"cap_s must be finite and >= base_s, got {self.cap_s}")
+        require_finite("max_elapsed_s", self.max_elapsed_s, at_least=0)
+        require_finite("base_s", self.base_s, above=0)
+        require_finite("cap_s", self.cap_s, at_least=self.base_s)
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
 
