@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 
+from connector.core.bounds import require_finite
+
 __all__ = ["AdaptiveRate", "PairLimiter", "TokenBucket"]
 
 
@@ -88,18 +90,15 @@ class AdaptiveRate:
         burst_s: float = 0.1,
         now: float = 0.0,
     ) -> None:
-        if not (ceiling > 0 and math.isfinite(ceiling)):
-            raise ValueError("ceiling must be finite and positive")
+        require_finite("ceiling", ceiling, above=0)
         floor = ceiling / 50 if floor is None else floor
         if not 0 < floor <= ceiling:
             raise ValueError("floor must be in (0, ceiling]")
         if not 0 < decrease < 1:
             raise ValueError("decrease must be in (0, 1)")
         increase = ceiling / 50 if increase_per_s is None else increase_per_s
-        if not (increase > 0 and math.isfinite(increase)):
-            raise ValueError("increase_per_s must be finite and positive")
-        if not (burst_s > 0 and math.isfinite(burst_s)):
-            raise ValueError("burst_s must be finite and positive")
+        require_finite("increase_per_s", increase, above=0)
+        require_finite("burst_s", burst_s, above=0)
         self._ceiling = ceiling
         self._floor = floor
         self._decrease = decrease
