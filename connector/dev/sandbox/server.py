@@ -212,9 +212,7 @@ class SandboxServer:
         change = TemplateStatusChange.model_validate(
             {"name": name, "status": status, "language": language, "provider": provider}
         )
-        return self.engine.templates.set_status(
-            change.name, change.status, language=change.language, provider=change.provider
-        )
+        return self.engine.templates.set_status(change)
 
     def outages(self) -> list[dict[str, str | None]]:
         return [{"provider": p, "account": a} for p, a in sorted(self.engine.outages, key=str)]
@@ -395,9 +393,7 @@ class SandboxServer:
             change = TemplateStatusChange.model_validate(await self._read_json(request))
         except ValidationError as exc:
             return _invalid("invalid template status change", exc)
-        changed = self.set_template_status(
-            change.name, change.status, language=change.language, provider=change.provider
-        )
+        changed = self.engine.templates.set_status(change)
         if not changed:
             return _json({"error": "no such template", "changed": 0}, status=404)
         return _json({"changed": changed, "templates": self.templates(change.provider)})
