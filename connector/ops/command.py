@@ -48,15 +48,15 @@ def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
 
 def parse_command_line(
     parser: argparse.ArgumentParser, argv: list[str]
-) -> tuple[argparse.Namespace, ConnectorConfig] | None:
-    """Parse ``argv``, load the configuration and set up logging
-    to stderr with its secrets registered; None (after saying why on stderr) if it is invalid."""
+) -> tuple[argparse.Namespace, ConnectorConfig]:
+    """Parse ``argv``, load the configuration and set up logging to stderr with its secrets
+    registered. An invalid configuration exits with status 2 (after saying why on stderr), as
+    ``parse_args`` does for a usage error, so no command has to check for it."""
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{parser.prog}: configuration invalid: {exc}", file=sys.stderr)
-        return None
+        parser.exit(2, f"{parser.prog}: configuration invalid: {exc}\n")
     configure_logging(level=args.log_level, secrets=config.secret_values(), stream=sys.stderr)
     return args, config
 

@@ -294,10 +294,7 @@ def redrive_parser() -> argparse.ArgumentParser:
 
 def redrive_main(argv: list[str]) -> int:
     parser = redrive_parser()
-    loaded = parse_command_line(parser, argv)
-    if loaded is None:
-        return 2
-    args, config = loaded
+    args, config = parse_command_line(parser, argv)
     try:
         counts = asyncio.run(
             redrive(config, **{name: getattr(args, name) for name in _OPTIONS}, out=sys.stderr)

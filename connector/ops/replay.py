@@ -465,10 +465,7 @@ def replay_parser() -> argparse.ArgumentParser:
 
 def replay_main(argv: list[str]) -> int:
     parser = replay_parser()
-    loaded = parse_command_line(parser, argv)
-    if loaded is None:
-        return 2
-    args, base = loaded
+    args, base = parse_command_line(parser, argv)
     if not args.dry_run and (args.dry_run_results or args.dry_run_errors):
         parser.error("--dry-run-results and --dry-run-errors need --dry-run")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,20 @@ def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixtur
     assert err.count("\n") == 1, err
     assert err.startswith("order-connector")
     assert "-h'" in err  # says where the help is
+
+
+@pytest.mark.parametrize("command", ["replay", "redrive"])
+def test_invalid_configuration_exits_2_with_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--config", str(missing)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"order-connector {command}: configuration invalid: "), err
+    assert err.endswith("\n")
+    assert "Traceback" not in err
 
 
 def test_run_with_an_unknown_log_level_is_one_clear_line(tmp_path: object) -> None:

@@ -247,7 +247,6 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
     wamid = engine.new_wamid()
     if async_code is None:
         async_code = engine.meta_transition("meta", key, parsed.status)
-    event_id = request.headers.get("X-Request-Id") or callback_data
     engine.record(
         request,
         "meta",
@@ -256,8 +255,8 @@ async def send_message(engine: SandboxResponder, request: web.Request) -> Reply:
         target=recipient,
         order_ref=key,
         status=parsed.status,
-        event_id=event_id,
         message_id=wamid,
+        echoed_event_id=callback_data,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
     reported = "accepted" if async_code is None else "failed"

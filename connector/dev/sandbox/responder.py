@@ -232,10 +232,13 @@ class SandboxResponder:
         target: str,
         order_ref: str,
         status: str,
-        event_id: str | None,
         message_id: str | None,
+        echoed_event_id: str | None = None,
         outcome: str = "accepted",
     ) -> None:
+        """Log one provider request. Its event id is the connector's ``X-Request-Id`` header,
+        else the id the provider echoes back (Meta callback data, YCloud externalId)."""
+        event_id = request.headers.get("X-Request-Id") or echoed_event_id
         log = self.log
         seq = log.next_seq()
         if outcome == "accepted":

@@ -212,9 +212,7 @@ class SandboxServer:
         change = TemplateStatusChange.model_validate(
             {"name": name, "status": status, "language": language, "provider": provider}
         )
-        return self.engine.templates.set_status(
-            change.name, change.status, language=change.language, provider=change.provider
-        )
+        return self.engine.templates.set_status(change)
 
     def outages(self) -> list[dict[str, str | None]]:
         return [{"provider": p, "account": a} for p, a in sorted(self.engine.outages, key=str)]
@@ -232,34 +230,41 @@ class SandboxServer:
         app = web.Application()
         add = app.router.add_route
         provider_routes = (
-            ("meta", "/meta/{api_version}/{phone_number_id}/messages", meta.send_message),
-            ("meta", "/meta/{api_version}/{waba_id}/message_templates", meta.create_template),
-            ("ycloud", "/ycloud/v2/whatsapp/templates", ycloud.create_template),
-            ("ycloud", "/ycloud/v2/whatsapp/messages/sendDirectly", ycloud.send_directly),
-            ("ycloud", "/ycloud/v2/whatsapp/messages", ycloud.send_queued),
+            ("POST", "meta", "/meta/{api_version}/{phone_number_id}/messages", meta.send_message),
             (
+                "POST",
+                "meta",
+                "/meta/{api_version}/{waba_id}/message_templates",
+                meta.create_template,
+            ),
+            ("POST", "ycloud", "/ycloud/v2/whatsapp/templates", ycloud.create_template),
+            ("POST", "ycloud", "/ycloud/v2/whatsapp/messages/sendDirectly", ycloud.send_directly),
+            ("POST", "ycloud", "/ycloud/v2/whatsapp/messages", ycloud.send_queued),
+            (
+                "POST",
                 "zapi",
                 "/zapi/instances/{instanceId}/token/{token}/order-status-update",
                 zapi.order_status_update,
             ),
-            ("zonos", "/zonos/v1/updateVendorOrderStatus", zonos.update_vendor_order_status),
+            (
+                "POST",
+                "zonos",
+                "/zonos/v1/updateVendorOrderStatus",
+                zonos.update_vendor_order_status,
+            ),
+            ("GET", "meta", "/meta/{api_version}/{waba_id}/message_templates", meta.list_templates),
+            ("GET", "meta", "/meta/{api_version}/{phone_number_id}", meta.phone_number),
+            ("GET", "ycloud", "/ycloud/v2/whatsapp/templates", ycloud.list_templates),
+            ("GET", "ycloud", "/ycloud/v2/balance", ycloud.balance),
+            (
+                "GET",
+                "zapi",
+                "/zapi/instances/{instanceId}/token/{token}/status",
+                zapi.instance_status,
+            ),
         )
-        for provider, path, handler in provider_routes:
-            add("POST", path, engine.endpoint(provider, handler))
-        read_routes = (
-            ("meta", "/meta/{api_version}/{waba_id}/message_templates", meta.list_templates),
-            ("meta", "/meta/{api_version}/{phone_number_id}", meta.phone_number),
-            ("ycloud", "/ycloud/v2/whatsapp/templates", ycloud.list_templates),
-            ("ycloud", "/ycloud/v2/balance", ycloud.balance),
-            ("zapi", "/zapi/instances/{instanceId}/token/{token}/status", zapi.instance_status),
-        )
-        for provider, path, handler in read_routes:
-            add("GET", path, engine.endpoint(provider, handler))
-        add(
-            "POST",
-            "/ycloud/v2/whatsapp/templates",
-            engine.endpoint("ycloud", ycloud.create_template),
-        )
+        for method, provider, path, handler in provider_routes:
+            add(method, path, engine.endpoint(provider, handler))
         add("GET", "/_sandbox/templates", self._get_templates)
         add("POST", "/_sandbox/templates/status", self._post_template_status)
         add("GET", "/_sandbox/health", self._health)
@@ -388,9 +393,7 @@ class SandboxServer:
             change = TemplateStatusChange.model_validate(await self._read_json(request))
         except ValidationError as exc:
             return _invalid("invalid template status change", exc)
-        changed = self.set_template_status(
-            change.name, change.status, language=change.language, provider=change.provider
-        )
+        changed = self.engine.templates.set_status(change)
         if not changed:
             return _json({"error": "no such template", "changed": 0}, status=404)
         return _json({"changed": changed, "templates": self.templates(change.provider)})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from connector.core.ratelimit import PairLimiter
-from connector.dev.sandbox.config import RateLimit, Rule
+from connector.dev.sandbox.config import RateLimit, Rule, TemplateStatusChange
 
 META_STATUSES = frozenset(
     {"pending", "processing", "partially_shipped", "shipped", "completed", "canceled"}
@@ -388,24 +388,17 @@ class TemplateBook:
                 return template.status
         return None
 
-    def set_status(
-        self,
-        name: str,
-        status: str,
-        *,
-        language: str | None = None,
-        provider: str | None = None,
-    ) -> int:
-        """Move matching variants to ``status``; how many matched."""
+    def set_status(self, change: TemplateStatusChange) -> int:
+        """Move the variants ``change`` names to its status; how many matched."""
         changed = 0
         for template in self._items.values():
-            if template.name != name:
+            if template.name != change.name:
                 continue
-            if language is not None and template.language != language:
+            if change.language is not None and template.language != change.language:
                 continue
-            if provider is not None and template.provider != provider:
+            if change.provider is not None and template.provider != change.provider:
                 continue
-            template.status = status
+            template.status = change.status
             changed += 1
         return changed
 

@@ -180,7 +180,6 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
     status = "" if isinstance(parsed, MetaProblem) else parsed.status
     if async_code is None and not isinstance(parsed, MetaProblem):
         async_code = engine.meta_transition("ycloud", key, parsed.status)
-    event_id = request.headers.get("X-Request-Id") or external_id
     engine.record(
         request,
         "ycloud",
@@ -189,8 +188,8 @@ async def _send(engine: SandboxResponder, request: web.Request, *, direct: bool)
         target=to,
         order_ref=key,
         status=status,
-        event_id=event_id,
         message_id=message_id,
+        echoed_event_id=external_id,
         outcome="accepted" if async_code is None else f"failed:{async_code}",
     )
     engine.report_send(

@@ -126,7 +126,6 @@ async def order_status_update(engine: SandboxResponder, request: web.Request) ->
         target=phone,
         order_ref=key,
         status=order_status,
-        event_id=request.headers.get("X-Request-Id"),
         message_id=message_id,
     )
     answer = {"zaapId": zaap_id, "messageId": message_id, "id": message_id}

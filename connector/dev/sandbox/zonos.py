@@ -156,7 +156,6 @@ async def update_vendor_order_status(engine: SandboxResponder, request: web.Requ
         target=key,
         order_ref=key,
         status=new_status,
-        event_id=request.headers.get("X-Request-Id"),
         message_id=None,
     )
     answer = {"success": f"Updated Order: {key} to new order status: {new_status}"}
