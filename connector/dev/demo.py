@@ -22,6 +22,7 @@ from connector.config import (
     ConnectorConfig,
     KafkaSettings,
     LimitSettings,
+    OutageSettings,
     RetrySettings,
     ServerSettings,
     TopicNames,
@@ -256,7 +257,9 @@ def _demo_config(
             "kafka": kafka.model_dump(),
             "topics": topics.model_dump(),
             "accounts": sandbox_accounts(provider_url, sandbox_config),
-            "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
+            "limits": LimitSettings(
+                commit_interval_s=0.5, drain_timeout_s=10, outage=OutageSettings(enabled=False)
+            ).model_dump(),
             "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
             "server": ServerSettings(port=0).model_dump(),
             "webhooks": {
