@@ -52,35 +52,56 @@ class TokenBucket:
 
 
 class AdaptiveRate:
-    """A per-account send rate that finds the provider's real limit (AIMD) below the configured one.
+    """A per-account send rate that finds the provider's real limit below the configured one.
 
     Starts at ``ceiling`` (the account's ``rate_per_second``) and never exceeds it. A rate-limit
     answer (Meta 130429, YCloud 429) multiplies the rate by ``decrease`` (not below ``floor``),
     at most once per "generation": answers to requests sent before the last cut were caused by
-    the old rate and are ignored, so a burst of 429s for one overshoot cuts once. Each success
-    adds ``increase_per_s / rate``: at full use that is ``increase_per_s`` per second, while an
-    idle account does not grow on no evidence. A ``Retry-After`` holds every send until it has
-    passed: it stays a lower bound whatever the rate.
+    the old rate and are ignored, so a burst of 429s for one overshoot cuts once. Growth is
+    counted per success (``increase_per_s / rate`` each): at full use that is ``increase_per_s``
+    per second, while an idle account does not grow on no evidence.
 
-    ``reserve(now)`` works like ``TokenBucket.reserve`` at the current rate, with a burst of
-    ``burst_s`` seconds' worth of tokens (short, since the provider's limit is unknown).
+    Growth after a cut is shaped so the rate settles instead of sawing (plain AIMD climbs back
+    over the limit every few seconds, since the provider's burst credit hides the overshoot):
+
+    * the rate that was refused is remembered (``refused_rate``); the rate grows back at
+      ``increase_per_s`` only up to a plateau, ``plateau_share`` of it (halfway between the cut
+      rate and the refused one by default), and stays there;
+    * after ``probe_after_s`` on the plateau without a cut it probes upwards slowly
+      (``probe_increase_per_s``). A cut while probing doubles the next plateau's hold (up to
+      ``probe_after_cap_s``): a limit that stays put is probed more and more rarely;
+    * a probe that passes the refused rate without a cut means the provider's limit rose: the
+      episode ends and the rate grows at ``increase_per_s`` up to the ceiling again.
+
+    A ``Retry-After`` holds every send until it has passed: it stays a lower bound whatever the
+    rate. ``reserve(now)`` works like ``TokenBucket.reserve`` at the current rate, with a burst
+    of ``burst_s`` seconds' worth of tokens (short, since the provider's limit is unknown).
     """
 
     __slots__ = (
+        "_base_hold",
         "_burst_s",
         "_ceiling",
         "_cut_at",
         "_decrease",
         "_floor",
+        "_hold_cap",
+        "_hold_s",
         "_increase",
+        "_plateau",
+        "_plateau_share",
+        "_plateau_since",
+        "_probe_increase",
         "_rate",
         "_stamp",
         "_tokens",
         "cuts",
         "held_until",
+        "probes_failed",
+        "refused_rate",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each knob is a documented, tested tuning parameter
         self,
         ceiling: float,
         *,
@@ -88,6 +109,10 @@ class AdaptiveRate:
         decrease: float = 0.7,
         increase_per_s: float | None = None,
         burst_s: float = 0.1,
+        plateau_share: float | None = None,
+        probe_after_s: float = 60.0,
+        probe_after_cap_s: float = 480.0,
+        probe_increase_per_s: float | None = None,
         now: float = 0.0,
     ) -> None:
         require_finite("ceiling", ceiling, above=0)
@@ -99,19 +124,37 @@ class AdaptiveRate:
         increase = ceiling / 50 if increase_per_s is None else increase_per_s
         require_finite("increase_per_s", increase, above=0)
         require_finite("burst_s", burst_s, above=0)
+        share = (1 + decrease) / 2 if plateau_share is None else plateau_share
+        if not decrease <= share < 1:
+            raise ValueError("plateau_share must be in [decrease, 1)")
+        require_finite("probe_after_s", probe_after_s, at_least=0)
+        require_finite("probe_after_cap_s", probe_after_cap_s, at_least=probe_after_s)
+        probe_increase = increase / 4 if probe_increase_per_s is None else probe_increase_per_s
+        require_finite("probe_increase_per_s", probe_increase, above=0)
         self._ceiling = ceiling
         self._floor = floor
         self._decrease = decrease
         self._increase = increase
         self._burst_s = burst_s
+        self._plateau_share = share
+        self._base_hold = probe_after_s
+        self._hold_cap = probe_after_cap_s
+        self._hold_s = probe_after_s
+        self._probe_increase = probe_increase
         self._rate = ceiling
         self._tokens = self._burst()
         self._stamp = now
         self._cut_at = -math.inf
+        self._plateau: float | None = None
+        self._plateau_since: float | None = None
         #: sends wait at least until this time (the latest Retry-After)
         self.held_until = -math.inf
         #: how many times the rate was cut
         self.cuts = 0
+        #: cuts that ended an upward probe (the limit had not risen)
+        self.probes_failed = 0
+        #: the rate the provider last refused, while growth is shaped by it (None: free growth)
+        self.refused_rate: float | None = None
 
     @property
     def rate(self) -> float:
@@ -121,6 +164,22 @@ class AdaptiveRate:
     @property
     def ceiling(self) -> float:
         return self._ceiling
+
+    @property
+    def floor(self) -> float:
+        return self._floor
+
+    @property
+    def at_floor(self) -> bool:
+        """Whether the rate cannot be cut any further: a rate-limit answer now is no longer a
+        pacing signal (the breaker counts it as an outage sign, ``connector.core.breaker``)."""
+        return self._rate <= self._floor
+
+    def forget_refusals(self) -> None:
+        """Drop what earlier refusals taught (an outage ended: its 429s said nothing about the
+        provider's rate): growth is free again up to the ceiling."""
+        self.refused_rate = self._plateau = self._plateau_since = None
+        self._hold_s = self._base_hold
 
     def reserve(self, now: float) -> float:
         """Take one send slot; returns how long to wait before using it (0.0: go now)."""
@@ -143,8 +202,33 @@ class AdaptiveRate:
         return (1.0 - self._tokens) / self._rate
 
     def on_success(self, now: float) -> None:
-        """A successful answer (the provider took the message): grow back slowly."""
-        self._set_rate(now, min(self._ceiling, self._rate + self._increase / self._rate))
+        """A successful answer (the provider took the message): grow back, shaped by the last
+        refused rate (see the class docstring)."""
+        rate, plateau = self._rate, self._plateau
+        if plateau is None or self.refused_rate is None:
+            rate += self._increase / rate
+        elif rate < plateau:
+            rate = min(plateau, rate + self._increase / rate)
+            if rate >= plateau:
+                self._plateau_since = now
+        elif self._plateau_since is not None and now - self._plateau_since < self._hold_s:
+            return  # holding on the plateau
+        else:
+            rate += self._probe_increase / rate
+            if rate > self.refused_rate:  # the provider's limit rose: free growth again
+                self.refused_rate = self._plateau = self._plateau_since = None
+                self._hold_s = self._base_hold
+        self._set_rate(now, min(self._ceiling, rate))
+
+    @property
+    def plateau(self) -> float | None:
+        """The rate growth stops at until the next probe (None: no cut to learn from)."""
+        return self._plateau
+
+    @property
+    def probing(self) -> bool:
+        """Whether the rate is above its plateau, testing whether the limit rose."""
+        return self._plateau is not None and self._rate > self._plateau
 
     def on_rate_limited(
         self, now: float, *, sent_at: float, retry_after: float | None = None
@@ -158,7 +242,15 @@ class AdaptiveRate:
             self.held_until = max(self.held_until, now + retry_after)
         if sent_at < self._cut_at:
             return False
-        self._set_rate(now, max(self._floor, self._rate * self._decrease))
+        refused = self._rate
+        if self.probing:  # the probe found no more room: probe more rarely
+            self.probes_failed += 1
+            self._hold_s = min(self._hold_cap, max(self._hold_s, 1e-9) * 2)
+        rate = max(self._floor, refused * self._decrease)
+        self.refused_rate = refused
+        self._plateau = max(rate, min(self._ceiling, refused * self._plateau_share))
+        self._plateau_since = now if rate >= self._plateau else None
+        self._set_rate(now, rate)
         self._cut_at = now
         self.cuts += 1
         return True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -178,6 +180,155 @@ def test_without_adaptation_the_same_backlog_is_refused_a_third_of_the_time() ->
         n += 1
         refused += not provider.take(t)
     assert refused / n > 0.3
+
+
+def _simulate_changing(
+    *, limit_at: Callable[[float], float], burst: float, ceiling: float, duration: float
+) -> tuple[list[float], list[float], AdaptiveRate]:
+    """Like ``_simulate`` with a provider limit that may change over time."""
+    rate = AdaptiveRate(ceiling)
+    provider = _ProviderBucket(limit_at(0.0), burst)
+    answers: list[tuple[float, float, bool]] = []
+    sends: list[float] = []
+    refused: list[float] = []
+    t = 0.0
+    while t < duration:
+        while answers and answers[0][0] <= t:
+            at, sent, ok = heapq.heappop(answers)
+            if ok:
+                rate.on_success(at)
+            else:
+                rate.on_rate_limited(at, sent_at=sent)
+        send = t + rate.reserve(t)
+        provider.rate = limit_at(send)
+        ok = provider.take(send + 0.025)
+        sends.append(send)
+        if not ok:
+            refused.append(send)
+        heapq.heappush(answers, (send + 0.05, send, ok))
+        t = send
+    return sends, refused, rate
+
+
+def _five_second_means(sends: list[float], start: float, end: float) -> list[float]:
+    """Send rate per 1-s window from ``start``, averaged over sliding 5-s windows."""
+    per_s = Counter(int(s) for s in sends if start <= s < end)
+    series = [per_s.get(i, 0) for i in range(int(start), int(end))]
+    return [sum(series[i - 5 : i]) / 5 for i in range(5, len(series) + 1)]
+
+
+@pytest.mark.parametrize("provider_burst", [50.0, 5.0])
+def test_the_rate_settles_below_a_provider_limit_instead_of_sawing_over_it(
+    provider_burst: float,
+) -> None:
+    """Issue 11's 80/s account against a 50/s sandbox: after 10 s no 5-s window above 50/s.
+
+    Plain AIMD (the growth before plateaus) climbed back to about 60/s every ~10 s."""
+    sends, refused, rate = _simulate_changing(
+        limit_at=lambda _: 50.0, burst=provider_burst, ceiling=80.0, duration=65.0
+    )
+    means = _five_second_means(sends, 10.0, 65.0)
+    assert max(means) <= 50.0, means
+    assert sum(means) / len(means) >= 44.0  # it uses most of the limit
+    assert len(refused) / len(sends) < 0.02
+    assert rate.refused_rate is not None
+    assert rate.plateau is not None
+    assert rate.plateau < 50.0
+
+
+def test_probes_are_rare_and_the_long_run_mean_stays_below_the_limit() -> None:
+    sends, refused, rate = _simulate_changing(
+        limit_at=lambda _: 50.0, burst=50.0, ceiling=80.0, duration=400.0
+    )
+    means = _five_second_means(sends, 10.0, 400.0)
+    assert sum(means) / len(means) < 50.0
+    above = sum(1 for m in means if m > 50.0)
+    # only while probing (about 20 s each, at 67 s and 205 s), and probes grow rarer
+    assert above / len(means) < 0.15, above
+    assert rate.probes_failed >= 1
+    assert len(refused) / len(sends) < 0.01
+
+
+def test_when_the_providers_limit_rises_the_rate_grows_back_to_the_ceiling() -> None:
+    sends, _, rate = _simulate_changing(
+        limit_at=lambda t: 50.0 if t < 60.0 else 80.0, burst=50.0, ceiling=80.0, duration=220.0
+    )
+    means = _five_second_means(sends, 200.0, 220.0)
+    assert min(means) >= 76.0, means
+    assert rate.rate == 80.0
+    assert rate.refused_rate is None  # the episode ended: free growth
+
+
+def test_growth_stops_at_the_plateau_then_probes_slowly_above_it() -> None:
+    rate = AdaptiveRate(80.0, increase_per_s=8.0, probe_after_s=10.0, probe_increase_per_s=2.0)
+    assert rate.on_rate_limited(0.0, sent_at=0.0)
+    assert rate.refused_rate == 80.0
+    assert rate.rate == pytest.approx(56.0)
+    assert rate.plateau == pytest.approx(68.0)  # halfway between 56 and 80
+    t = 0.0
+    while rate.rate < 68.0 and t < 60.0:
+        t += 0.01
+        rate.on_success(t)
+    assert rate.rate == pytest.approx(68.0)
+    reached = t
+    while t < reached + 9.9:
+        t += 0.01
+        rate.on_success(t)
+    assert rate.rate == pytest.approx(68.0)  # holding
+    assert not rate.probing
+    for _ in range(100):  # one second of successes at about 68/s
+        t += 0.01
+        rate.on_success(t)
+    assert rate.probing
+    assert 68.0 < rate.rate < 68.0 + 2 * 2.0 / 68.0 * 100
+    # a cut while probing: the limit did not rise, the next hold is twice as long
+    assert rate.on_rate_limited(t, sent_at=t)
+    assert rate.probes_failed == 1
+
+
+def test_forgetting_refusals_frees_growth_up_to_the_ceiling() -> None:
+    rate = AdaptiveRate(80.0, floor=1.0)
+    for t in range(20):  # an outage answering 429 drives the rate to its floor
+        rate.on_rate_limited(float(t), sent_at=float(t))
+    assert rate.at_floor
+    rate.forget_refusals()
+    assert rate.plateau is None
+    t = 20.0
+    while rate.rate < 80.0 and t < 400.0:
+        t += 1.0 / rate.rate
+        rate.on_success(t)
+    assert rate.rate == 80.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ok", "limited"]),
+            st.floats(min_value=0.0, max_value=5.0),
+        ),
+        max_size=300,
+    )
+)
+def test_the_plateau_stays_between_the_cut_rate_and_the_refused_rate(
+    steps: list[tuple[str, float]],
+) -> None:
+    rate = AdaptiveRate(80.0, floor=2.0, probe_after_s=3.0)
+    now = 0.0
+    for what, dt in steps:
+        now += dt
+        if what == "ok":
+            rate.on_success(now)
+        else:
+            rate.on_rate_limited(now, sent_at=now)
+        assert 2.0 <= rate.rate <= 80.0
+        plateau, refused = rate.plateau, rate.refused_rate
+        if refused is not None:
+            assert plateau is not None
+            assert plateau <= max(refused, 2.0)
+            assert plateau <= 80.0
+            if not rate.probing:
+                assert rate.rate <= plateau + 1e-9
 
 
 # --------------------------------------------------------------------------- PairLimiter
