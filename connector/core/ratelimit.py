@@ -101,7 +101,7 @@ class AdaptiveRate:
         "refused_rate",
     )
 
-    def __init__(  # noqa: PLR0913 - each knob is a documented, tested tuning parameter
+    def __init__(
         self,
         ceiling: float,
         *,
