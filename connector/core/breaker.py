@@ -13,9 +13,13 @@ How the engine uses it (one ``AccountBreaker`` per account):
   whose job is dropped without a result (drain, revoke) is given back with ``probe_abandoned``.
 
 Per-event failures (a 4xx for this event, an invalid transition) prove the account answers and
-count as healthy; only account-level transient failures (5xx, timeouts, resets, 429s, connect
-errors) count towards an outage. While the account is in outage, attempts do not burn their
-event's retry budget: the caller decides that from ``state``.
+count as healthy; only account-level transient failures (5xx, timeouts, resets, connect errors)
+count towards an outage. Rate-limit answers (429, Meta 130429) count only when the sender cannot
+slow down any further (its adaptive rate is at its floor, or it has none): above the floor they
+are pacing signals for ``AdaptiveRate`` and prove the account answers (``PACED``), so a merely
+throttled account never parks, while one that answers nothing but 429s still does. While the
+account is in outage, attempts do not burn their event's retry budget: the caller decides that
+from ``state``.
 """
 
 from __future__ import annotations
@@ -56,13 +60,14 @@ class AttemptResult(StrEnum):
     SERVER_ERROR = "server_error"  # 5xx, or a provider code meaning "temporarily unavailable"
     TIMEOUT = "timeout"
     RESET = "reset"  # the connection broke during the exchange
-    RATE_LIMITED = "rate_limited"  # 429, Meta 130429
+    RATE_LIMITED = "rate_limited"  # 429, Meta 130429, and the sender cannot slow down further
+    PACED = "paced"  # 429, Meta 130429 while the adaptive rate can still slow down: no outage
     CONNECT_ERROR = "connect_error"  # refused, DNS, TLS: nothing reached the provider
 
     @property
     def transient(self) -> bool:
         """Whether this result counts towards an account outage."""
-        return self not in {AttemptResult.SUCCESS, AttemptResult.EVENT_FAILURE}
+        return self not in {AttemptResult.SUCCESS, AttemptResult.EVENT_FAILURE, AttemptResult.PACED}
 
 
 class BreakerState(StrEnum):
@@ -246,6 +251,7 @@ def attempt_result(
     http_status: int | None = None,
     error_code: str | None = None,
     transport_kind: str | None = None,
+    can_slow_down: bool = False,
 ) -> AttemptResult:
     """What an attempt means for the account's health, from plain fields of its outcome.
 
@@ -253,6 +259,8 @@ def attempt_result(
     classified answer (``ProviderOutcome``: ``kind.is_success``, ``kind is RETRYABLE``,
     ``http_status``, ``error_code``). Retryable answers that concern one event or one recipient
     (Meta 131056, Zonos "blocked:" states) are per-event failures, not account trouble.
+    ``can_slow_down``: the account's adaptive rate is above its floor, so a rate-limit answer
+    is ``PACED`` (the rate is cut) rather than ``RATE_LIMITED`` (an outage sign).
     """
     if transport_kind is not None:
         if transport_kind == "timeout":
@@ -265,7 +273,7 @@ def attempt_result(
     if error_code in PAIR_LIMIT_CODES:
         return AttemptResult.EVENT_FAILURE
     if error_code in RATE_LIMIT_CODES or http_status == 429:
-        return AttemptResult.RATE_LIMITED
+        return AttemptResult.PACED if can_slow_down else AttemptResult.RATE_LIMITED
     if not retryable or (error_code is not None and error_code.startswith("blocked:")):
         return AttemptResult.EVENT_FAILURE
     return AttemptResult.SERVER_ERROR

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 #: Providers that speak WhatsApp and so live under Meta's pair rule.
 PAIR_LIMITED: Final = frozenset({"meta", "ycloud"})
+_RATE_LIMITED: Final = frozenset({AttemptResult.RATE_LIMITED, AttemptResult.PACED})
 #: Meta's 131056 answer asks for 4^X s; without a hint the pair waits one period.
 _PAIR_PENALTY_S: Final = 6.0
 
@@ -156,20 +157,22 @@ class Flow:
         account = job.provider.account
         job.pair_ready_at = None
         kind = error.kind if isinstance(error, TransportFailure) else None
+        rate = self.rates.get(account)
         result = attempt_result(
             success=answer.kind.is_success,
             retryable=answer.kind is OutcomeKind.RETRYABLE,
             http_status=answer.http_status,
             error_code=answer.error_code,
             transport_kind=kind if error is not None else None,
+            # a rate-limit answer is an outage sign only once the rate cannot be cut further
+            can_slow_down=rate is not None and not rate.at_floor,
         )
         if error is not None and kind is None:
             result = AttemptResult.RESET  # no answer and no transport kind: the exchange broke
-        rate = self.rates.get(account)
         if rate is not None:
             if result is AttemptResult.SUCCESS:
                 rate.on_success(now)
-            elif result is AttemptResult.RATE_LIMITED:
+            elif result in _RATE_LIMITED:
                 rate.on_rate_limited(now, sent_at=sent_at, retry_after=answer.retry_after)
             self._obs.adaptive_rate(job.provider.kind, account, rate.rate)
         if answer.error_code in PAIR_LIMIT_CODES:
@@ -190,6 +193,8 @@ class Flow:
             transition = None
         if transition is not None:
             self._obs.account_outage(job.provider.kind, account, breaker.in_outage)
+        if transition is Transition.CLOSED and rate is not None:
+            rate.forget_refusals()  # 429s of the outage taught nothing about the provider's rate
         return result, transition
 
     # ------------------------------------------------------------------ ambiguous outcomes

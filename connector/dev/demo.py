@@ -22,7 +22,6 @@ from connector.config import (
     ConnectorConfig,
     KafkaSettings,
     LimitSettings,
-    OutageSettings,
     RetrySettings,
     ServerSettings,
     TopicNames,
@@ -257,9 +256,9 @@ def _demo_config(
             "kafka": kafka.model_dump(),
             "topics": topics.model_dump(),
             "accounts": sandbox_accounts(provider_url, sandbox_config),
-            "limits": LimitSettings(
-                commit_interval_s=0.5, drain_timeout_s=10, outage=OutageSettings(enabled=False)
-            ).model_dump(),
+            # Outage mode on (the default): the scripted 429s are pacing signals for the
+            # adaptive rate and count towards an outage only once it is at its floor.
+            "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
             "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
             "server": ServerSettings(port=0).model_dump(),
             "webhooks": {

@@ -36,6 +36,27 @@ def test_transient_results_are_the_account_level_ones() -> None:
     }
 
 
+def test_rate_limit_answers_a_sender_can_still_pace_never_open_the_account() -> None:
+    """The demo's throttled accounts: a run of 429s while the adaptive rate can still slow down
+    is pacing, not an outage (it tripped the breaker and stalled the demo before)."""
+    breaker = AccountBreaker(SMALL)
+    for t in range(20):
+        assert breaker.record(AttemptResult.PACED, float(t)) is None
+    assert breaker.state is BreakerState.CLOSED
+    for t in range(5):  # at the floor the same answers are an outage sign
+        breaker.record(AttemptResult.RATE_LIMITED, 20.0 + t)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_a_probe_answered_with_a_pacing_429_ends_the_outage() -> None:
+    """The account answers (it only asks to slow down): its lanes resume, paced by the rate."""
+    breaker = AccountBreaker(SMALL)
+    for t in range(4):
+        breaker.record(BAD, float(t))
+    assert breaker.admit(5.0) is Admission.PROBE
+    assert breaker.record(AttemptResult.PACED, 5.1, probe=True) is Transition.CLOSED
+
+
 def test_stays_closed_below_the_minimum_number_of_requests() -> None:
     breaker = AccountBreaker(SMALL)
     for t in range(3):
@@ -188,6 +209,12 @@ def test_settings_are_validated(field: str, value: float) -> None:
         ({"success": False, "retryable": True, "http_status": 429,
           "error_code": "SENDER_RATE_LIMITED"}, AttemptResult.RATE_LIMITED),
         ({"success": False, "retryable": True, "http_status": 429}, AttemptResult.RATE_LIMITED),
+        ({"success": False, "retryable": True, "http_status": 429, "can_slow_down": True},
+         AttemptResult.PACED),
+        ({"success": False, "retryable": True, "http_status": 400, "error_code": "130429",
+          "can_slow_down": True}, AttemptResult.PACED),
+        ({"success": False, "retryable": True, "http_status": 503, "can_slow_down": True},
+         AttemptResult.SERVER_ERROR),
         ({"success": False, "retryable": True, "http_status": 400, "error_code": "131056"},
          AttemptResult.EVENT_FAILURE),
         ({"success": False, "retryable": True, "http_status": 200,

@@ -178,3 +178,67 @@ async def test_one_poison_order_never_looks_like_an_outage() -> None:
     assert [(e["event_id"], e["error_class"]) for e in errors] == [("o0-1", "retries_exhausted")]
     assert errors[0]["attempts"] == 12
     assert engine.flow.breakers["acct"].outages == 0
+
+
+class ThrottlingSender(FakeSender):
+    """Answers 429 to the next ``refuse`` requests, or to everything while ``down``."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.down = False
+        self.refused = 0
+
+    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        if self.down or self.refuse > 0:
+            self.refuse -= 1
+            self.refused += 1
+            await asyncio.sleep(0.001)
+            return httpx.Response(429, request=request)
+        return await super().send(request, timeout=timeout)
+
+
+async def test_a_throttled_account_is_paced_not_parked() -> None:
+    """The demo's scripted throttling (a run of 429s) tripped the breaker and stalled: while the
+    adaptive rate can still slow down a 429 is a pacing signal, not an outage sign."""
+    parts = make_partitions(orders=30, events_per_order=1, partitions=2)
+    source, sink, sender = FakeSource(parts), FakeSink(), ThrottlingSender(refuse=8)
+    paced = FakeProvider(settings=FakeSettings(max_in_flight=1, rate_per_second=80))
+    limits = LimitSettings(commit_interval_s=0.01, drain_timeout_s=2, outage=FAST_BREAKER)
+    retry = RetryPolicy(max_attempts=8, base_s=0.01, cap_s=0.05, max_elapsed_s=30, jitter=0)
+    engine = make_engine(source, sink, sender, providers={"acct": paced}, limits=limits,
+                         retry=retry)  # fmt: skip
+    await run_until(engine, source, sink, 30)
+    assert sink.by_topic("err") == []
+    assert sender.refused == 8
+    assert engine.flow.rates["acct"].cuts >= 5
+    assert engine.flow.breakers["acct"].outages == 0
+    assert engine.stats.outage_parks == 0
+
+
+async def test_an_outage_that_answers_only_429_still_parks_once_the_rate_is_at_its_floor() -> None:
+    # Enough events that first attempts (retries are no new evidence) still arrive at the floor.
+    parts = make_partitions(orders=80, events_per_order=1, partitions=2)
+    source, sink, sender = FakeSource(parts), FakeSink(), ThrottlingSender()
+    sender.down = True
+    paced = FakeProvider(settings=FakeSettings(max_in_flight=4, rate_per_second=500))
+    limits = LimitSettings(commit_interval_s=0.01, drain_timeout_s=2, outage=FAST_BREAKER)
+    retry = RetryPolicy(max_attempts=20, base_s=0.01, cap_s=0.05, max_elapsed_s=60, jitter=0)
+    engine = make_engine(source, sink, sender, providers={"acct": paced}, limits=limits,
+                         retry=retry)  # fmt: skip
+    breaker = engine.flow.breakers["acct"]
+
+    async def recover() -> None:
+        while not breaker.in_outage:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        sender.down = False
+
+    recovering = asyncio.create_task(recover())
+    await run_until(engine, source, sink, 80)
+    await recovering
+    assert sink.by_topic("err") == []
+    assert breaker.outages == 1
+    assert engine.stats.outage_parks > 0
+    rate = engine.flow.rates["acct"]
+    assert rate.refused_rate is None  # the outage's 429s were forgotten when it ended
