@@ -173,6 +173,7 @@ class ConnectorApp:
             cache=self.correlations,
             templates=self.engine,
             wait_s=self.config.correlation.wait_s,
+            echoes=self.engine.flow,
         )
         accounts = self.config.accounts
         meta = None

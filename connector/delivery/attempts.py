@@ -1,11 +1,13 @@
 """One attempt at the provider: send a job's request, count and time it, translate a retryable
-transport failure into a RETRYABLE answer, and classify the response. Nothing else: what the
+transport failure into a RETRYABLE answer, and classify the response (a refusal that only
+echoes a late request of the order becomes ``ALREADY_DONE``, ``Flow.echo_outcome``). What the
 answer means for the job is the engine's decision, and any other exception (the sender's
 ``AccountConfigError``, a classifier bug) is raised to the engine, which ends the job."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -21,10 +23,17 @@ if TYPE_CHECKING:
 class Attempts:
     """Sends attempts; ``in_flight`` counts requests awaiting their answer."""
 
-    def __init__(self, sender: HttpSender, observer: EngineObserver, stats: EngineStats) -> None:
+    def __init__(
+        self,
+        sender: HttpSender,
+        observer: EngineObserver,
+        stats: EngineStats,
+        echo: Callable[[Job, ProviderOutcome], ProviderOutcome] | None = None,
+    ) -> None:
         self._sender = sender
         self._obs = observer
         self._stats = stats
+        self._echo = echo
         self.in_flight = 0
 
     async def send(self, job: Job) -> ProviderOutcome:
@@ -54,4 +63,7 @@ class Attempts:
         status = response.status_code
         job.failure = "5xx" if status >= 500 else str(status)
         job.stage = "classify"
-        return provider.classify(response, attempt=attempt)
+        answer = provider.classify(response, attempt=attempt)
+        if self._echo is not None and answer.kind is OutcomeKind.PERMANENT:
+            return self._echo(job, answer)
+        return answer

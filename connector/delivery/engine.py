@@ -112,7 +112,7 @@ class Engine(EngineViews):
         self._outages = AccountOutages(self._flow, self._holds)
         self._screening = Screening(delivery, self._scrubber)
         self.stats = EngineStats()
-        self._attempts = Attempts(sender, self._obs, self.stats)
+        self._attempts = Attempts(sender, self._obs, self.stats, self._flow.echo_outcome)
         self._outcomes = Outcomes(
             sink, ledger_sink or sink, topics, self._obs, self.stats, scrubber=self._scrubber,
             on_durable=self._buffers.done, on_fatal=self._fatal, on_accepted=on_accepted,

@@ -17,6 +17,7 @@ from connector.core.ambiguity import (
     decide_ambiguous,
     gate_next,
     is_ambiguous,
+    refusal_is_late_echo,
     traits_for,
 )
 from connector.core.breaker import (
@@ -29,18 +30,24 @@ from connector.core.breaker import (
 )
 from connector.core.ratelimit import AdaptiveRate, PairLimiter, TokenBucket
 from connector.errors import TransportFailure
-from connector.providers.base import OutcomeKind
+from connector.providers.base import OutcomeKind, ProviderOutcome
+from connector.providers.refusals import sent_status, transition_refusal
 
 if TYPE_CHECKING:
     from connector.config import LimitSettings
     from connector.delivery.jobs import Job, LaneKey
     from connector.delivery.ports import EngineObserver
     from connector.errors import RetryableDeliveryError
-    from connector.providers.base import Provider, ProviderOutcome
+    from connector.providers.base import Provider
 
 #: Providers that speak WhatsApp and so live under Meta's pair rule.
 PAIR_LIMITED: Final = frozenset({"meta", "ycloud"})
 _RATE_LIMITED: Final = frozenset({AttemptResult.RATE_LIMITED, AttemptResult.PACED})
+#: How long an ambiguous attempt is remembered for recognising its late echo (a Meta 2046
+#: webhook for a request that landed late arrives seconds to minutes after it), and at most how
+#: many are remembered (the oldest go first).
+_ECHO_MEMORY_S: Final = 900.0
+_ECHO_MEMORY_MAX: Final = 100_000
 #: Meta's 131056 answer asks for 4^X s; without a hint the pair waits one period.
 _PAIR_PENALTY_S: Final = 6.0
 
@@ -52,6 +59,16 @@ class Settle:
 
     until: float
     event_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class Sent:
+    """An ambiguous attempt's request: its order lane, the status as sent, its account."""
+
+    lane: LaneKey
+    status: str
+    account: str
+    at: float
 
 
 class Flow:
@@ -101,6 +118,12 @@ class Flow:
         self.ambiguous = 0
         self.ambiguous_superseded = 0
         self.extra_messages = 0
+        # Late echoes: ambiguous events (event id -> Sent) and, per lane that had one, the
+        # newest status accepted or ambiguously sent since (event id, status).
+        self._echo_events: dict[str, Sent] = {}
+        self._newest: dict[LaneKey, tuple[str, str]] = {}
+        #: transition refusals recognised as the harmless echo of a late request
+        self.late_echoes = 0
 
     # ------------------------------------------------------------------ outage
 
@@ -169,6 +192,8 @@ class Flow:
         )
         if error is not None and kind is None:
             result = AttemptResult.RESET  # no answer and no transport kind: the exchange broke
+        if result is AttemptResult.SUCCESS and job.lane in self._newest:
+            self._newest[job.lane] = (job.event.event_id, self._sent_status(job))
         if rate is not None:
             if result is AttemptResult.SUCCESS:
                 rate.on_success(now)
@@ -221,12 +246,77 @@ class Flow:
             if len(self._settle) >= self._sweep_at:  # amortised: windows that passed go
                 self._settle = {k: v for k, v in self._settle.items() if v.until > now}
                 self._sweep_at = max(1024, 2 * len(self._settle))
+        self._remember_ambiguous(job, now)
         if decision.extra_message:
             self.extra_messages += 1
         if decision.action is AmbiguityAction.SUPERSEDE:
             self.ambiguous_superseded += 1
         self._obs.ambiguous(job.provider.kind, job.provider.account, decision.action.value)
         return decision
+
+    # ------------------------------------------------------------------ late echoes
+
+    def late_echo(self, event_id: str, provider_kind: str, error_code: str | int | None) -> bool:
+        """Whether a transition refusal (Meta 2046, Zonos "cannot be moved ... while in" a
+        terminal status) of ``event_id`` is the harmless echo of a late request: the event had
+        an ambiguous attempt and its order's newest status was accepted or ambiguously sent
+        since (``connector.core.ambiguity.refusal_is_late_echo``). Otherwise it stays an error.
+        """
+        refusal = transition_refusal(provider_kind, error_code)
+        sent = self._echo_events.get(event_id) if refusal is not None else None
+        newest = self._newest.get(sent.lane) if sent is not None else None
+        if refusal is None or sent is None or newest is None:
+            return False
+        newest_id, newest_status = newest
+        echo = refusal_is_late_echo(
+            refused_status=sent.status,
+            newest_status=newest_status,
+            refused_is_newest=newest_id == event_id,
+            newest_was_ambiguous=newest_id in self._echo_events,
+            traits=self._traits[sent.account],
+            provider_status=refusal.provider_status,
+        )
+        if echo:
+            self.late_echoes += 1
+        return echo
+
+    def echo_outcome(self, job: Job, answer: ProviderOutcome) -> ProviderOutcome:
+        """``answer``, or ``ALREADY_DONE`` when it is a refusal that only echoes a late request
+        of the order (the provider holds the order's newest status already)."""
+        if answer.kind is not OutcomeKind.PERMANENT or not self.late_echo(
+            job.event.event_id, job.provider.kind, answer.error_code
+        ):
+            return answer
+        return ProviderOutcome(
+            OutcomeKind.ALREADY_DONE,
+            http_status=answer.http_status,
+            error_code=answer.error_code,
+            detail=f"late echo (the provider holds the newest status): {answer.detail or ''}",
+        )
+
+    def _remember_ambiguous(self, job: Job, now: float) -> None:
+        status = self._sent_status(job)
+        self._echo_events[job.event.event_id] = Sent(job.lane, status, job.provider.account, now)
+        self._newest[job.lane] = (job.event.event_id, status)
+        if len(self._echo_events) > _ECHO_MEMORY_MAX or (
+            next(iter(self._echo_events.values())).at < now - _ECHO_MEMORY_S
+        ):
+            self._expire_echoes(now)
+
+    def _expire_echoes(self, now: float) -> None:
+        horizon = now - _ECHO_MEMORY_S
+        events = self._echo_events
+        while events:
+            oldest_id, oldest = next(iter(events.items()))
+            if oldest.at >= horizon and len(events) <= _ECHO_MEMORY_MAX:
+                break
+            del events[oldest_id]
+        lanes = {sent.lane for sent in events.values()}
+        self._newest = {k: v for k, v in self._newest.items() if k in lanes}
+
+    def _sent_status(self, job: Job) -> str:
+        """The status as the provider knows it: the request's own (Zonos), else the event's."""
+        return sent_status(job.provider.kind, job.request.content) or _status(job)
 
     def deferral(self, job: Job, now: float) -> tuple[float, str]:
         """How long ``job`` must wait before sending, and why ("settle": an ambiguous older
@@ -258,6 +348,10 @@ class Flow:
     def forget(self, partitions: set[int]) -> None:
         """Drop the settle windows of released partitions (their next owner starts afresh)."""
         self._settle = {k: v for k, v in self._settle.items() if k[0] not in partitions}
+        self._echo_events = {
+            k: v for k, v in self._echo_events.items() if v.lane[0] not in partitions
+        }
+        self._newest = {k: v for k, v in self._newest.items() if k[0] not in partitions}
 
 
 def _pair(job: Job) -> Hashable:

@@ -23,6 +23,12 @@ from connector.webhooks.correlation import CorrelationCache, CorrelationRecord
 log = structlog.get_logger("connector.webhooks.sink")
 
 
+class LateEchoes(Protocol):
+    """Whether a refusal reported for an event only echoes a late request of its order."""
+
+    def late_echo(self, event_id: str, provider_kind: str, error_code: str | None) -> bool: ...
+
+
 class TemplateControl(Protocol):
     """What the sink needs from the engine."""
 
@@ -42,6 +48,8 @@ class KafkaWebhookSink:
     cache: CorrelationCache | None
     templates: TemplateControl
     wait_s: float = 5.0
+    # Meta 2046 for a request that landed after the order's newest status: a result, no error.
+    echoes: LateEchoes | None = None
     uncorrelated: int = field(default=0, init=False)
 
     async def publish_reports(self, reports: Sequence[StatusReport]) -> None:
@@ -88,6 +96,15 @@ class KafkaWebhookSink:
         detail = None
         if first is not None:
             detail = f"{first.code}: {first.title}" + (f" ({first.detail})" if first.detail else "")
+        echo = (
+            report.status is DeliveryStatus.FAILED
+            and first is not None
+            and event_id is not None
+            and self.echoes is not None
+            and self.echoes.late_echo(event_id, report.provider, first.code)
+        )
+        if echo:
+            detail = f"late echo (the provider holds the newest status): {detail}"
         key = (order_id or event_id or report.message_id).encode()
         result = ResultRecord(
             event_id=event_id,
@@ -104,7 +121,10 @@ class KafkaWebhookSink:
             detail=detail,
         )
         out = [(self.results_topic, key, result.to_bytes())]
-        if report.status is DeliveryStatus.FAILED:
+        if echo:
+            log.info("late_echo", order_id=order_id, code=first.code if first else None,
+                     **report.log_fields())  # fmt: skip
+        elif report.status is DeliveryStatus.FAILED:
             error = ErrorRecord(
                 event_id=event_id,
                 order_id=order_id,
