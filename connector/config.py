@@ -169,6 +169,11 @@ class LimitSettings(_Strict):
     # the order's next request waits this long (None: the provider's default, 20 s), so a
     # late original cannot overtake it (docs/providers.md, "Ambiguous outcomes").
     settle_window_s: float | None = Field(default=None, ge=0)
+    # Per provider kind, how a newer request is kept from being overtaken by a late ambiguous
+    # one: "hold" (the default: it waits for the settle window, no extra message) or
+    # "reassert" (it goes at once and the order's newest status is sent once more when the
+    # window has passed: lower latency, one extra message per such order).
+    late_guard: dict[str, Literal["hold", "reassert"]] = Field(default_factory=dict)
 
 
 class RetrySettings(_Strict):

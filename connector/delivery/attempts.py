@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import structlog
+
 from connector.errors import RetryableDeliveryError
 from connector.providers.base import OutcomeKind, ProviderOutcome
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from connector.delivery.jobs import Job
     from connector.delivery.ports import EngineObserver, EngineStats
     from connector.http.sender import HttpSender
+
+log = structlog.get_logger("connector.delivery.attempts")
 
 
 class Attempts:
@@ -67,3 +71,26 @@ class Attempts:
         if self._echo is not None and answer.kind is OutcomeKind.PERMANENT:
             return self._echo(job, answer)
         return answer
+
+    async def resend(self, job: Job) -> None:
+        """Send ``job``'s request once more (a re-assert of the order's newest status, after
+        its outcome was published): no attempt counted, no outcome; the answer is logged."""
+        provider = job.provider
+        self.in_flight += 1
+        self._obs.request_started(provider.kind)
+        started = time.monotonic()
+        try:
+            response = await self._sender.send(
+                job.request, timeout=provider.settings.request_timeout_s
+            )
+        except RetryableDeliveryError as exc:
+            log.warning("reassert_unanswered", order_id=job.event.order_id,
+                        account=provider.account, code=exc.code)  # fmt: skip
+            return
+        finally:
+            self.in_flight -= 1
+            self._obs.request_latency(provider.kind, time.monotonic() - started)
+            self._stats.sent_requests += 1
+        answer = provider.classify(response, attempt=job.attempts)
+        log.info("reassert_sent", order_id=job.event.order_id, account=provider.account,
+                 outcome=answer.kind.value, code=answer.error_code)  # fmt: skip

@@ -113,6 +113,7 @@ class Engine(EngineViews):
         self._screening = Screening(delivery, self._scrubber)
         self.stats = EngineStats()
         self._attempts = Attempts(sender, self._obs, self.stats, self._flow.echo_outcome)
+        self._flow.resend = lambda job: self._spawn(job.state, self._attempts.resend(job))
         self._outcomes = Outcomes(
             sink, ledger_sink or sink, topics, self._obs, self.stats, scrubber=self._scrubber,
             on_durable=self._buffers.done, on_fatal=self._fatal, on_accepted=on_accepted,

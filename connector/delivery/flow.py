@@ -5,14 +5,16 @@ sends, parks or publishes: the engine does, from what this answers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from connector.core.ambiguity import (
     AmbiguityAction,
     AmbiguityDecision,
+    LateGuard,
     ProviderTraits,
     decide_ambiguous,
     gate_next,
@@ -59,6 +61,18 @@ class Settle:
 
     until: float
     event_id: str
+
+
+@dataclass(slots=True)
+class Reassert:
+    """The order's newest status goes once more at ``at`` (guard ``reassert``): ``event_id``
+    was sent before an ambiguous older request's window had passed. ``job`` and ``timer`` are
+    set once it was answered."""
+
+    at: float
+    event_id: str
+    job: Job | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,7 +124,12 @@ class Flow:
                 self._pairs[name] = PairLimiter(
                     period_s=period, burst=limits.pair_burst, margin_s=min(0.25, period / 4)
                 )
-            self._traits[name] = traits_for(p.kind, settle_window_s=limits.settle_window_s)
+            guard = limits.late_guard.get(p.kind)
+            self._traits[name] = traits_for(
+                p.kind,
+                settle_window_s=limits.settle_window_s,
+                guard=LateGuard(guard) if guard is not None else None,
+            )
         self._settle: dict[LaneKey, Settle] = {}
         self._sweep_at = 1024
         #: ambiguous attempts, superseded ambiguous requests, and resends that may show the
@@ -124,6 +143,12 @@ class Flow:
         self._newest: dict[LaneKey, tuple[str, str]] = {}
         #: transition refusals recognised as the harmless echo of a late request
         self.late_echoes = 0
+        # Re-asserts due per lane (guard "reassert"); ``resend`` sends a job's request once
+        # more without an outcome (the engine sets it: ``Attempts.resend`` in a task).
+        self._reasserts: dict[LaneKey, Reassert] = {}
+        self.resend: Callable[[Job], None] | None = None
+        #: newest statuses sent once more after a settle window (each an extra message)
+        self.reasserted = 0
 
     # ------------------------------------------------------------------ outage
 
@@ -194,6 +219,8 @@ class Flow:
             result = AttemptResult.RESET  # no answer and no transport kind: the exchange broke
         if result is AttemptResult.SUCCESS and job.lane in self._newest:
             self._newest[job.lane] = (job.event.event_id, self._sent_status(job))
+        if result is AttemptResult.SUCCESS and job.lane in self._reasserts:
+            self._arm_reassert(job, now)
         if rate is not None:
             if result is AttemptResult.SUCCESS:
                 rate.on_success(now)
@@ -249,6 +276,7 @@ class Flow:
         self._remember_ambiguous(job, now)
         if decision.extra_message:
             self.extra_messages += 1
+            self._obs.extra_message(job.provider.kind, job.provider.account, "retry")
         if decision.action is AmbiguityAction.SUPERSEDE:
             self.ambiguous_superseded += 1
         self._obs.ambiguous(job.provider.kind, job.provider.account, decision.action.value)
@@ -328,7 +356,12 @@ class Flow:
 
     def gate(self, job: Job, now: float) -> float:
         """Seconds ``job`` must wait so no ambiguous older request of its order can land after
-        it (0: go). The retry of the ambiguous request itself is not gated."""
+        it (0: go). The retry of the ambiguous request itself is not gated. A newer request
+        of the order makes a re-assert of an older one moot (past the window it is the last
+        one processed; before it, it takes the re-assert over)."""
+        pending = self._reasserts.get(job.lane)
+        if pending is not None and pending.event_id != job.event.event_id:
+            self._drop_reassert(job.lane)
         settle = self._settle.get(job.lane)
         if settle is None:
             return 0.0
@@ -343,7 +376,46 @@ class Flow:
             next_status=_status(job),
             traits=self._traits[job.provider.account],
         )
+        if gate.reassert_at is not None and gate.send_at <= now:
+            # it goes now, before the window passed: the newest status is re-sent then
+            self._reasserts[job.lane] = Reassert(gate.reassert_at, job.event.event_id)
         return max(0.0, gate.send_at - now)
+
+    # ------------------------------------------------------------------ re-assert
+
+    def _arm_reassert(self, job: Job, now: float) -> None:
+        """``job`` was answered: if it is the lane's pending re-assert, time the resend."""
+        pending = self._reasserts[job.lane]
+        if pending.event_id != job.event.event_id or pending.timer is not None:
+            return
+        pending.job = job
+        loop = asyncio.get_running_loop()
+        pending.timer = loop.call_later(max(0.0, pending.at - now), self._reassert, job.lane)
+
+    def _drop_reassert(self, lane: LaneKey) -> None:
+        pending = self._reasserts.pop(lane, None)
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+
+    def _reassert(self, lane: LaneKey) -> None:
+        """Send the lane's newest status once more, unless its partition went away. Paced by
+        the account's rate like any send (one extra message per such order)."""
+        pending = self._reasserts.get(lane)
+        job = pending.job if pending is not None else None
+        if pending is None or job is None or job.state.draining or job.state.dropped:
+            self._reasserts.pop(lane, None)
+            return
+        wait = self.try_send(job.provider.account, time.monotonic())
+        if wait > 0:
+            pending.timer = asyncio.get_running_loop().call_later(wait, self._reassert, lane)
+            return
+        del self._reasserts[lane]
+        if self.resend is None:
+            return
+        self.reasserted += 1
+        self.extra_messages += 1
+        self._obs.extra_message(job.provider.kind, job.provider.account, "reassert")
+        self.resend(job)
 
     def forget(self, partitions: set[int]) -> None:
         """Drop the settle windows of released partitions (their next owner starts afresh)."""
@@ -352,6 +424,8 @@ class Flow:
             k: v for k, v in self._echo_events.items() if v.lane[0] not in partitions
         }
         self._newest = {k: v for k, v in self._newest.items() if k[0] not in partitions}
+        for lane in [k for k in self._reasserts if k[0] in partitions]:
+            self._drop_reassert(lane)
 
 
 def _pair(job: Job) -> Hashable:

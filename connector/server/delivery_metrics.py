@@ -81,6 +81,9 @@ class EngineMetrics:
     def ambiguous(self, provider: str, account: str, action: str) -> None:
         self.metrics.ambiguous_attempts.labels(provider, account, action).inc()
 
+    def extra_message(self, provider: str, account: str, reason: str) -> None:
+        self.metrics.extra_messages.labels(provider, account, reason).inc()
+
     def request_started(self, provider: str) -> None:
         child = self._inflight.get(provider)
         if child is None:

@@ -40,6 +40,7 @@ _HELP: Final[dict[str, str]] = {
     "account_outages": "Times the account entered outage mode.",
     "adaptive_rate": "The account's current adaptive send rate, messages per second.",
     "ambiguous_attempts": "Attempts that ended without an answer after the request was written.",
+    "extra_messages": "Sends that may show a customer a status twice (ambiguous retry, reassert).",
     "open_lanes": "Per-order lanes holding unfinished records.",
     "buffered_records": "Records held in memory, not yet finished.",
     "buffered_bytes": "Bytes of records held in memory, not yet finished.",
@@ -93,6 +94,7 @@ class ConnectorMetrics:
         self.account_outages = counter("account_outages", "provider", "account")
         self.adaptive_rate = gauge("adaptive_rate", "provider", "account")
         self.ambiguous_attempts = counter("ambiguous_attempts", "provider", "account", "action")
+        self.extra_messages = counter("extra_messages", "provider", "account", "reason")
         self.open_lanes = gauge("open_lanes")
         self.buffered_records = gauge("buffered_records")
         self.buffered_bytes = gauge("buffered_bytes")
