@@ -392,6 +392,11 @@ class Flow:
         loop = asyncio.get_running_loop()
         pending.timer = loop.call_later(max(0.0, pending.at - now), self._reassert, job.lane)
 
+    @property
+    def pending_reasserts(self) -> int:
+        """Re-asserts timed and not yet sent."""
+        return sum(1 for r in self._reasserts.values() if r.timer is not None)
+
     def _drop_reassert(self, lane: LaneKey) -> None:
         pending = self._reasserts.pop(lane, None)
         if pending is not None and pending.timer is not None:

@@ -129,6 +129,31 @@ async def test_the_adaptive_rate_finds_a_sandbox_limit_below_the_configured_rate
     assert refused / answered < 0.08, (refused, answered)
     assert rate.cuts >= 1
     assert rate.rate < 40.0
+    # It settles on a plateau under the limit instead of climbing back over it (AIMD's saw).
+    assert rate.plateau is not None
+    assert rate.plateau <= 25.0, rate.plateau
+
+
+async def test_a_throttled_account_is_paced_and_never_parked(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """The demo's scripted throttling (a run of 130429 answers) with outage mode on: the 429s
+    cut the adaptive rate; they are no outage while it can still slow down."""
+    async with _pipeline(kafka_bootstrap, unique_name, quiet_sandbox()) as pipe:
+        pipe.sandbox.add_rule({"provider": "meta", "action": "rate_limit", "count": 8})
+        scripts = _scripts({"meta": "meta-br"}, orders=60, per_order=1, seed=43)
+        events = list(interleave(scripts, seed=4))
+        await pipe.produce(events)
+        outage = {"min_requests": 5, "probe_interval_s": 0.2}  # eager: 8 x 429 would open it
+        async with _running(pipe, rate_per_second=80.0, limits={"outage": outage}) as app:
+            results, errors = await pipe.outcomes(len(events), deadline_s=120)
+            breaker = app.engine.flow.breakers["meta-br"]
+            rate = app.engine.flow.rates["meta-br"]
+    assert errors == []
+    assert len(results) == 60
+    assert _counter(pipe.sandbox, "meta", "130429") == 8
+    assert rate.cuts >= 1  # the 8 refusals answer one overshoot: one generation, one cut
+    assert breaker.outages == 0
 
 
 async def test_late_processing_never_leaves_an_order_on_an_older_status(
@@ -158,6 +183,46 @@ async def test_late_processing_never_leaves_an_order_on_an_older_status(
     assert len(results) == len(events)
     assert late > 0  # the fault struck
     assert flow.ambiguous > 0
+    wrong = _orders_not_on_newest(pipe.sandbox, scripts)
+    assert wrong == [], wrong
+
+
+async def test_late_processing_with_re_assert_ends_every_order_on_its_newest_status(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # As above, but Z-API and Zonos use the "reassert" guard: newer requests go at once and
+    # the newest status is sent once more after the window (an extra message per such order).
+    config = quiet_sandbox(late_rate=0.1, late_min_s=1.0, late_max_s=2.5)
+    async with _pipeline(kafka_bootstrap, unique_name, config) as pipe:
+        accounts = {"zapi": "zapi-br", "zonos": "zonos-us"}
+        scripts = _scripts(accounts, orders=60, per_order=4, seed=52)
+        events = list(interleave(scripts, seed=5))
+        await pipe.produce(events)
+        limits = {"settle_window_s": 3.0, "late_guard": {"zapi": "reassert", "zonos": "reassert"}}
+        async with _running(
+            pipe,
+            request_timeout_s=0.5,
+            limits=limits,
+            retry={"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 0.5},
+        ) as app:
+            results, errors = await pipe.outcomes(len(events), deadline_s=120)
+            flow = app.engine.flow
+            with anyio.fail_after(15):  # re-asserts 3 s after the last ambiguous attempt
+                while _late_pending(pipe.sandbox) or flow.pending_reasserts:
+                    await asyncio.sleep(0.1)
+            reasserted = flow.reasserted
+            counted = sum(
+                app.metrics.registry.get_sample_value(
+                    "connector_extra_messages_total",
+                    {"provider": kind, "account": name, "reason": "reassert"},
+                )
+                or 0.0
+                for kind, name in accounts.items()
+            )
+    assert errors == []
+    assert len(results) == len(events)
+    assert reasserted > 0
+    assert counted == reasserted
     wrong = _orders_not_on_newest(pipe.sandbox, scripts)
     assert wrong == [], wrong
 
