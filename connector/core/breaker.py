@@ -183,15 +183,27 @@ class AccountBreaker:
         return Admission.WAIT
 
     def record(
-        self, result: AttemptResult, now: float, *, probe: bool = False
+        self,
+        result: AttemptResult,
+        now: float,
+        *,
+        probe: bool = False,
+        retry_in: float | None = None,
     ) -> Transition | None:
         """Feed one attempt's result; returns the state change it caused, if any.
 
         ``probe`` must be True exactly for the request ``admit`` answered ``PROBE`` to.
+        ``retry_in``: for a failed probe, when the provider itself says to ask again (a
+        rate-limit answer: its ``Retry-After``, or the sender's floor pace). The next probe is
+        due then and the backoff does not grow: a throttled provider is asked again as soon as
+        it allows, not after a doubling wait that outlasts the throttle.
         """
         if probe:
             if self._state is not BreakerState.PROBING:
                 raise ValueError(f"a probe result arrived in state {self._state}")
+            if result.transient and retry_in is not None:
+                self._open_until(now + max(0.0, retry_in))
+                return Transition.PROBE_FAILED
             if result.transient:
                 self._interval = min(
                     self._settings.probe_interval_cap_s,

@@ -71,7 +71,12 @@ class AdaptiveRate:
       (``probe_increase_per_s``). A cut while probing doubles the next plateau's hold (up to
       ``probe_after_cap_s``): a limit that stays put is probed more and more rarely;
     * a probe that passes the refused rate without a cut means the provider's limit rose: the
-      episode ends and the rate grows at ``increase_per_s`` up to the ceiling again.
+      episode ends and the rate grows at ``increase_per_s`` up to the ceiling again;
+    * only a cut that follows at least ``learn_after`` successes since the previous cut teaches
+      a refused rate: the rate worked until it went over. A run of refusals with nothing
+      accepted in between (a throttle switched on for a while, a scripted run of 429s, an
+      outage answering 429) cuts the rate without lowering the plateau, so once it ends the
+      rate grows back freely instead of holding near its floor.
 
     A ``Retry-After`` holds every send until it has passed: it stays a lower bound whatever the
     rate. ``reserve(now)`` works like ``TokenBucket.reserve`` at the current rate, with a burst
@@ -88,12 +93,14 @@ class AdaptiveRate:
         "_hold_cap",
         "_hold_s",
         "_increase",
+        "_learn_after",
         "_plateau",
         "_plateau_share",
         "_plateau_since",
         "_probe_increase",
         "_rate",
         "_stamp",
+        "_successes",
         "_tokens",
         "cuts",
         "held_until",
@@ -113,6 +120,7 @@ class AdaptiveRate:
         probe_after_s: float = 60.0,
         probe_after_cap_s: float = 480.0,
         probe_increase_per_s: float | None = None,
+        learn_after: int = 5,
         now: float = 0.0,
     ) -> None:
         require_finite("ceiling", ceiling, above=0)
@@ -141,6 +149,10 @@ class AdaptiveRate:
         self._hold_cap = probe_after_cap_s
         self._hold_s = probe_after_s
         self._probe_increase = probe_increase
+        if learn_after < 0:
+            raise ValueError("learn_after must be >= 0")
+        self._learn_after = learn_after
+        self._successes = 0  # since the last cut
         self._rate = ceiling
         self._tokens = self._burst()
         self._stamp = now
@@ -204,6 +216,7 @@ class AdaptiveRate:
     def on_success(self, now: float) -> None:
         """A successful answer (the provider took the message): grow back, shaped by the last
         refused rate (see the class docstring)."""
+        self._successes += 1
         rate, plateau = self._rate, self._plateau
         if plateau is None or self.refused_rate is None:
             rate += self._increase / rate
@@ -243,13 +256,17 @@ class AdaptiveRate:
         if sent_at < self._cut_at:
             return False
         refused = self._rate
-        if self.probing:  # the probe found no more room: probe more rarely
-            self.probes_failed += 1
-            self._hold_s = min(self._hold_cap, max(self._hold_s, 1e-9) * 2)
         rate = max(self._floor, refused * self._decrease)
-        self.refused_rate = refused
-        self._plateau = max(rate, min(self._ceiling, refused * self._plateau_share))
-        self._plateau_since = now if rate >= self._plateau else None
+        if self._successes >= self._learn_after:  # it worked until it went over: learn
+            if self.probing:  # the probe found no more room: probe more rarely
+                self.probes_failed += 1
+                self._hold_s = min(self._hold_cap, max(self._hold_s, 1e-9) * 2)
+            self.refused_rate = refused
+            self._plateau = max(rate, min(self._ceiling, refused * self._plateau_share))
+            self._plateau_since = now if rate >= self._plateau else None
+        elif self._plateau is not None and rate < self._plateau:
+            self._plateau_since = None  # back on the plateau, the hold starts again
+        self._successes = 0
         self._set_rate(now, rate)
         self._cut_at = now
         self.cuts += 1

@@ -239,8 +239,12 @@ class Flow:
             # event answered 503 again and again must not look like an outage (it would park
             # the account and never spend its own budget). First attempts of many events do.
             return result, None
+        retry_in = None
+        if probe and result is AttemptResult.RATE_LIMITED and rate is not None:
+            # asked to slow down at the floor: probe again at the floor's pace or Retry-After
+            retry_in = max(1.0 / rate.floor, answer.retry_after or 0.0)
         try:
-            transition = breaker.record(result, now, probe=probe)
+            transition = breaker.record(result, now, probe=probe, retry_in=retry_in)
         except ValueError:  # a probe answer in a state that no longer expects it
             transition = None
         if transition is not None:

@@ -57,6 +57,25 @@ def test_a_probe_answered_with_a_pacing_429_ends_the_outage() -> None:
     assert breaker.record(AttemptResult.PACED, 5.1, probe=True) is Transition.CLOSED
 
 
+def test_a_probe_refused_with_a_rate_limit_is_repeated_when_the_provider_allows() -> None:
+    """At the floor a 429 probe fails, but the next one is due at the provider's hint and the
+    backoff does not grow (a doubling wait outlasted the demo's throttle by minutes)."""
+    breaker = AccountBreaker(SMALL)
+    for t in range(4):
+        breaker.record(AttemptResult.RATE_LIMITED, float(t))
+    for n in range(5):
+        now = 10.0 + n
+        assert breaker.admit(now) is Admission.PROBE
+        assert (
+            breaker.record(AttemptResult.RATE_LIMITED, now, probe=True, retry_in=0.6)
+            is Transition.PROBE_FAILED
+        )
+        assert breaker.next_probe_at == pytest.approx(now + 0.6)
+    assert breaker.probe_interval_s == SMALL.probe_interval_s  # no backoff growth
+    assert breaker.admit(15.0) is Admission.PROBE
+    assert breaker.record(OK, 15.0, probe=True) is Transition.CLOSED
+
+
 def test_stays_closed_below_the_minimum_number_of_requests() -> None:
     breaker = AccountBreaker(SMALL)
     for t in range(3):

@@ -260,7 +260,9 @@ def test_when_the_providers_limit_rises_the_rate_grows_back_to_the_ceiling() -> 
 
 
 def test_growth_stops_at_the_plateau_then_probes_slowly_above_it() -> None:
-    rate = AdaptiveRate(80.0, increase_per_s=8.0, probe_after_s=10.0, probe_increase_per_s=2.0)
+    rate = AdaptiveRate(
+        80.0, increase_per_s=8.0, probe_after_s=10.0, probe_increase_per_s=2.0, learn_after=0
+    )
     assert rate.on_rate_limited(0.0, sent_at=0.0)
     assert rate.refused_rate == 80.0
     assert rate.rate == pytest.approx(56.0)
@@ -298,6 +300,24 @@ def test_forgetting_refusals_frees_growth_up_to_the_ceiling() -> None:
         t += 1.0 / rate.rate
         rate.on_success(t)
     assert rate.rate == 80.0
+
+
+def test_a_run_of_refusals_with_nothing_accepted_teaches_no_plateau() -> None:
+    """The demo's scripted 25 x 130429 (or a throttle switched on for a while): the rate falls
+    to its floor, but nothing was accepted between the refusals, so nothing says where the
+    limit is; afterwards it grows back at the normal speed instead of holding near the floor
+    (it held about 2/s for 60 s, and the demo took 32 s instead of 20)."""
+    rate = AdaptiveRate(80.0)
+    for n in range(25):
+        rate.on_rate_limited(n * 0.05, sent_at=n * 0.05)
+    assert rate.at_floor
+    assert rate.refused_rate is None
+    t = 2.0
+    while rate.rate < 40.0 and t < 100.0:
+        t += 1.0 / rate.rate  # full use
+        rate.on_success(t)
+    assert t < 2.0 + 30.0  # 1.6/s per second of full use: about 24 s to 40/s
+    assert rate.cuts == 25
 
 
 @settings(max_examples=200, deadline=None)
