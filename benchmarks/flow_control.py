@@ -19,43 +19,39 @@ import contextlib
 import itertools
 import logging
 import os
-import platform
-import shlex
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 import yaml
 
-from benchmarks.pipeline import (
+from benchmarks.harness import (
+    ConnectorProcess,
     OutcomeReader,
     ResourceSampler,
+    SandboxProcess,
     Workload,
-    _child_env,
-    _stop_process,
+    broker,
+    command_line,
     create_topics,
+    env_secrets,
+    machine,
+    print_json,
     produce_backlog,
+    running,
 )
-from connector.config import KafkaSettings
-from connector.contract.events import OrderStatusChanged, encode_event
 from connector.dev.demo import sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
-from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from connector.kafka.consumer import read_topic
+from connector.dev.workload import WorkloadSpec, build_orders
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET_FIELDS = ("access_token", "api_key", "instance_token", "client_token", "secret")
 RATE_LIMIT_LABELS = ("130429", "SENDER_RATE_LIMITED", "ACCOUNT_RATE_LIMITED")
 PAIR_LIMIT_LABELS = ("131056", "TOO_MANY_REQUESTS")
 SCENARIOS = ("rate-use", "adaptive", "outage", "late-processing")
@@ -68,64 +64,19 @@ def progress(message: str) -> None:
 # ----------------------------------------------------------------------------- sandboxes
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Sandbox:
-    """``python -m connector.dev.sandbox`` on a fixed port, so it can be stopped and restarted."""
+class Sandbox(SandboxProcess):
+    """A sandbox process configured with ``patch`` at every start; ``stop`` and ``start`` again
+    keep its port, so the daemon's accounts reach it again (the outage scenario)."""
 
     def __init__(self, name: str, patch: dict[str, Any]) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("--record-capacity", "400000", name=name, sampling_period_s=0.5)
         self.patch = patch
-        self.proc: subprocess.Popen[str] | None = None
         self.counter_series: list[tuple[float, dict[str, dict[str, int]]]] = []
-        self.sampler: ResourceSampler | None = None
 
-    def provider_url(self, provider: str) -> str:
-        return f"{self.url}/{provider}"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-            [
-                sys.executable,
-                "-m",
-                "connector.dev.sandbox",
-                "--port",
-                str(self.port),
-                "--record-capacity",
-                "400000",
-            ],
-            cwd=ROOT,
-            env=_child_env({}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.to_thread(self.proc.stdout.readline)
-        if not line.startswith("sandbox listening on "):
-            self.stop()
-            raise RuntimeError(f"sandbox {self.name} did not start: {line!r}")
-        self.sampler = ResourceSampler(self.proc.pid, period_s=0.5)
+    async def start(self) -> ResourceSampler:
+        sampler = await super().start()
         await self.control("POST", "/_sandbox/config", self.patch)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc, timeout_s=10)
-            self.proc = None
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.url + path, json=body) as answer,
-        ):
-            answer.raise_for_status()
-            return orjson.loads(await answer.read())
+        return sampler
 
     async def poll_counters(self, period_s: float = 0.5) -> None:
         """Cumulative answer counters over time (refusals are not in the request log)."""
@@ -136,18 +87,6 @@ class Sandbox:
                         stats = orjson.loads(await answer.read())
                     self.counter_series.append((time.time(), stats["requests"]))
                 await asyncio.sleep(period_s)
-
-    async def requests(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        since = 0
-        while True:
-            page = await self.control("GET", f"/_sandbox/requests?since={since}&limit=20000")
-            if page.get("dropped"):
-                raise RuntimeError("sandbox request log overflowed")
-            out.extend(page["requests"])
-            if not page["requests"]:
-                return out
-            since = page["next_since"]
 
     async def counters(self) -> dict[str, dict[str, int]]:
         return dict((await self.control("GET", "/_sandbox/stats"))["requests"])
@@ -183,12 +122,7 @@ def build_workload(accounts: dict[str, str], events: int, orders: int, seed: int
                 events_per_order=per_order,
             )
         )
-    stream: list[OrderStatusChanged] = list(interleave(scripts, seed=seed + 4))
-    return Workload(
-        records=[(e.order_id.encode(), encode_event(e)) for e in stream],
-        meta={e.event_id: (e.order_id, e.sequence or 0) for e in stream},
-        order_ids=[s.order_id for s in scripts],
-    )
+    return Workload.interleaved(scripts, seed)
 
 
 def _account_dicts(
@@ -266,13 +200,7 @@ async def run_daemon(
     run_id = uuid.uuid4().hex[:6]
     topics = await create_topics(bootstrap, f"flow-{run_id}.", args.partitions)
     await produce_backlog(bootstrap, topics["input"], workload)
-    env: dict[str, str] = {}
-    for account in accounts:
-        for name in SECRET_FIELDS:
-            if name in account:
-                var = f"FLOW_{account['name'].upper().replace('-', '_')}_{name.upper()}"
-                env[var] = account[name]
-                account[name] = f"env:{var}"
+    env = env_secrets(accounts, "FLOW")
     config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"flow-{run_id}"},
         "topics": topics,
@@ -288,53 +216,30 @@ async def run_daemon(
     config_path.write_text(yaml.safe_dump(config))
     reader = OutcomeReader(expected=len(workload.records))
     run = Run(workload, accounts, sandboxes, reader)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(
-            read_topic(
-                kafka,
-                topics[name],
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=args.timeout_s,
-                on_batch=callback,
-            )
-        )
-        for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
-    ]
-    tasks += [asyncio.create_task(box.poll_counters()) for box in sandboxes]
     log_path = workdir / "connector.log"
     progress(f"daemon: {len(workload.records)} events, log {log_path}")
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-            [sys.executable, "-m", "connector.cli", "run", "--config", str(config_path)],
-            cwd=ROOT,
-            env=_child_env(env),
-            stdout=log_file,
-            stderr=log_file,
-        )
-        run.started_at = time.time()
-        run.sampler = ResourceSampler(proc.pid, period_s=0.25)
-        tasks.append(asyncio.create_task(run.sampler.run()))
-        side = asyncio.create_task(during(run)) if during is not None else None
-        try:
-            await _wait(reader, proc, args.timeout_s)
+    daemon = ConnectorProcess(config_path, env, log_path, sampling_period_s=0.25)
+    run.sampler = daemon.start()
+    run.started_at = time.time()
+    side: asyncio.Task[None] | None = None
+    try:
+        async with running(
+            *reader.reading(bootstrap, topics, args.timeout_s),
+            *(box.poll_counters() for box in sandboxes),
+            run.sampler.run(),
+        ):
+            side = asyncio.create_task(during(run)) if during is not None else None
+            await daemon.wait_outcomes(reader, args.timeout_s, "daemon", progress)
             if side is not None:
                 await side
             if linger_s:
                 progress(f"waiting {linger_s:g} s for late requests to land")
                 await asyncio.sleep(linger_s)
-            with contextlib.suppress(psutil.Error):
-                run.sampler.sample(psutil.Process(proc.pid))
-        finally:
-            if side is not None and not side.done():
-                side.cancel()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            run.exit_code = await asyncio.to_thread(_stop_process, proc)
+            run.sampler.sample_now()
+    finally:
+        if side is not None and not side.done():
+            side.cancel()
+        run.exit_code = await asyncio.to_thread(daemon.stop)
     for box in sandboxes:
         if box.proc is None:
             continue
@@ -342,23 +247,6 @@ async def run_daemon(
         run.counters[box.name] = await box.counters()
         run.processed[box.name] = await box.processed()
     return run
-
-
-async def _wait(reader: OutcomeReader, proc: subprocess.Popen[Any], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = -1
-    while not reader.done.is_set():
-        if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited early with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            progress("daemon: timed out waiting for outcomes")
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader.done.wait(), 2.0)
-        done = sum(reader.outcomes.values())
-        if done != last:
-            progress(f"daemon: {done}/{reader.expected} outcomes")
-            last = done
 
 
 # ----------------------------------------------------------------------------- figures
@@ -783,16 +671,6 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, str], Awaitable[dict[str, Any]]
 # ----------------------------------------------------------------------------- main
 
 
-@contextlib.contextmanager
-def _broker() -> Iterator[str]:
-    from connector.dev.kafka_selection import select_kafka
-
-    progress("starting the local Kafka broker")
-    with select_kafka() as bootstrap:
-        progress(f"broker at {bootstrap}")
-        yield bootstrap
-
-
 async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {}
@@ -803,14 +681,9 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         results[name]["wall_s"] = round(time.monotonic() - t0, 1)
     return {
         "benchmark": "flow_control",
-        "command": shlex.join(["python", "-m", "benchmarks.flow_control", *args.argv]),
+        "command": command_line("benchmarks.flow_control", args.argv),
         "quick": args.quick,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "machine": {**machine(), "load_average_1m": round(os.getloadavg()[0], 2)},
         "scenarios": results,
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -883,9 +756,9 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name) == getattr(defaults, name):  # explicit flags win
                 setattr(args, name, value)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    with _broker() as bootstrap:
+    with broker(progress) as bootstrap:
         result = asyncio.run(benchmark(args, bootstrap))
-    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    print_json(result)
     return 0
 
 

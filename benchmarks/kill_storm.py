@@ -10,21 +10,15 @@ provider: lost (no request and no outcome), ordering violations (an order's firs
 of sequence order) and duplicates (requests beyond the first per event), in total and per kill.
 
 Run ``python -m benchmarks.kill_storm --kills 10 --events 20000``. Stdout carries one JSON
-document; progress goes to stderr. It never runs in CI (minutes, two cores). It reuses the
-pipeline benchmark's helpers (``benchmarks.pipeline``).
+document; progress goes to stderr. It never runs in CI (minutes, two cores). It runs on the
+shared harness (``benchmarks.harness``) and the pipeline benchmark's workload and figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
-import platform
-import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,67 +27,37 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
-from benchmarks.pipeline import (
-    ROOT,
+from benchmarks.harness import (
+    ConnectorProcess,
     OutcomeReader,
-    SandboxProcess,
     Workload,
-    _broker,
-    _child_env,
-    _stop_process,
+    broker,
+    command_line,
+    create_topics,
+    machine,
+    print_json,
+    produce_backlog,
+    running,
+)
+from benchmarks.pipeline import (
     build_workload,
     connector_config,
-    create_topics,
     delivery_figures,
-    produce_backlog,
-    sandbox_requests,
+    pipeline_sandbox,
 )
-from connector.config import KafkaSettings
-from connector.kafka.consumer import read_topic
 
 
 def progress(message: str) -> None:
     print(f"[kill_storm {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class Connector:
-    """The connector process, restartable; every start appends to the same log file."""
-
-    def __init__(self, config_path: Path, env: dict[str, str], log_path: Path) -> None:
-        self._command = [sys.executable, "-m", "connector.cli", "run", "--config", str(config_path)]
-        self._env = _child_env(env)
-        self._log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        with self._log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(
-                self._command, cwd=ROOT, env=self._env, stdout=log_file, stderr=log_file
-            )
-        self.starts += 1
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> int:
-        return _stop_process(self.proc) if self.proc is not None else 0
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the connector exited on its own with {self.proc.returncode}")
-
-
 async def _until(
     reader: OutcomeReader,
     wanted: set[str],
     count: int,
-    connector: Connector,
+    connector: ConnectorProcess,
     deadline: float,
 ) -> bool:
     """Wait until ``count`` of the ``wanted`` events have an outcome; False at the deadline."""
@@ -115,7 +79,8 @@ async def _until(
 async def storm(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     workload: Workload = build_workload(args.events, args.orders, args.seed)
-    sandbox = SandboxProcess(args.latency_ms, max(200_000, 3 * args.events))
+    sandbox = pipeline_sandbox(args.latency_ms, max(200_000, 3 * args.events))
+    await sandbox.start()
     try:
         run = uuid.uuid4().hex[:6]
         topics = await create_topics(bootstrap, f"storm-{run}.", args.partitions)
@@ -134,52 +99,36 @@ async def storm(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         )
         config_path = workdir / "connector.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        connector = Connector(config_path, secrets, workdir / "connector.log")
+        connector = ConnectorProcess(config_path, secrets, workdir / "connector.log")
         reader = OutcomeReader(expected=len(workload.records))
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
-        readers = [
-            asyncio.create_task(
-                read_topic(
-                    kafka,
-                    topics[name],
-                    expected=None,
-                    idle_timeout_s=1e9,
-                    deadline_s=args.timeout_s,
-                    on_batch=callback,
-                )
-            )
-            for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
-        ]
         wanted = set(workload.meta)
         deadline = time.monotonic() + args.timeout_s
         kills: list[dict[str, Any]] = []
         complete = False
-        try:
-            connector.start()
-            for k in range(1, args.kills + 1):
-                at = len(wanted) * k // (args.kills + 1)
-                if not await _until(reader, wanted, at, connector, deadline):
-                    break
-                before = await sandbox_requests(sandbox.url)
-                connector.kill()
-                kills.append(
-                    {"kill": k, "events_with_outcome": len(reader.ids & wanted),
-                     "provider_requests": len(before)}
-                )  # fmt: skip
-                progress(f"kill {k}/{args.kills}: SIGKILL at {kills[-1]['events_with_outcome']}")
+        async with running(*reader.reading(bootstrap, topics, args.timeout_s)):
+            try:
                 connector.start()
-            else:
-                complete = await _until(reader, wanted, len(wanted), connector, deadline)
-            # Let outcomes of re-read records arrive before counting them.
-            await asyncio.sleep(args.settle_s)
-        finally:
-            code = await asyncio.to_thread(connector.stop)
-            for task in readers:
-                task.cancel()
-            for task in readers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        requests = await sandbox_requests(sandbox.url)
+                for k in range(1, args.kills + 1):
+                    at = len(wanted) * k // (args.kills + 1)
+                    if not await _until(reader, wanted, at, connector, deadline):
+                        break
+                    before = await sandbox.requests()
+                    connector.kill()
+                    kills.append(
+                        {"kill": k, "events_with_outcome": len(reader.ids & wanted),
+                         "provider_requests": len(before)}
+                    )  # fmt: skip
+                    progress(
+                        f"kill {k}/{args.kills}: SIGKILL at {kills[-1]['events_with_outcome']}"
+                    )
+                    connector.start()
+                else:
+                    complete = await _until(reader, wanted, len(wanted), connector, deadline)
+                # Let outcomes of re-read records arrive before counting them.
+                await asyncio.sleep(args.settle_s)
+            finally:
+                code = await asyncio.to_thread(connector.stop)
+        requests = await sandbox.requests()
     finally:
         sandbox.stop()
     figures = delivery_figures(workload, produced_at, requests, reader.ids)
@@ -187,7 +136,7 @@ async def storm(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     per_event: Counter[str] = Counter(r.get("event_id") for r in requests)
     return {
         "benchmark": "kill_storm",
-        "command": shlex.join(["python", "-m", "benchmarks.kill_storm", *args.argv]),
+        "command": command_line("benchmarks.kill_storm", args.argv),
         "params": {
             "events": args.events,
             "orders": args.orders,
@@ -196,11 +145,7 @@ async def storm(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
             "max_in_flight": args.max_in_flight,
             "sandbox_latency_ms": args.latency_ms,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "complete": complete,
         "kills_done": len(kills),
         "starts": connector.starts,
@@ -244,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.orders is None:
         args.orders = max(1, args.events // 10)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    with _broker() as bootstrap:
+    with broker(progress) as bootstrap:
         if args.keep_logs:
             workdir = Path(tempfile.mkdtemp(prefix="kill-storm-"))
             progress(f"logs in {workdir}")
@@ -252,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="kill-storm-") as tmp:
                 result = asyncio.run(storm(args, bootstrap, Path(tmp)))
-    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    print_json(result)
     return 0 if result["complete"] else 1
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from benchmarks.harness import broker
 from connector.config import KafkaSettings
 from connector.contract.topics import TopicSpec
 from connector.core.ledger import Delivery, encode_order_entry
@@ -92,17 +91,6 @@ async def bench(bootstrap: str, orders: int) -> dict[str, object]:
     }
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from connector.dev.kafka_selection import select_kafka
-
-    with select_kafka() as started:
-        yield started
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ledger_load")
     parser.add_argument("--orders", type=int, default=1_000_000)
@@ -110,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Logs go to stderr: stdout carries only the JSON result.
     configure_logging(level="warning", json=False, stream=sys.stderr)
-    with _broker(args.bootstrap) as bootstrap:
+    with broker(bootstrap=args.bootstrap) as bootstrap:
         print(json.dumps(asyncio.run(bench(bootstrap, args.orders))))
     return 0
 

@@ -11,40 +11,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
-import platform
-import shlex
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
-import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 import yaml
 
+from benchmarks.harness import (
+    ROOT,
+    ConnectorProcess,
+    OutcomeReader,
+    ResourceSampler,
+    SandboxProcess,
+    Workload,
+    broker,
+    cancel_all,
+    child_env,
+    command_line,
+    create_topics,
+    env_secrets,
+    machine,
+    print_json,
+    produce_backlog,
+    running,
+)
 from connector.config import KafkaSettings
-from connector.contract.events import OrderStatusChanged, encode_event
 from connector.dev.demo import DEMO_ACCOUNTS, sandbox_accounts
 from connector.dev.sandbox.config import SandboxConfig
-from connector.dev.workload import WorkloadSpec, build_orders, interleave
-from connector.kafka.consumer import ConsumedRecord, read_topic
+from connector.dev.workload import WorkloadSpec, build_orders
 from connector.kafka.producer import KafkaProducer
 
-ROOT = Path(__file__).resolve().parent.parent
 CPU_TARGET_MS_PER_EVENT = 0.5
-SECRET_FIELDS = ("access_token", "api_key", "instance_token", "client_token", "secret")
 
 
 def progress(message: str) -> None:
@@ -52,15 +58,6 @@ def progress(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- workload
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """Encoded records in produce order plus what each event id means."""
-
-    records: list[tuple[bytes, bytes]]  # (key, value)
-    meta: dict[str, tuple[str, int]]  # event id -> (order id, sequence)
-    order_ids: list[str]  # in creation order (providers alternate)
 
 
 def build_workload(events: int, orders: int, seed: int) -> Workload:
@@ -71,12 +68,7 @@ def build_workload(events: int, orders: int, seed: int) -> Workload:
             orders=orders, accounts=DEMO_ACCOUNTS, seed=seed, events_per_order=events // orders
         )
     )
-    stream: list[OrderStatusChanged] = list(interleave(scripts, seed=seed + 4))
-    return Workload(
-        records=[(e.order_id.encode(), encode_event(e)) for e in stream],
-        meta={e.event_id: (e.order_id, e.sequence or 0) for e in stream},
-        order_ids=[s.order_id for s in scripts],
-    )
+    return Workload.interleaved(scripts, seed)
 
 
 def prefix_of(workload: Workload, orders: int) -> Workload:
@@ -91,185 +83,16 @@ def prefix_of(workload: Workload, orders: int) -> Workload:
     return Workload(records=records, meta=meta, order_ids=kept)
 
 
-# ----------------------------------------------------------------------------- processes
+# ----------------------------------------------------------------------------- sandbox
 
 
-class SandboxProcess:
-    """``python -m connector.dev.sandbox`` on a free port, in its own process."""
-
-    def __init__(self, latency_ms: float, capacity: int) -> None:
-        latency = f"fixed:{latency_ms:g}" if latency_ms > 0 else "none"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "connector.dev.sandbox",
-                "--port",
-                "0",
-                "--latency",
-                latency,
-                "--no-rate-limits",
-                "--record-capacity",
-                str(capacity),
-            ],
-            cwd=ROOT,
-            env=_child_env({}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("sandbox listening on "):
-            self.stop()
-            raise RuntimeError(f"sandbox did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1]
-        self.sampler = ResourceSampler(self.proc.pid, period_s=0.25)
-
-    def provider_url(self, provider: str) -> str:
-        return f"{self.url}/{provider}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env.update(extra)
-    return env
-
-
-@dataclass(slots=True)
-class ResourceSampler:
-    """Samples a process's CPU seconds (user+sys, children excluded) and RSS every period."""
-
-    pid: int
-    period_s: float = 0.1
-    samples: list[tuple[float, float, int]] = field(default_factory=list)  # wall, cpu, rss
-    peak_rss: int = 0
-
-    async def run(self) -> None:
-        proc = psutil.Process(self.pid)
-        with contextlib.suppress(psutil.Error):
-            while True:
-                self.sample(proc)
-                await asyncio.sleep(self.period_s)
-
-    def sample(self, proc: psutil.Process) -> None:
-        cpu = proc.cpu_times()
-        rss = proc.memory_info().rss
-        self.peak_rss = max(self.peak_rss, rss, _vm_hwm(self.pid))
-        self.samples.append((time.time(), cpu.user + cpu.system, rss))
-
-    def cpu_at(self, wall: float) -> float:
-        """CPU seconds used by ``wall`` (linear between samples)."""
-        s = self.samples
-        if not s:
-            return 0.0
-        if wall <= s[0][0]:
-            return s[0][1]
-        for (t0, c0, _), (t1, c1, _) in itertools.pairwise(s):
-            if t0 <= wall <= t1:
-                return c0 + (c1 - c0) * ((wall - t0) / (t1 - t0) if t1 > t0 else 0.0)
-        return s[-1][1]
-
-
-def _vm_hwm(pid: int) -> int:
-    """Peak resident set size (Linux VmHWM) in bytes, 0 where unavailable."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-# ----------------------------------------------------------------------------- Kafka helpers
-
-
-async def create_topics(bootstrap: str, prefix: str, partitions: int) -> dict[str, str]:
-    """Apply the topic contracts under ``prefix`` (input and ledger get ``partitions``)."""
-    from connector.contract.topics import load_spec
-    from connector.kafka.admin import apply_topics
-
-    spec = load_spec()
-    co_partitioned = {"order.status.changed", "order.status.ledger"}
-    spec = spec.model_copy(
-        update={
-            "topics": {
-                name: topic.model_copy(update={"partitions": partitions})
-                if name in co_partitioned
-                else topic
-                for name, topic in spec.topics.items()
-            }
-        }
+def pipeline_sandbox(latency_ms: float, capacity: int) -> SandboxProcess:
+    """The sandbox both systems send to: fixed latency, no rate limits, a request log of
+    ``capacity`` entries."""
+    latency = f"fixed:{latency_ms:g}" if latency_ms > 0 else "none"
+    return SandboxProcess(
+        *("--latency", latency, "--no-rate-limits", "--record-capacity", str(capacity))
     )
-    await apply_topics(bootstrap, spec, dry_run=False, prefix=prefix, replication_factor=1)
-    return {
-        "input": f"{prefix}order.status.changed",
-        "results": f"{prefix}order.status.results",
-        "errors": f"{prefix}order.status.errors",
-        "ledger": f"{prefix}order.status.ledger",
-        "correlation": f"{prefix}order.status.correlation",
-    }
-
-
-async def produce_backlog(bootstrap: str, topic: str, workload: Workload) -> dict[str, float]:
-    """Produce every record keyed by order id; return event id -> produce timestamp (s)."""
-    producer = KafkaProducer(KafkaSettings(bootstrap_servers=bootstrap, linger_ms=5))
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in workload.records]
-        metadata = await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    ids = list(workload.meta)  # same order as records (both follow the stream)
-    return {eid: md.timestamp / 1000 for eid, md in zip(ids, metadata, strict=True)}  # type: ignore[attr-defined]
-
-
-# ----------------------------------------------------------------------------- sandbox log
-
-
-async def sandbox_requests(url: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    since = 0
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(
-                f"{url}/_sandbox/requests", params={"since": since, "limit": 20_000}
-            ) as answer:
-                page = orjson.loads(await answer.read())
-            items = page["requests"]
-            if page.get("dropped"):
-                raise RuntimeError("sandbox request log overflowed; raise --record-capacity")
-            out.extend(items)
-            if not items:
-                return out
-            since = page["next_since"]
-
-
-async def sandbox_reset(url: str) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{url}/_sandbox/reset") as answer,
-    ):
-        answer.raise_for_status()
 
 
 # ----------------------------------------------------------------------------- figures
@@ -354,6 +177,7 @@ def _context_figures(
     sandbox: SandboxProcess, start: float, end: float, load_before: float
 ) -> dict[str, Any]:
     """What else was busy: the sandbox's CPU share in the window and the machine's load."""
+    assert sandbox.sampler is not None  # started
     window = max(1e-9, end - start)
     used = sandbox.sampler.cpu_at(end) - sandbox.sampler.cpu_at(start)
     return {
@@ -385,13 +209,7 @@ def connector_config(
         max_in_flight=account_in_flight,
         request_timeout_s=10.0,
     )
-    env: dict[str, str] = {}
-    for account in accounts:
-        for name in SECRET_FIELDS:
-            if name in account:
-                var = f"BENCH_{account['name'].upper().replace('-', '_')}_{name.upper()}"
-                env[var] = account[name]
-                account[name] = f"env:{var}"
+    env = env_secrets(accounts, "BENCH")
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
         "topics": topics,
@@ -416,54 +234,6 @@ def plain_accounts(sandbox: SandboxProcess) -> list[dict[str, Any]]:
     return sandbox_accounts(sandbox.provider_url, SandboxConfig(), request_timeout_s=10.0)
 
 
-@dataclass(slots=True)
-class OutcomeReader:
-    """Counts results/errors records of one system and keeps what the figures need."""
-
-    expected: int
-    ids: set[str] = field(default_factory=set)
-    delivered: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    first_consume: float = float("inf")
-    last_outcome: float = 0.0
-    consume_to_outcome_ms: list[float] = field(default_factory=list)
-    outcome_at: dict[str, float] = field(default_factory=dict)  # event id -> record timestamp
-    consumed_at: dict[str, float] = field(default_factory=dict)  # event id -> taken (results)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def on_results(self, batch: list[ConsumedRecord]) -> None:
-        for record in batch:
-            body = orjson.loads(record.value or b"{}")
-            self.ids.add(body.get("event_id"))
-            self.outcome_at.setdefault(body.get("event_id"), record.timestamp_ms / 1000)
-            self.outcomes[body["outcome"]] += 1
-            if body["outcome"] in ("accepted", "delivered"):
-                self.delivered += 1
-            at = datetime.fromisoformat(body["recorded_at"]).timestamp()
-            latency = float(body.get("latency_ms") or 0.0)
-            self.consume_to_outcome_ms.append(latency)
-            self.first_consume = min(self.first_consume, at - latency / 1000)
-            self.consumed_at.setdefault(body.get("event_id"), at - latency / 1000)
-            self.last_outcome = max(self.last_outcome, at)
-        self._check()
-
-    def on_errors(self, batch: list[ConsumedRecord]) -> None:
-        for record in batch:
-            body = orjson.loads(record.value or b"{}")
-            if body.get("event_id"):
-                self.ids.add(body["event_id"])
-                self.outcome_at.setdefault(body["event_id"], record.timestamp_ms / 1000)
-            self.outcomes[f"error:{body.get('error_class')}"] += 1
-            self.last_outcome = max(self.last_outcome, record.timestamp_ms / 1000)
-        self._check()
-
-    def _check(self) -> None:
-        # Distinct events, not outcome records: with --replicas a rebalance may write a
-        # record's outcome twice, and counting records would stop the run early.
-        if len(self.ids) >= self.expected:
-            self.done.set()
-
-
 def _replica_figures(
     replicas: int, samplers: list[ResourceSampler], reader: OutcomeReader, codes: list[int]
 ) -> dict[str, Any]:
@@ -486,21 +256,16 @@ def _replica_figures(
     }
 
 
-async def run_connector(
-    args: argparse.Namespace,
-    bootstrap: str,
-    sandbox: SandboxProcess,
-    workload: Workload,
-    workdir: Path,
-) -> dict[str, Any]:
-    load_before = os.getloadavg()[0]
+async def _connector_run(
+    args: argparse.Namespace, bootstrap: str, sandbox: SandboxProcess, workdir: Path
+) -> tuple[str, dict[str, str], Path, dict[str, str]]:
+    """A run id, its topics (created) and the connector's config file for them (the flags'
+    settings), with the secrets that file references."""
     run = uuid.uuid4().hex[:6]
     topics = await create_topics(bootstrap, f"bench-{run}.", args.partitions)
     config_topics: dict[str, str | None] = dict(topics)
     if args.no_ledger:
         config_topics["ledger"] = None
-    progress(f"connector: producing {len(workload.records)} events to {topics['input']}")
-    produced_at = await produce_backlog(bootstrap, topics["input"], workload)
     config, secrets = connector_config(
         bootstrap=bootstrap,
         group=f"bench-{run}",
@@ -514,63 +279,45 @@ async def run_connector(
     )
     config_path = workdir / f"connector-{run}.yaml"
     config_path.write_text(yaml.safe_dump(config))
+    return run, topics, config_path, secrets
+
+
+async def run_connector(
+    args: argparse.Namespace,
+    bootstrap: str,
+    sandbox: SandboxProcess,
+    workload: Workload,
+    workdir: Path,
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    run, topics, config_path, secrets = await _connector_run(args, bootstrap, sandbox, workdir)
+    progress(f"connector: producing {len(workload.records)} events to {topics['input']}")
+    produced_at = await produce_backlog(bootstrap, topics["input"], workload)
     log_path = workdir / f"connector-{run}.log"
     reader = OutcomeReader(expected=len(workload.records))
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    readers = [
-        asyncio.create_task(
-            read_topic(
-                kafka,
-                topics[name],
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=args.timeout_s,
-                on_batch=callback,
-            )
-        )
-        for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
+    profile = (
+        ("-m", "cProfile", "-o", str(args.profile_connector)) if args.profile_connector else ()
+    )
+    # --replicas: more members of the same consumer group, started together.
+    replica_logs = [workdir / f"connector-{run}-replica{i}.log" for i in range(1, args.replicas)]
+    connectors = [
+        ConnectorProcess(config_path, secrets, path, python_options=profile)
+        for path in (log_path, *replica_logs)
     ]
-    command = [sys.executable]
-    if args.profile_connector:
-        command += ["-m", "cProfile", "-o", str(args.profile_connector)]
-    command += ["-m", "connector.cli", "run", "--config", str(config_path)]
-    progress(f"connector: starting {' '.join(command[1:])} (log {log_path})")
-    extra_logs = [workdir / f"connector-{run}-replica{i}.log" for i in range(1, args.replicas)]
-    with contextlib.ExitStack() as files:
-        log_file = files.enter_context(log_path.open("wb"))
-        proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-            command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
-        )
-        # --replicas: more members of the same consumer group, started together.
-        others = [
-            subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-                command, cwd=ROOT, env=_child_env(secrets), stdout=out, stderr=out
-            )
-            for out in (files.enter_context(path.open("wb")) for path in extra_logs)
-        ]
-        sampler = ResourceSampler(proc.pid)
-        other_samplers = [ResourceSampler(p.pid) for p in others]
-        samplings = [asyncio.create_task(s.run()) for s in (sampler, *other_samplers)]
-        try:
-            await _wait_outcomes(reader, proc, args.timeout_s, "connector")
-            for each, p in ((sampler, proc), *zip(other_samplers, others, strict=True)):
-                with contextlib.suppress(psutil.Error):
-                    each.sample(psutil.Process(p.pid))
-        finally:
-            for sampling in samplings:
-                sampling.cancel()
-            for task in readers:
-                task.cancel()
-            for sampling in samplings:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampling
-            for reading in readers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading
-            code = await asyncio.to_thread(_stop_process, proc)
-            other_codes = [await asyncio.to_thread(_stop_process, p) for p in others]
+    progress(f"connector: starting {' '.join(connectors[0].command[1:])} (log {log_path})")
+    samplers = [c.start() for c in connectors]
+    sampler = samplers[0]
+    try:
+        async with running(
+            *reader.reading(bootstrap, topics, args.timeout_s), *(s.run() for s in samplers)
+        ):
+            await connectors[0].wait_outcomes(reader, args.timeout_s, "connector", progress)
+            for each in samplers:
+                each.sample_now()
+    finally:
+        code, *other_codes = [await asyncio.to_thread(c.stop) for c in connectors]
     progress(f"connector: exited {code}; reading the sandbox log")
-    requests = await sandbox_requests(sandbox.url)
+    requests = await sandbox.requests()
     figures = {
         "system": "connector (python -m connector.cli run, separate process)",
         "http_client": args.http_client,
@@ -582,7 +329,7 @@ async def run_connector(
         "outcomes": dict(reader.outcomes),
         "delivered": reader.delivered,
         **cpu_figures(sampler, reader.first_consume, reader.last_outcome, reader.delivered),
-        **_replica_figures(args.replicas, [sampler, *other_samplers], reader, [code, *other_codes]),
+        **_replica_figures(args.replicas, samplers, reader, [code, *other_codes]),
         **_context_figures(sandbox, reader.first_consume, reader.last_outcome, load_before),
         "consume_to_outcome_ms": {
             "p50": _round(percentile(reader.consume_to_outcome_ms, 0.5)),
@@ -591,27 +338,8 @@ async def run_connector(
         **delivery_figures(workload, produced_at, requests, reader.ids),
         "exit_code": code,
     }
-    await sandbox_reset(sandbox.url)
+    await sandbox.reset()
     return figures
-
-
-async def _wait_outcomes(
-    reader: OutcomeReader, proc: subprocess.Popen[Any], timeout_s: float, name: str
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = -1
-    while not reader.done.is_set():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited early with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            progress(f"{name}: timed out waiting for outcomes")
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader.done.wait(), 2.0)
-        done = sum(reader.outcomes.values())
-        if done != last:
-            progress(f"{name}: {done}/{reader.expected} outcomes")
-            last = done
 
 
 # ----------------------------------------------------------------------------- system B
@@ -641,21 +369,18 @@ async def run_baseline(
     ]  # fmt: skip
     progress("baseline: starting the naive consumer process")
     proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-        command, cwd=ROOT, env=_child_env({}), stdout=subprocess.DEVNULL
+        command, cwd=ROOT, env=child_env({}), stdout=subprocess.DEVNULL
     )
     sampler = ResourceSampler(proc.pid)
-    sampling = asyncio.create_task(sampler.run())
     try:
-        code = await asyncio.to_thread(proc.wait, args.timeout_s + 60)
+        async with running(sampler.run()):
+            code = await asyncio.to_thread(proc.wait, args.timeout_s + 60)
     finally:
-        sampling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampling
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     report = orjson.loads(out_path.read_bytes())
-    requests = await sandbox_requests(sandbox.url)
+    requests = await sandbox.requests()
     delivered = report["delivered"]
     figures = {
         "system": "naive baseline (aiokafka + stock httpx.AsyncClient, one record at a time per "
@@ -672,7 +397,7 @@ async def run_baseline(
         **delivery_figures(workload, produced_at, requests, set(report["outcome_ids"])),
         "exit_code": code,
     }
-    await sandbox_reset(sandbox.url)
+    await sandbox.reset()
     return figures
 
 
@@ -764,11 +489,7 @@ async def baseline_main(args: argparse.Namespace) -> int:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), max(0.1, deadline - time.monotonic()))
     finally:
-        for task in workers:
-            task.cancel()
-        for task in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(workers)
         await consumer.stop()
         await client.aclose()
     _ = TopicPartition  # aiokafka's partition type is what getmany keys by
@@ -880,78 +601,34 @@ async def run_live_connector(
     workload = build_workload(events, max(1, events // 10), args.seed)
     warmup = build_workload(100, 10, args.seed + 1000)
     load_before = os.getloadavg()[0]
-    run = uuid.uuid4().hex[:6]
-    topics = await create_topics(bootstrap, f"bench-{run}.", args.partitions)
-    config_topics: dict[str, str | None] = dict(topics)
-    if args.no_ledger:
-        config_topics["ledger"] = None
-    config, secrets = connector_config(
-        bootstrap=bootstrap,
-        group=f"bench-{run}",
-        topics=config_topics,
-        sandbox=sandbox,
-        max_in_flight=args.max_in_flight,
-        account_in_flight=args.account_in_flight,
-        client=args.http_client,
-        coalesce=args.coalesce,
-        correlation=args.correlation,
-    )
-    config_path = workdir / f"connector-{run}.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    run, topics, config_path, secrets = await _connector_run(args, bootstrap, sandbox, workdir)
     log_path = workdir / f"connector-{run}.log"
     reader = OutcomeReader(expected=len(warmup.records) + len(workload.records))
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    readers = [
-        asyncio.create_task(
-            read_topic(
-                kafka,
-                topics[name],
-                expected=None,
-                idle_timeout_s=1e9,
-                deadline_s=args.timeout_s,
-                on_batch=callback,
-            )
-        )
-        for name, callback in (("results", reader.on_results), ("errors", reader.on_errors))
-    ]
-    command = [sys.executable, "-m", "connector.cli", "run", "--config", str(config_path)]
     progress(f"live {rate:g}/s: starting the connector (log {log_path})")
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
-            command, cwd=ROOT, env=_child_env(secrets), stdout=log_file, stderr=log_file
-        )
-        sampler = ResourceSampler(proc.pid)
-        sampling = asyncio.create_task(sampler.run())
-        try:
+    connector = ConnectorProcess(config_path, secrets, log_path)
+    sampler = connector.start()
+    try:
+        async with running(*reader.reading(bootstrap, topics, args.timeout_s), sampler.run()):
             # Warm-up: the group is joined and every account's connections are open before
             # the measured stream starts; its requests are then cleared from the sandbox log.
             await produce_backlog(bootstrap, topics["input"], warmup)
             deadline = time.monotonic() + 120
             while sum(reader.outcomes.values()) < len(warmup.records):
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if connector.exit_code() is not None or time.monotonic() > deadline:
                     raise RuntimeError("connector: warm-up outcomes did not arrive")
                 await asyncio.sleep(0.1)
-            await sandbox_reset(sandbox.url)
+            await sandbox.reset()
             reader.outcome_at.clear()
             reader.consumed_at.clear()
             progress(f"live {rate:g}/s: producing {events} events for {args.live_duration_s} s")
             stream_start = time.time()
             produced_at, achieved = await produce_steady(bootstrap, topics["input"], workload, rate)
-            await _wait_outcomes(reader, proc, args.timeout_s, f"live {rate:g}/s")
+            await connector.wait_outcomes(reader, args.timeout_s, f"live {rate:g}/s", progress)
             stream_end = max(reader.last_outcome, time.time())
-            with contextlib.suppress(psutil.Error):
-                sampler.sample(psutil.Process(proc.pid))
-        finally:
-            sampling.cancel()
-            for task in readers:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampling
-            for reading in readers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading
-            code = await asyncio.to_thread(_stop_process, proc)
-    requests = await sandbox_requests(sandbox.url)
+            sampler.sample_now()
+    finally:
+        code = await asyncio.to_thread(connector.stop)
+    requests = await sandbox.requests()
     delivery = delivery_figures(workload, produced_at, requests, reader.ids)
     del delivery["produce_to_provider_ms"]  # includes the provider latency; see below
     delivered = sum(1 for eid in reader.outcome_at if eid in workload.meta)
@@ -960,7 +637,7 @@ async def run_live_connector(
         workload, produced_at, requests, reader.outcome_at, reader.consumed_at, args.latency_ms
     )
     p99 = figures["produce_to_outcome_minus_latency_ms"]["p99"]
-    await sandbox_reset(sandbox.url)
+    await sandbox.reset()
     return {
         "rate_per_s": rate,
         "achieved_rate_per_s": round(achieved, 1),
@@ -986,23 +663,13 @@ async def run_live_connector(
 async def live_benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     started = time.monotonic()
     capacity = max(200_000, int(2 * max(args.live_rate) * args.live_duration_s) + 10_000)
-    sandbox = SandboxProcess(args.latency_ms, capacity)
-    progress(f"sandbox process {sandbox.proc.pid} at {sandbox.url}, latency {args.latency_ms} ms")
     runs: list[dict[str, Any]] = []
-    sandbox_sampling = asyncio.create_task(sandbox.sampler.run())
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-            workdir = Path(tmp) if not args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-"))
-            for rate in args.live_rate:
-                runs.append(await run_live_connector(args, bootstrap, sandbox, rate, workdir))
-    finally:
-        sandbox_sampling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sandbox_sampling
-        sandbox.stop()
+    async with _sandbox_and_workdir(args, capacity) as (sandbox, workdir):
+        for rate in args.live_rate:
+            runs.append(await run_live_connector(args, bootstrap, sandbox, rate, workdir))
     return {
         "benchmark": "pipeline-live",
-        "command": shlex.join(["python", "-m", "benchmarks.pipeline", *args.argv]),
+        "command": command_line("benchmarks.pipeline", args.argv),
         "params": {
             "rates_per_s": args.live_rate,
             "duration_s": args.live_duration_s,
@@ -1016,11 +683,7 @@ async def live_benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, 
             "coalesce": args.coalesce,
             "correlation": args.correlation,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "runs": runs,
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -1029,14 +692,21 @@ async def live_benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, 
 # ----------------------------------------------------------------------------- main
 
 
-@contextlib.contextmanager
-def _broker() -> Iterator[str]:
-    from connector.dev.kafka_selection import select_kafka
-
-    progress("starting the local Kafka broker")
-    with select_kafka() as bootstrap:
-        progress(f"broker at {bootstrap}")
-        yield bootstrap
+@contextlib.asynccontextmanager
+async def _sandbox_and_workdir(
+    args: argparse.Namespace, capacity: int
+) -> AsyncIterator[tuple[SandboxProcess, Path]]:
+    """The sandbox process (sampled throughout) and a folder for configs and logs."""
+    sandbox = pipeline_sandbox(args.latency_ms, capacity)
+    sampler = await sandbox.start()
+    progress(f"sandbox process {sampler.pid} at {sandbox.url}, latency {args.latency_ms} ms")
+    try:
+        async with running(sampler.run()):
+            with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+                keep = args.keep_logs
+                yield sandbox, Path(tempfile.mkdtemp(prefix="bench-")) if keep else Path(tmp)
+    finally:
+        sandbox.stop()
 
 
 async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
@@ -1046,30 +716,18 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     baseline_events = min(args.baseline_events, args.events)
     baseline_orders = max(1, baseline_events * args.orders // args.events)
     capacity = max(200_000, 2 * args.events + 10_000)
-    sandbox = SandboxProcess(args.latency_ms, capacity)
-    progress(f"sandbox process {sandbox.proc.pid} at {sandbox.url}, latency {args.latency_ms} ms")
     systems: dict[str, Any] = {}
-    sandbox_sampling = asyncio.create_task(sandbox.sampler.run())
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-            workdir = Path(tmp) if not args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-"))
-            if not args.skip_connector:
-                systems["connector"] = await run_connector(
-                    args, bootstrap, sandbox, workload, workdir
-                )
-            if baseline_events > 0 and not args.skip_baseline:
-                systems["naive_baseline"] = await run_baseline(
-                    args, bootstrap, sandbox, prefix_of(workload, baseline_orders), workdir
-                )
-    finally:
-        sandbox_sampling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sandbox_sampling
-        sandbox.stop()
+    async with _sandbox_and_workdir(args, capacity) as (sandbox, workdir):
+        if not args.skip_connector:
+            systems["connector"] = await run_connector(args, bootstrap, sandbox, workload, workdir)
+        if baseline_events > 0 and not args.skip_baseline:
+            systems["naive_baseline"] = await run_baseline(
+                args, bootstrap, sandbox, prefix_of(workload, baseline_orders), workdir
+            )
     a, b = systems.get("connector"), systems.get("naive_baseline")
     result: dict[str, Any] = {
         "benchmark": "pipeline",
-        "command": shlex.join(["python", "-m", "benchmarks.pipeline", *args.argv]),
+        "command": command_line("benchmarks.pipeline", args.argv),
         "params": {
             "events": args.events,
             "orders": args.orders,
@@ -1082,11 +740,7 @@ async def benchmark(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             "account_max_in_flight": args.account_in_flight,
             "replicas": args.replicas,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "systems": systems,
         "ratio": round(a["events_per_s"] / b["events_per_s"], 2)
         if a and b and b["events_per_s"]
@@ -1186,12 +840,12 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline_events = min(10_000, args.events // 5)
     # aiokafka warns on stderr while a fresh topic elects leaders; the producer retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    with _broker() as bootstrap:
+    with broker(progress) as bootstrap:
         if args.live_rate:
             result = asyncio.run(live_benchmark(args, bootstrap))
         else:
             result = asyncio.run(benchmark(args, bootstrap))
-    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    print_json(result)
     return 0
 
 

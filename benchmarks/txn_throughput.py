@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 
-from benchmarks.ledger_load import _broker
+from benchmarks.harness import broker
 from connector.app import ConnectorApp
 from connector.config import ConnectorConfig, KafkaSettings, TopicNames
 from connector.contract.events import OrderStatusChanged
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args(argv)
     configure_logging(level="error", secrets=(), json=False, stream=sys.stderr)
-    with _broker(args.bootstrap) as bootstrap:
+    with broker(bootstrap=args.bootstrap) as bootstrap:
         print(json.dumps(asyncio.run(bench(bootstrap, args.events, args.rounds))))
     return 0
 

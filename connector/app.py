@@ -326,11 +326,8 @@ class ConnectorApp:
             log.warning(
                 "kafka_waiting",
                 bootstrap_servers=kafka.bootstrap_servers,
-                attempt=attempt.attempt,
-                error=attempt.error,
-                elapsed_s=attempt.elapsed_s,
-                retry_in_s=attempt.retry_in_s,
                 startup_timeout_s=kafka.startup_timeout_s,
+                **dataclasses.asdict(attempt),  # attempt, error, elapsed_s, retry_in_s
             )
 
         await wait_for_broker(kafka, on_attempt=waiting)

@@ -31,6 +31,7 @@ from connector.core.config_problems import (
     RawPath,
     display_path,
     line_of,
+    repeated,
     unknown_key_message,
     without_tags,
     yaml_lines,
@@ -332,14 +333,15 @@ class ConnectorConfig(_Strict):
         wrong = sorted({n for n in named if n not in zapi_accounts})
         if wrong:
             raise ValueError(f"webhooks.zapi names accounts that are not Z-API: {', '.join(wrong)}")
-        if len(set(named)) != len(named):
-            raise ValueError("webhooks.zapi names an account twice")
+        twice = repeated(named)
+        if twice:
+            raise ValueError(f"webhooks.zapi names an account twice: {', '.join(twice)}")
         return self
 
     @model_validator(mode="after")
     def _routes_name_accounts(self) -> ConnectorConfig:
         names = [a.name for a in self.accounts]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"account names must be unique; repeated: {', '.join(dupes)}")
         known = set(names)

@@ -7,6 +7,8 @@ Owns how a raw config path (list indexes) is shown (accounts by name), where a Y
 from __future__ import annotations
 
 import difflib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -56,6 +58,11 @@ class Findings:
 
     def env(self, var: str, message: str) -> None:
         self.items.append((None, var, message))
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted: what a "must be unique" problem names."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def yaml_lines(text: str) -> dict[tuple[str, ...], int]:

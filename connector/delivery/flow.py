@@ -97,15 +97,8 @@ class Flow:
         now = time.monotonic()
         outage = limits.outage
         self.outage_enabled = outage.enabled
-        settings = BreakerSettings(
-            window=outage.window,
-            window_s=outage.window_s,
-            min_requests=outage.min_requests,
-            failure_ratio=outage.failure_ratio,
-            probe_interval_s=outage.probe_interval_s,
-            probe_backoff=outage.probe_backoff,
-            probe_interval_cap_s=outage.probe_interval_cap_s,
-        )
+        # limits.outage holds the breaker's settings under the same names, plus ``enabled``.
+        settings = BreakerSettings(**outage.model_dump(exclude={"enabled"}))
         self.breakers = {name: AccountBreaker(settings) for name in providers}
         self.rates: dict[str, AdaptiveRate] = {}
         self._buckets: dict[str, TokenBucket] = {}

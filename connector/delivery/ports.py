@@ -61,72 +61,58 @@ class LoadGauges:
 
 
 class EngineObserver(Protocol):
-    """Metrics hooks; every method must be cheap and must not raise."""
+    """Metrics hooks; every method must be cheap and must not raise.
 
-    def record_consumed(self, tp: TP) -> None: ...
-    def outcome(self, provider: str, account: str, outcome: str) -> None: ...
-    def retry(self, provider: str, account: str, rate_limited: bool) -> None: ...
-    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None: ...
+    Each hook does nothing here, so an explicit subclass watches only what it overrides
+    (``NullObserver``); ``EngineMetrics`` implements them all without subclassing.
+    """
+
+    def record_consumed(self, tp: TP) -> None:
+        return
+
+    def outcome(self, provider: str, account: str, outcome: str) -> None:
+        return
+
+    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
+        return
+
+    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
+        return
+
     def limiter_wait(self, provider: str, account: str, limiter: str, seconds: float) -> None:
         """A send waited for ``limiter`` (``pair``: Meta's pair rule; ``settle``: an ambiguous
         older request of the order may still land)."""
-        ...
+        return
 
-    def account_outage(self, provider: str, account: str, in_outage: bool) -> None: ...
-    def adaptive_rate(self, provider: str, account: str, rate: float) -> None: ...
-    def ambiguous(self, provider: str, account: str, action: str) -> None: ...
+    def account_outage(self, provider: str, account: str, in_outage: bool) -> None:
+        return
+
+    def adaptive_rate(self, provider: str, account: str, rate: float) -> None:
+        return
+
+    def ambiguous(self, provider: str, account: str, action: str) -> None:
+        return
+
     def extra_message(self, provider: str, account: str, reason: str) -> None:
         """A send that may show the customer a status twice (``retry``: the newest status
         retried after an ambiguous attempt; ``reassert``: the newest status sent once more)."""
-        ...
-
-    def request_started(self, provider: str) -> None: ...
-    def request_latency(self, provider: str, seconds: float) -> None: ...
-    def commit_latency(self, seconds: float) -> None: ...
-    def gauges(self, load: LoadGauges) -> None: ...
-
-
-class NullObserver:
-    """An observer that ignores everything; subclass it to watch only what you need."""
-
-    def record_consumed(self, tp: TP) -> None:
-        pass
-
-    def outcome(self, provider: str, account: str, outcome: str) -> None:
-        pass
-
-    def retry(self, provider: str, account: str, rate_limited: bool) -> None:
-        pass
-
-    def rate_limit_wait(self, provider: str, account: str, seconds: float) -> None:
-        pass
-
-    def limiter_wait(self, provider: str, account: str, limiter: str, seconds: float) -> None:
-        pass
-
-    def account_outage(self, provider: str, account: str, in_outage: bool) -> None:
-        pass
-
-    def adaptive_rate(self, provider: str, account: str, rate: float) -> None:
-        pass
-
-    def ambiguous(self, provider: str, account: str, action: str) -> None:
-        pass
-
-    def extra_message(self, provider: str, account: str, reason: str) -> None:
-        pass
+        return
 
     def request_started(self, provider: str) -> None:
-        pass
+        return
 
     def request_latency(self, provider: str, seconds: float) -> None:
-        pass
+        return
 
     def commit_latency(self, seconds: float) -> None:
-        pass
+        return
 
     def gauges(self, load: LoadGauges) -> None:
-        pass
+        return
+
+
+class NullObserver(EngineObserver):
+    """An observer that ignores everything; subclass it to watch only what you need."""
 
 
 @dataclass(slots=True)

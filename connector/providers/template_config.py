@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connector.core.config_problems import repeated
+
 
 class _TemplateModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,8 +31,7 @@ class OrderStatusTemplate(_TemplateModel):
 
     @model_validator(mode="after")
     def _one_variant_per_locale(self) -> OrderStatusTemplate:
-        locales = [v.locale for v in self.variants]
-        repeated = sorted({loc for loc in locales if locales.count(loc) > 1})
-        if repeated:
-            raise ValueError(f"template {self.name}: locale repeated: {', '.join(repeated)}")
+        twice = repeated(v.locale for v in self.variants)
+        if twice:
+            raise ValueError(f"template {self.name}: locale repeated: {', '.join(twice)}")
         return self

@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import anyio
+import orjson
 import pytest
 
 from connector.dev.sandbox import SandboxServer
@@ -188,3 +189,31 @@ async def test_reset_clears_outages_and_processed_statuses(client, sandbox) -> N
     sandbox.reset()
     assert sandbox.outages() == []
     assert sandbox.processed() == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("/_sandbox/config", {"faults": {"meta": {"server_error_rate": "SECRET-1"}}}, "config"),
+        ("/_sandbox/rules", [{"action": "SECRET-1"}], "rule"),
+        ("/_sandbox/orders", {"provider": "SECRET-1", "key": "k"}, "order seed"),
+        (
+            "/_sandbox/templates/status",
+            {"name": "t", "status": "SECRET-1"},
+            "template status change",
+        ),
+        ("/_sandbox/outages", {"provider": "SECRET-1"}, "outage"),
+    ],
+)
+async def test_an_invalid_control_body_is_a_400_naming_where_without_its_values(
+    client, sandbox, path: str, body: object, error: str
+) -> None:
+    async with client.post(sandbox.url + path, json=body) as resp:
+        assert resp.status == 400
+        assert resp.content_type == "application/json"
+        text = await resp.text()
+    answer = orjson.loads(text)
+    assert answer["error"] == f"invalid {error}"
+    assert answer["details"]
+    assert all("loc" in d for d in answer["details"])
+    assert "SECRET-1" not in text

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.pipeline import (
-    ResourceSampler,
-    Workload,
-    build_workload,
-    delivery_figures,
-    percentile,
-    prefix_of,
-)
+from benchmarks.harness import ResourceSampler, Workload
+from benchmarks.pipeline import build_workload, delivery_figures, percentile, prefix_of
 
 
 def _workload() -> Workload:

@@ -77,3 +77,18 @@ def test_zapi_tokens_must_name_zapi_accounts(tmp_path: Path) -> None:
     text = ACCOUNTS + "webhooks:\n  zapi:\n    - {account: nobody, token: 'env:ZAPI_HOOK'}\n"
     with pytest.raises(ConfigError, match="not Z-API"):
         load_config(write(tmp_path, text), ENV)
+
+
+def test_zapi_tokens_name_each_account_once(tmp_path: Path) -> None:
+    text = ACCOUNTS + (
+        "webhooks:\n  zapi:\n"
+        "    - {account: zapi-br, token: 'env:ZAPI_HOOK'}\n"
+        "    - {account: zapi-br, token: 'env:ZAPI_CLIENT'}\n"
+    )
+    with pytest.raises(ConfigError, match="names an account twice: zapi-br"):
+        load_config(write(tmp_path, text), ENV)
+
+
+def test_account_names_are_unique(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be unique; repeated: zapi-br"):
+        load_config(write(tmp_path, ACCOUNTS + ACCOUNTS.removeprefix("\naccounts:\n")), ENV)

@@ -19,6 +19,7 @@ from aiohttp import web
 from connector.dev.sandbox.config import Rule
 from connector.dev.sandbox.responder import (
     Reply,
+    Routes,
     SandboxResponder,
     connection_fault,
     secret_matches,
@@ -370,3 +371,12 @@ async def phone_number(engine: SandboxResponder, request: web.Request) -> Reply:
         "verified_name": "Sandbox Business",
     }
     return Reply(200, orjson.dumps(answer), "200")
+
+
+#: Served below ``/meta`` (server.py).
+ROUTES: Routes = (
+    ("POST", "/{api_version}/{phone_number_id}/messages", send_message),
+    ("POST", "/{api_version}/{waba_id}/message_templates", create_template),
+    ("GET", "/{api_version}/{waba_id}/message_templates", list_templates),
+    ("GET", "/{api_version}/{phone_number_id}", phone_number),
+)

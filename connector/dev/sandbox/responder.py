@@ -61,6 +61,9 @@ class Reply:
 
 Handler = Callable[["SandboxResponder", web.Request], Awaitable[Reply]]
 ServerError = Callable[[int], Reply]
+#: A provider module's endpoints: (method, path below ``/<provider>``, handler); server.py
+#: mounts each under its provider's prefix.
+Routes = tuple[tuple[str, str, Handler], ...]
 
 
 class _FaultPlan:

@@ -28,22 +28,31 @@ from connector.dev.sandbox.state import RecordedRequest
 JSON = "application/json"
 
 
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type=JSON)
 
 
-def _bad_request(message: str, errors: Any = None) -> web.Response:
-    return _json({"error": message, "details": errors}, status=400)
+def _bad_request(message: str) -> web.Response:
+    return _json({"error": message, "details": None}, status=400)
 
 
-def _invalid(message: str, exc: ValidationError) -> web.Response:
-    """400 with where the body is wrong, without echoing any input value."""
-    return _bad_request(
-        message, exc.errors(include_input=False, include_url=False, include_context=False)
-    )
+def _invalid(message: str, exc: ValidationError) -> web.HTTPBadRequest:
+    """400 with where the body is wrong, without echoing any input value (raised: aiohttp
+    answers it)."""
+    errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    text = orjson.dumps({"error": message, "details": errors}).decode()
+    return web.HTTPBadRequest(text=text, content_type=JSON)
 
 
-_ModelT = TypeVar("_ModelT", bound=BaseModel)
+def _validated(model: type[_ModelT], data: Any, what: str) -> _ModelT:
+    """``data`` as ``model``, or the 400 ``invalid <what>`` raised."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(f"invalid {what}", exc) from None
 
 
 class SandboxServer:
@@ -229,42 +238,15 @@ class SandboxServer:
         }
         app = web.Application()
         add = app.router.add_route
-        provider_routes = (
-            ("POST", "meta", "/meta/{api_version}/{phone_number_id}/messages", meta.send_message),
-            (
-                "POST",
-                "meta",
-                "/meta/{api_version}/{waba_id}/message_templates",
-                meta.create_template,
-            ),
-            ("POST", "ycloud", "/ycloud/v2/whatsapp/templates", ycloud.create_template),
-            ("POST", "ycloud", "/ycloud/v2/whatsapp/messages/sendDirectly", ycloud.send_directly),
-            ("POST", "ycloud", "/ycloud/v2/whatsapp/messages", ycloud.send_queued),
-            (
-                "POST",
-                "zapi",
-                "/zapi/instances/{instanceId}/token/{token}/order-status-update",
-                zapi.order_status_update,
-            ),
-            (
-                "POST",
-                "zonos",
-                "/zonos/v1/updateVendorOrderStatus",
-                zonos.update_vendor_order_status,
-            ),
-            ("GET", "meta", "/meta/{api_version}/{waba_id}/message_templates", meta.list_templates),
-            ("GET", "meta", "/meta/{api_version}/{phone_number_id}", meta.phone_number),
-            ("GET", "ycloud", "/ycloud/v2/whatsapp/templates", ycloud.list_templates),
-            ("GET", "ycloud", "/ycloud/v2/balance", ycloud.balance),
-            (
-                "GET",
-                "zapi",
-                "/zapi/instances/{instanceId}/token/{token}/status",
-                zapi.instance_status,
-            ),
-        )
-        for method, provider, path, handler in provider_routes:
-            add(method, path, engine.endpoint(provider, handler))
+        routes = {
+            "meta": meta.ROUTES,
+            "ycloud": ycloud.ROUTES,
+            "zapi": zapi.ROUTES,
+            "zonos": zonos.ROUTES,
+        }
+        for provider, provider_routes in routes.items():
+            for method, path, handler in provider_routes:
+                add(method, f"/{provider}{path}", engine.endpoint(provider, handler))
         add("GET", "/_sandbox/templates", self._get_templates)
         add("POST", "/_sandbox/templates/status", self._post_template_status)
         add("GET", "/_sandbox/health", self._health)
@@ -329,23 +311,23 @@ class SandboxServer:
         try:
             config = self.set_config(patch)
         except ValidationError as exc:
-            return _invalid("invalid config", exc)
+            raise _invalid("invalid config", exc) from None
         return _json(config.model_dump(mode="json"))
 
     async def _get_rules(self, request: web.Request) -> web.Response:
         return _json({"rules": self.engine.rules.snapshot()})
 
-    async def _read_items(self, request: web.Request, model: type[_ModelT]) -> list[_ModelT]:
+    async def _read_items(
+        self, request: web.Request, model: type[_ModelT], what: str
+    ) -> list[_ModelT]:
         """The body as one object or a list of them, each validated as ``model``."""
         body = await self._read_json(request)
-        return [model.model_validate(item) for item in (body if isinstance(body, list) else [body])]
+        return [
+            _validated(model, item, what) for item in (body if isinstance(body, list) else [body])
+        ]
 
     async def _post_rules(self, request: web.Request) -> web.Response:
-        try:
-            rules = await self._read_items(request, Rule)
-        except ValidationError as exc:
-            return _invalid("invalid rule", exc)
-        for rule in rules:
+        for rule in await self._read_items(request, Rule, "rule"):
             self.engine.add_rule(rule)
         return _json({"rules": self.engine.rules.snapshot()})
 
@@ -354,10 +336,7 @@ class SandboxServer:
         return _json({"rules": []})
 
     async def _post_orders(self, request: web.Request) -> web.Response:
-        try:
-            seeds = await self._read_items(request, OrderSeed)
-        except ValidationError as exc:
-            return _invalid("invalid order seed", exc)
+        seeds = await self._read_items(request, OrderSeed, "order seed")
         for seed in seeds:
             self.seed_order(seed)
         return _json({"seeded": len(seeds)})
@@ -389,10 +368,8 @@ class SandboxServer:
         return _json({"templates": self.templates(request.query.get("provider"))})
 
     async def _post_template_status(self, request: web.Request) -> web.Response:
-        try:
-            change = TemplateStatusChange.model_validate(await self._read_json(request))
-        except ValidationError as exc:
-            return _invalid("invalid template status change", exc)
+        body = await self._read_json(request)
+        change = _validated(TemplateStatusChange, body, "template status change")
         changed = self.engine.templates.set_status(change)
         if not changed:
             return _json({"error": "no such template", "changed": 0}, status=404)
@@ -402,14 +379,7 @@ class SandboxServer:
         return _json({"outages": self.outages()})
 
     async def _post_outages(self, request: web.Request) -> web.Response:
-        body = await self._read_json(request)
-        try:
-            outage = Outage.model_validate(body)
-        except ValidationError as exc:
-            return _bad_request(
-                "invalid outage",
-                exc.errors(include_input=False, include_url=False, include_context=False),
-            )
+        outage = _validated(Outage, await self._read_json(request), "outage")
         self.start_outage(outage.provider, outage.account)
         return _json({"outages": self.outages()})
 

@@ -19,6 +19,7 @@ from connector.dev.sandbox.config import Rule
 from connector.dev.sandbox.meta import MetaProblem, parse_order_status, rate_limit_problem
 from connector.dev.sandbox.responder import (
     Reply,
+    Routes,
     SandboxResponder,
     ServerError,
     connection_fault,
@@ -357,3 +358,13 @@ async def balance(engine: SandboxResponder, request: web.Request) -> Reply:
     if not secret_matches(request.headers.get("X-API-Key"), engine.ycloud_key):
         return ycloud_error(engine, 401, "UNAUTHORIZED", "Invalid API key in X-API-Key.")
     return Reply(200, orjson.dumps({"amount": 100.0, "currency": "USD"}), "200")
+
+
+#: Served below ``/ycloud`` (server.py).
+ROUTES: Routes = (
+    ("POST", "/v2/whatsapp/messages/sendDirectly", send_directly),
+    ("POST", "/v2/whatsapp/messages", send_queued),
+    ("POST", "/v2/whatsapp/templates", create_template),
+    ("GET", "/v2/whatsapp/templates", list_templates),
+    ("GET", "/v2/balance", balance),
+)

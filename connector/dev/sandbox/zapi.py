@@ -16,6 +16,7 @@ from aiohttp import web
 from connector.dev.sandbox.config import Rule
 from connector.dev.sandbox.responder import (
     Reply,
+    Routes,
     SandboxResponder,
     connection_fault,
     retry_after_header,
@@ -141,3 +142,10 @@ async def instance_status(engine: SandboxResponder, request: web.Request) -> Rep
         return zapi_error(403, "your client-token is not configured", "403:client_token")
     answer = {"connected": True, "session": True, "smartphoneConnected": True, "error": None}
     return Reply(200, orjson.dumps(answer), "200")
+
+
+#: Served below ``/zapi`` (server.py).
+ROUTES: Routes = (
+    ("POST", "/instances/{instanceId}/token/{token}/order-status-update", order_status_update),
+    ("GET", "/instances/{instanceId}/token/{token}/status", instance_status),
+)

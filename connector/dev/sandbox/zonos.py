@@ -15,6 +15,7 @@ from aiohttp import web
 from connector.dev.sandbox.config import Rule
 from connector.dev.sandbox.responder import (
     Reply,
+    Routes,
     SandboxResponder,
     connection_fault,
     secret_matches,
@@ -160,3 +161,7 @@ async def update_vendor_order_status(engine: SandboxResponder, request: web.Requ
     )
     answer = {"success": f"Updated Order: {key} to new order status: {new_status}"}
     return Reply(200, orjson.dumps(answer), "200", accepted=True)
+
+
+#: Served below ``/zonos`` (server.py).
+ROUTES: Routes = (("POST", "/v1/updateVendorOrderStatus", update_vendor_order_status),)
