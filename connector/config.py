@@ -180,7 +180,7 @@ class RetrySettings(_Strict):
 
 
 class HttpSettings(_Strict):
-    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    client: Literal["aiohttp", "httpx", "native"] = "aiohttp"
     max_connections: int = Field(default=512, ge=1)
     # Provider egress: a forward proxy (http://host:port; https targets go through CONNECT)
     # and a PEM CA bundle to trust instead of the system store. An account's own ``proxy`` /

@@ -1,6 +1,7 @@
 """The HTTP senders against real loopback servers: round trips, failures, caps, pooling.
 
-Every test runs against both senders (aiohttp, the default, and httpx, the fallback).
+Every test runs against every sender: aiohttp (the default), httpx (the fallback) and the native
+HTTP/1.1 client (``http.client: native``), which must keep the same contract.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from connector.http.sender import (
     AiohttpSender,
     HttpSender,
     HttpxSender,
+    NativeSender,
     create_sender,
     fast_responses_active,
 )
@@ -51,10 +53,13 @@ def assert_no_secret(exc: BaseException) -> None:
         assert "127.0.0.1" not in text, text
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["aiohttp", "httpx", "native"])
 async def sender(request: pytest.FixtureRequest) -> AsyncIterator[HttpSender]:
+    made: AiohttpSender | HttpxSender | NativeSender
     if request.param == "aiohttp":
-        made: AiohttpSender | HttpxSender = AiohttpSender(max_connections=4, max_response_bytes=CAP)
+        made = AiohttpSender(max_connections=4, max_response_bytes=CAP)
+    elif request.param == "native":
+        made = NativeSender(max_connections=4, max_response_bytes=CAP)
     else:
         made = HttpxSender(max_connections=4, max_response_bytes=CAP)
     async with made:
@@ -265,14 +270,12 @@ async def test_timeout_without_answer_is_a_transport_failure(
     assert_no_secret(caught.value)
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("client", ["aiohttp", "httpx", "native"])
 async def test_a_timeout_before_the_request_left_says_it_was_never_written(
     client: str, server: Web
 ) -> None:
     """Waiting for the only pooled connection times out: nothing reached the provider."""
-    made: AiohttpSender | HttpxSender = (
-        AiohttpSender(max_connections=1) if client == "aiohttp" else HttpxSender(max_connections=1)
-    )
+    made = create_sender(client, max_connections=1)  # type: ignore[arg-type]
     async with made:
         first = asyncio.ensure_future(
             made.send(httpx.Request("GET", server.url("/hang")), timeout=5)
@@ -468,15 +471,18 @@ async def test_concurrent_requests_reuse_pooled_connections(
     assert 1 <= len(server.peers) <= 4
 
 
-async def test_create_sender_names_the_two_clients() -> None:
+async def test_create_sender_names_the_three_clients() -> None:
     aio = create_sender("aiohttp", max_connections=8)
     via_httpx = create_sender("httpx", max_connections=8)
+    native = create_sender("native", max_connections=8)
     try:
         assert isinstance(aio, AiohttpSender)
         assert isinstance(via_httpx, HttpxSender)
+        assert isinstance(native, NativeSender)
     finally:
         await aio.aclose()
         await via_httpx.aclose()
+        await native.aclose()
     with pytest.raises(ValueError, match=r"http\.client"):
         create_sender("requests", max_connections=8)  # type: ignore[arg-type]
 
