@@ -510,3 +510,67 @@ def test_the_fast_response_matches_the_standard_constructor_on_this_httpx() -> N
     # If httpx changes its internals the sender falls back to the standard constructor; this
     # test says so loudly instead of letting the fast path silently disappear.
     assert fast_responses_active()
+
+
+async def test_chunked_answer_with_extensions_and_trailers_is_read_whole(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(2):
+                await read_head(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(b'7;ext=1\r\n{"ok": \r\n')
+                await writer.drain()
+                writer.write(b"5\r\ntrue}\r\n0\r\nX-Trailer: yes\r\n\r\n")
+                await writer.drain()
+            await reader.read()  # until the client closes
+        finally:
+            writer.close()
+
+    base = await raw_server(chunked)
+    with anyio.fail_after(5):
+        for _ in range(2):  # the connection stays usable after a chunked answer
+            answer = await sender.send(httpx.Request("POST", base + "/c"), timeout=5)
+            assert answer.json() == {"ok": True}
+
+
+async def test_an_answer_ending_at_close_is_read_until_the_close(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b'HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n{"queued": ')
+        await writer.drain()
+        writer.write(b"1}")
+        writer.close()
+
+    base = await raw_server(until_close)
+    with anyio.fail_after(5):
+        first = await sender.send(httpx.Request("POST", base + "/a"), timeout=5)
+        second = await sender.send(httpx.Request("POST", base + "/b"), timeout=5)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json() == {"queued": 1}
+
+
+async def test_a_connection_close_answer_is_not_reused(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    connections = 0
+
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    base = await raw_server(one_each)
+    with anyio.fail_after(5):
+        for _ in range(3):
+            answer = await sender.send(httpx.Request("POST", base + "/x"), timeout=5)
+            assert answer.status_code == 200
+    assert connections == 3
