@@ -51,6 +51,7 @@ Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]
 _MAX_HEAD = 64 * 1024
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
 _NO_BODY = frozenset({204, 304})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _Connection(asyncio.Protocol):
@@ -304,6 +305,23 @@ def _decoded(
     return without_encoding(headers), plain, truncated
 
 
+def _head_parts(method: str, url: URL, pairs: tuple[tuple[str, str], ...]) -> tuple[bytes, bool]:
+    """The head up to its Content-Length line, and whether that line is still to be added."""
+    lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
+    if all(name.lower() != "host" for name, _ in pairs):
+        lines.append(f"Host: {url.raw_authority}")
+    lines.extend(f"{name}: {value}" for name, value in pairs)
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
+        raise AccountConfigError("a request header holds a line break")
+    try:
+        prefix = (text + "\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise AccountConfigError("a request header is not Latin-1 text") from None
+    return prefix, all(name.lower() != "content-length" for name, _ in pairs)
+
+
 async def _unpacked(
     request: httpx.Request,
 ) -> tuple[URL, tuple[tuple[str, str], ...], bytes]:
@@ -350,7 +368,7 @@ class NativeSender:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections open or opening, idle ones included
         self._waiting: deque[asyncio.Future[None]] = deque()
-        self._heads: dict[tuple[Any, ...], bytes] = {}
+        self._heads: dict[tuple[int, int, str], tuple[URL, Any, bytes, bool]] = {}
         self._closed = False
 
     def _tls_for(self, ca_bundle: Any) -> ssl.SSLContext:
@@ -360,26 +378,17 @@ class NativeSender:
         return found
 
     def _head(self, method: str, url: URL, pairs: tuple[tuple[str, str], ...], size: int) -> bytes:
-        key = (method, url, pairs, size)
-        head = self._heads.get(key)
-        if head is None:
-            lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
-            if all(name.lower() != "host" for name, _ in pairs):
-                lines.append(f"Host: {url.raw_authority}")
-            lines.extend(f"{name}: {value}" for name, value in pairs)
-            if (size or method in ("POST", "PUT", "PATCH")) and all(
-                name.lower() != "content-length" for name, _ in pairs
-            ):
-                lines.append(f"Content-Length: {size}")
-            text = "\r\n".join(lines)
-            breaks = len(lines) - 1
-            if text.count("\n") != breaks or text.count("\r") != breaks:
-                raise AccountConfigError("a request header holds a line break")
-            head = (text + "\r\n\r\n").encode("latin-1")
-            if len(self._heads) > 4096:  # heads repeat per account; stay bounded anyway
+        """The request head. An account's requests share their URL and header tuple, so its
+        fixed part is cached by their identity (the entry holds both, so ids stay unique)."""
+        key = (id(url), id(pairs), method)
+        found = self._heads.get(key)
+        if found is None or found[0] is not url or found[1] is not pairs:
+            if len(self._heads) > 4096:  # a few entries per account; stay bounded anyway
                 self._heads.clear()
-            self._heads[key] = head
-        return head
+            found = self._heads[key] = (url, pairs, *_head_parts(method, url, pairs))
+        if found[3] and (size or method in _BODY_METHODS):
+            return found[2] + b"Content-Length: %d\r\n\r\n" % size
+        return found[2] + b"\r\n"
 
     async def send(
         self, request: PlainRequest | httpx.Request, *, timeout: float

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiohttp import test_utils, web
 
-from connector.errors import RetryableDeliveryError, TransportFailure
+from connector.errors import AccountConfigError, RetryableDeliveryError, TransportFailure
 from connector.http.sender import (
     BODY_TRUNCATED,
     AiohttpSender,
@@ -574,3 +574,10 @@ async def test_a_connection_close_answer_is_not_reused(
             answer = await sender.send(httpx.Request("POST", base + "/x"), timeout=5)
             assert answer.status_code == 200
     assert connections == 3
+
+
+async def test_the_native_sender_refuses_a_header_with_a_line_break(server: Web) -> None:
+    endpoint = Endpoint(server.url("/echo/x"), [("X-Note", "a\r\nX-Injected: 1")])
+    async with NativeSender() as made:
+        with anyio.fail_after(5), pytest.raises(AccountConfigError):
+            await made.send(endpoint.post(b"{}"), timeout=5)
