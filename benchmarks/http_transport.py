@@ -12,6 +12,9 @@ Clients (every httpx-based case builds one ``httpx.Request`` per request, as ada
   aiohttp-convert  aiohttp ClientSession, httpx.Request -> aiohttp -> httpx.Response by hand
   sender-aiohttp   connector.http.sender.AiohttpSender (what the connector ships)
   sender-httpx     connector.http.sender.HttpxSender (the fallback)
+  sender-native    connector.http.native.NativeSender (``http.client: native``)
+  plain-aiohttp    AiohttpSender sent the adapters' PlainRequest (what the connector does now)
+  plain-native     NativeSender sent the adapters' PlainRequest
   aiohttp-native   aiohttp with no httpx objects at all: the ceiling
 """
 
@@ -40,6 +43,7 @@ from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from connector.http.sender import create_sender
+from connector.providers.request import Endpoint
 
 CLIENTS = (
     "httpx",
@@ -47,6 +51,9 @@ CLIENTS = (
     "aiohttp-convert",
     "sender-aiohttp",
     "sender-httpx",
+    "sender-native",
+    "plain-aiohttp",
+    "plain-native",
     "aiohttp-native",
 )
 REQUEST_TIMEOUT = 30.0
@@ -223,10 +230,22 @@ async def _make_client(
 
         return send, session.close
 
-    if name in ("sender-aiohttp", "sender-httpx"):
-        sender = create_sender(
-            "aiohttp" if name == "sender-aiohttp" else "httpx", max_connections=concurrency
+    if name in ("plain-aiohttp", "plain-native"):  # the adapters' value, one per request
+        plain_sender = create_sender(
+            "aiohttp" if name == "plain-aiohttp" else "native", max_connections=concurrency
         )
+        endpoint = Endpoint(url, HEADERS.items())
+
+        async def send() -> int:
+            answer = await plain_sender.send(endpoint.post(BODY), timeout=REQUEST_TIMEOUT)
+            answer.json()
+            return answer.status_code
+
+        return send, plain_sender.aclose
+
+    if name in ("sender-aiohttp", "sender-httpx", "sender-native"):
+        kinds = {"sender-aiohttp": "aiohttp", "sender-httpx": "httpx", "sender-native": "native"}
+        sender = create_sender(kinds[name], max_connections=concurrency)  # type: ignore[arg-type]
 
         async def send() -> int:
             answer = await sender.send(request(), timeout=REQUEST_TIMEOUT)

@@ -800,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-in-flight", type=int, default=512)
     parser.add_argument("--account-in-flight", type=int, default=256)
-    parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--http-client", choices=["aiohttp", "httpx", "native"], default="native")
     parser.add_argument(
         "--live-rate",
         type=float,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from connector.errors import ErrorClass
@@ -97,6 +98,54 @@ class ResultRecord(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self)
+
+
+def result_record_bytes(
+    *,
+    event_id: str | None,
+    order_id: str | None,
+    outcome: ResultOutcome,
+    provider: str | None,
+    account: str | None,
+    provider_message_id: str | None,
+    http_status: int | None,
+    provider_error_code: str | None,
+    attempts: int,
+    latency_ms: float | None,
+    source: tuple[str, int, int] | None,
+    traceparent: str | None,
+    detail: str | None,
+    recorded_at: datetime,
+) -> bytes:
+    """The JSON of the ``ResultRecord`` with these fields (no status report), written directly.
+
+    Byte for byte what ``ResultRecord.model_construct(...).to_bytes()`` writes (same field
+    order, ``Z`` for UTC; tests/unit/test_records.py compares them), without building the model
+    on the hot path. ``source`` is (topic, partition, offset).
+    """
+    return orjson.dumps(
+        {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "event_id": event_id,
+            "order_id": order_id,
+            "outcome": outcome.value,
+            "provider": provider,
+            "account": account,
+            "provider_message_id": provider_message_id,
+            "http_status": http_status,
+            "provider_error_code": provider_error_code,
+            "attempts": attempts,
+            "latency_ms": latency_ms,
+            "source": None
+            if source is None
+            else {"topic": source[0], "partition": source[1], "offset": source[2]},
+            "traceparent": traceparent,
+            "detail": detail,
+            "report_status": None,
+            "recorded_at": recorded_at,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
 
 
 class OriginalHeader(BaseModel):
@@ -284,4 +333,5 @@ __all__ = [
     "encode_bytes",
     "minimal_error_record",
     "original_headers",
+    "result_record_bytes",
 ]

@@ -16,6 +16,18 @@ import httpx
 from connector.errors import AccountConfigError, DeliveryError, TransportFailure
 
 
+class ConnectFailedError(Exception):
+    """The native client could not open a connection (the cause is the OS or TLS error)."""
+
+
+class PeerClosedError(Exception):
+    """The native client's connection closed before a complete answer arrived."""
+
+
+class AnswerMalformedError(Exception):
+    """The native client could not parse the answer (head, chunking or content coding)."""
+
+
 def delivery_error(exc: BaseException, *, timeout: float, written: bool = True) -> DeliveryError:
     """Translate an aiohttp/httpx/OS exception; the only place library errors are mapped.
 
@@ -38,14 +50,21 @@ def delivery_error(exc: BaseException, *, timeout: float, written: bool = True) 
     if isinstance(exc, aiohttp.ClientSSLError) or _caused_by(exc, ssl.SSLError):
         detail = f"tls: handshake or certificate failed ({name})"
         return TransportFailure(detail, kind="tls", written=False)
-    if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError | httpx.ProxyError):
+    if isinstance(
+        exc,
+        ConnectFailedError | aiohttp.ClientConnectorError | httpx.ConnectError | httpx.ProxyError,
+    ):
         detail = f"connect: {_os_reason(exc)} ({name})"
         return TransportFailure(detail, kind="connect", written=False)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, PeerClosedError | aiohttp.ServerDisconnectedError):
         detail = f"disconnected: server closed the connection ({name})"
         return TransportFailure(detail, kind="disconnected", written=written)
     if isinstance(
-        exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError | httpx.ProtocolError
+        exc,
+        AnswerMalformedError
+        | aiohttp.ClientPayloadError
+        | aiohttp.ClientResponseError
+        | httpx.ProtocolError,
     ):
         detail = f"protocol: malformed or incomplete answer ({name})"
         return TransportFailure(detail, kind="protocol", written=written)

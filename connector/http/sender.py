@@ -26,20 +26,25 @@ from yarl import URL
 from connector.contract.outbound import PlainRequest
 from connector.http.egress import AnyURL, Egress, EgressPlan, tls_context
 from connector.http.failures import delivery_error
+from connector.http.native import NativeSender
+from connector.http.responses import (
+    BODY_TRUNCATED,
+    fast_responses_active,
+    loaded_response,
+    without_encoding,
+)
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
 
-HttpClientKind = Literal["aiohttp", "httpx"]
+HttpClientKind = Literal["aiohttp", "httpx", "native"]
 
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20  # provider answers are a few hundred bytes
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_KEEPALIVE_SECONDS = 30.0
 
-#: ``response.extensions`` key set to True when the body was cut at ``max_response_bytes``.
-BODY_TRUNCATED = "connector.body_truncated"
 
 _READ_CHUNK = 64 * 1024
 
@@ -65,16 +70,28 @@ def create_sender(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     trust_env: bool = False,
     egress: EgressPlan | None = None,
-) -> AiohttpSender | HttpxSender:
+) -> AiohttpSender | HttpxSender | NativeSender:
     """The sender named by the ``http.client`` setting, pooled for ``max_connections``;
     ``egress`` says which proxy and CA bundle each request uses."""
+    if client == "native":  # proxied origins go through aiohttp (CONNECT, proxy auth)
+        return NativeSender(
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            egress=egress,
+            proxied=AiohttpSender(
+                max_connections=max_connections,
+                max_response_bytes=max_response_bytes,
+                trust_env=trust_env,
+                egress=egress,
+            ),
+        )
     senders: dict[str, type[AiohttpSender] | type[HttpxSender]] = {
         "aiohttp": AiohttpSender,
         "httpx": HttpxSender,
     }
     sender = senders.get(client)
     if sender is None:
-        raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp' or 'httpx'")
+        raise ValueError(f"unknown http.client {client!r}: expected 'aiohttp', 'httpx' or 'native'")
     return sender(
         max_connections=max_connections,
         max_response_bytes=max_response_bytes,
@@ -208,7 +225,7 @@ class AiohttpSender:
                 status = answer.status
                 raw_headers: Any = answer.raw_headers
                 if hdrs.CONTENT_ENCODING in answer.headers:  # aiohttp already decoded the body
-                    raw_headers = _without_encoding(raw_headers)
+                    raw_headers = without_encoding(raw_headers)
                 reason = answer.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise delivery_error(exc, timeout=timeout, written=mark.written) from exc
@@ -219,7 +236,7 @@ class AiohttpSender:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         if truncated:
             extensions[BODY_TRUNCATED] = True
-        return _loaded_response(status, raw_headers, content, answer_to, extensions)
+        return loaded_response(status, raw_headers, content, answer_to, extensions)
 
     async def _read_capped(self, answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self._max_response_bytes
@@ -367,7 +384,7 @@ class HttpxSender:
         if truncated:
             content = content[:cap]
         if "content-encoding" in answer.headers:
-            headers = _without_encoding(headers)
+            headers = without_encoding(headers)
         extensions = {k: v for k, v in answer.extensions.items() if k != "network_stream"}
         if truncated:
             extensions[BODY_TRUNCATED] = True
@@ -407,88 +424,6 @@ class _RedactedRequest(httpx.Request):
 
     def __repr__(self) -> str:
         return f"<Request('{self.method}', '[url redacted]')>"
-
-
-def _standard_response(
-    status: int,
-    headers: Any,
-    content: bytes,
-    request: httpx.Request | None,
-    extensions: dict[str, Any],
-) -> httpx.Response:
-    return httpx.Response(
-        status, headers=headers, content=content, request=request, extensions=extensions
-    )
-
-
-def _preloaded_response(
-    status: int,
-    headers: Any,
-    content: bytes,
-    request: httpx.Request | None,
-    extensions: dict[str, Any],
-) -> httpx.Response:
-    """An already-read ``httpx.Response`` without the constructor's content pipeline.
-
-    ``httpx.Response(content=...)`` re-encodes and re-reads the body through its decoders
-    (about 19 µs; 3 µs this way). Used only when ``_PRELOAD_MATCHES`` proved at import that the
-    result behaves exactly like the standard one on this httpx version.
-    """
-    response = httpx.Response.__new__(httpx.Response)
-    response.status_code = status
-    response.headers = httpx.Headers(headers)
-    response._request = request
-    response.next_request = None
-    response.extensions = extensions
-    response.history = []
-    response.is_closed = True
-    response.is_stream_consumed = True
-    response.default_encoding = "utf-8"
-    response.stream = httpx.ByteStream(content)
-    response._content = content
-    response._num_bytes_downloaded = len(content)
-    return response
-
-
-def _preload_matches() -> bool:
-    """Whether ``_preloaded_response`` equals the standard constructor on this httpx."""
-    request = httpx.Request("POST", "http://check.invalid/p", content=b"{}")
-    headers = [(b"Content-Type", b"application/json; charset=utf-8"), (b"Retry-After", b"3")]
-    body = b'{"a": [1, "\\u00e9"]}'
-    ext = {"http_version": b"HTTP/1.1"}
-    try:
-        fast = _preloaded_response(429, headers, body, request, dict(ext))
-        slow = _standard_response(429, headers, body, request, dict(ext))
-        return (
-            fast.status_code == slow.status_code
-            # The standard constructor adds Content-Length when the answer had none.
-            and fast.headers.multi_items()
-            == [h for h in slow.headers.multi_items() if h[0] != "content-length"]
-            and fast.content == slow.content
-            and fast.text == slow.text
-            and fast.json() == slow.json()
-            and fast.request is slow.request
-            and fast.is_closed == slow.is_closed
-            and fast.reason_phrase == slow.reason_phrase
-            and fast.encoding == slow.encoding
-        )
-    except Exception:
-        return False
-
-
-_PRELOAD_MATCHES = _preload_matches()
-_loaded_response = _preloaded_response if _PRELOAD_MATCHES else _standard_response
-
-
-def fast_responses_active() -> bool:
-    """Whether answers are built on the fast path (it matched the standard one at import)."""
-    return _loaded_response is _preloaded_response
-
-
-def _without_encoding(raw_headers: Any) -> list[tuple[bytes, bytes]]:
-    """Headers minus Content-Encoding/Content-Length: the body we return is already decoded."""
-    drop = (b"content-encoding", b"content-length")
-    return [(k, v) for k, v in raw_headers if k.lower() not in drop]
 
 
 class _WriteMark:
@@ -538,3 +473,16 @@ class _MarkingConnector(aiohttp.TCPConnector):
         if mark is not None:
             mark.written = True
         return connection
+
+
+__all__ = [
+    "BODY_TRUNCATED",
+    "AiohttpSender",
+    "HttpClientKind",
+    "HttpSender",
+    "HttpxSender",
+    "NativeSender",
+    "as_httpx_request",
+    "create_sender",
+    "fast_responses_active",
+]

@@ -210,7 +210,7 @@ async def post(kind: HttpClientKind, plan: EgressPlan, url: str) -> httpx.Respon
             return await sender.send(httpx.Request("POST", url, content=b"{}"), timeout=5)
 
 
-CLIENTS: list[HttpClientKind] = ["aiohttp", "httpx"]
+CLIENTS: list[HttpClientKind] = ["aiohttp", "httpx", "native"]
 NO_ENV: dict[str, str] = {}
 
 # ----------------------------------------------------------------------------- tests

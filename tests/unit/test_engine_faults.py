@@ -42,7 +42,7 @@ REASONS = {
     "send": ("send: AccountConfigError", "send: InjectedFault"),
     "classify": ("classify: InjectedFault",),
     "ledger": ("ledger: InjectedFault",),
-    "record": ("record: PydanticSerializationError",),
+    "record": ("record: PydanticSerializationError", "record: TypeError"),  # model / orjson
     "publish": ("outcome refused by the broker (MessageSizeTooLargeError",),
 }
 TOPICS = TopicNames(input=INPUT, results="res", errors="err", ledger="ledger")

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from connector.contract.records import (
@@ -17,6 +19,7 @@ from connector.contract.records import (
     SourceCoordinates,
     encode_bytes,
     original_headers,
+    result_record_bytes,
 )
 from connector.contract.schemas import SCHEMAS, export_schemas, packaged_schema, render_schema
 from connector.errors import ErrorClass
@@ -43,6 +46,53 @@ def test_result_record_serialises_to_json_bytes() -> None:
     assert data["source"] == {"topic": "order.status.changed", "partition": 3, "offset": 1234}
     assert data["recorded_at"] == "2025-06-01T00:00:00Z"
     assert ResultRecord.model_validate_json(record.to_bytes()) == record
+
+
+_text = st.none() | st.text(max_size=40)
+_record_fields = st.fixed_dictionaries(
+    {
+        "event_id": _text,
+        "order_id": _text,
+        "outcome": st.sampled_from(
+            [o for o in ResultOutcome if o is not ResultOutcome.STATUS_REPORT]
+        ),
+        "provider": _text,
+        "account": _text,
+        "provider_message_id": _text,
+        "http_status": st.none() | st.integers(100, 599),
+        "provider_error_code": _text,
+        "attempts": st.integers(0, 50),
+        "latency_ms": st.none()
+        | st.floats(0, 1e7, allow_nan=False).map(lambda f: round(f, 3))
+        | st.floats(0, 1e7, allow_nan=False),
+        "source": st.none()
+        | st.tuples(st.text(min_size=1, max_size=20), st.integers(0, 500), st.integers(0, 2**62)),
+        "traceparent": _text,
+        "detail": _text,
+        "recorded_at": st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+        ),
+    }
+)
+
+
+@settings(max_examples=300)
+@given(_record_fields)
+def test_result_record_bytes_are_those_of_the_model(fields: dict[str, object]) -> None:
+    """The hot path writes the result JSON directly: byte for byte the model's serialisation,
+    and a record the model (whose schema is committed) validates back to the same values."""
+    source = fields["source"]
+    model = ResultRecord.model_construct(
+        **{
+            **fields,
+            "source": None
+            if source is None
+            else SourceCoordinates(topic=source[0], partition=source[1], offset=source[2]),  # type: ignore[index]
+        }
+    )
+    direct = result_record_bytes(**fields)  # type: ignore[arg-type]
+    assert direct == model.to_bytes()
+    assert ResultRecord.model_validate_json(direct) == model
 
 
 def test_status_report_needs_report_status_and_only_then() -> None:

@@ -1,6 +1,7 @@
 """The HTTP senders against real loopback servers: round trips, failures, caps, pooling.
 
-Every test runs against both senders (aiohttp, the default, and httpx, the fallback).
+Every test runs against every sender: aiohttp (the default), httpx (the fallback) and the native
+HTTP/1.1 client (``http.client: native``), which must keep the same contract.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import httpx
 import pytest
 from aiohttp import test_utils, web
 
-from connector.errors import RetryableDeliveryError, TransportFailure
+from connector.errors import AccountConfigError, RetryableDeliveryError, TransportFailure
 from connector.http.sender import (
     BODY_TRUNCATED,
     AiohttpSender,
     HttpSender,
     HttpxSender,
+    NativeSender,
     create_sender,
     fast_responses_active,
 )
@@ -51,10 +53,13 @@ def assert_no_secret(exc: BaseException) -> None:
         assert "127.0.0.1" not in text, text
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["aiohttp", "httpx", "native"])
 async def sender(request: pytest.FixtureRequest) -> AsyncIterator[HttpSender]:
+    made: AiohttpSender | HttpxSender | NativeSender
     if request.param == "aiohttp":
-        made: AiohttpSender | HttpxSender = AiohttpSender(max_connections=4, max_response_bytes=CAP)
+        made = AiohttpSender(max_connections=4, max_response_bytes=CAP)
+    elif request.param == "native":
+        made = NativeSender(max_connections=4, max_response_bytes=CAP)
     else:
         made = HttpxSender(max_connections=4, max_response_bytes=CAP)
     async with made:
@@ -265,14 +270,12 @@ async def test_timeout_without_answer_is_a_transport_failure(
     assert_no_secret(caught.value)
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("client", ["aiohttp", "httpx", "native"])
 async def test_a_timeout_before_the_request_left_says_it_was_never_written(
     client: str, server: Web
 ) -> None:
     """Waiting for the only pooled connection times out: nothing reached the provider."""
-    made: AiohttpSender | HttpxSender = (
-        AiohttpSender(max_connections=1) if client == "aiohttp" else HttpxSender(max_connections=1)
-    )
+    made = create_sender(client, max_connections=1)  # type: ignore[arg-type]
     async with made:
         first = asyncio.ensure_future(
             made.send(httpx.Request("GET", server.url("/hang")), timeout=5)
@@ -468,15 +471,18 @@ async def test_concurrent_requests_reuse_pooled_connections(
     assert 1 <= len(server.peers) <= 4
 
 
-async def test_create_sender_names_the_two_clients() -> None:
+async def test_create_sender_names_the_three_clients() -> None:
     aio = create_sender("aiohttp", max_connections=8)
     via_httpx = create_sender("httpx", max_connections=8)
+    native = create_sender("native", max_connections=8)
     try:
         assert isinstance(aio, AiohttpSender)
         assert isinstance(via_httpx, HttpxSender)
+        assert isinstance(native, NativeSender)
     finally:
         await aio.aclose()
         await via_httpx.aclose()
+        await native.aclose()
     with pytest.raises(ValueError, match=r"http\.client"):
         create_sender("requests", max_connections=8)  # type: ignore[arg-type]
 
@@ -504,3 +510,74 @@ def test_the_fast_response_matches_the_standard_constructor_on_this_httpx() -> N
     # If httpx changes its internals the sender falls back to the standard constructor; this
     # test says so loudly instead of letting the fast path silently disappear.
     assert fast_responses_active()
+
+
+async def test_chunked_answer_with_extensions_and_trailers_is_read_whole(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(2):
+                await read_head(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(b'7;ext=1\r\n{"ok": \r\n')
+                await writer.drain()
+                writer.write(b"5\r\ntrue}\r\n0\r\nX-Trailer: yes\r\n\r\n")
+                await writer.drain()
+            await reader.read()  # until the client closes
+        finally:
+            writer.close()
+
+    base = await raw_server(chunked)
+    with anyio.fail_after(5):
+        for _ in range(2):  # the connection stays usable after a chunked answer
+            answer = await sender.send(httpx.Request("POST", base + "/c"), timeout=5)
+            assert answer.json() == {"ok": True}
+
+
+async def test_an_answer_ending_at_close_is_read_until_the_close(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b'HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n{"queued": ')
+        await writer.drain()
+        writer.write(b"1}")
+        writer.close()
+
+    base = await raw_server(until_close)
+    with anyio.fail_after(5):
+        first = await sender.send(httpx.Request("POST", base + "/a"), timeout=5)
+        second = await sender.send(httpx.Request("POST", base + "/b"), timeout=5)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json() == {"queued": 1}
+
+
+async def test_a_connection_close_answer_is_not_reused(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]]
+) -> None:
+    connections = 0
+
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    base = await raw_server(one_each)
+    with anyio.fail_after(5):
+        for _ in range(3):
+            answer = await sender.send(httpx.Request("POST", base + "/x"), timeout=5)
+            assert answer.status_code == 200
+    assert connections == 3
+
+
+async def test_the_native_sender_refuses_a_header_with_a_line_break(server: Web) -> None:
+    endpoint = Endpoint(server.url("/echo/x"), [("X-Note", "a\r\nX-Injected: 1")])
+    async with NativeSender() as made:
+        with anyio.fail_after(5), pytest.raises(AccountConfigError):
+            await made.send(endpoint.post(b"{}"), timeout=5)
