@@ -441,8 +441,9 @@ def decode_event(
             return _decode_structured(value, traceparent)
         raise
     if traceparent is not None and event.traceparent is None:
-        # model_copy does not validate: the header must pass the same check as the field.
-        return event.model_copy(update={"traceparent": _validate_header_traceparent(traceparent)})
+        # The header must pass the same check as the field. The event was just built here and
+        # nobody holds it yet: set the field in place rather than copy a frozen instance.
+        object.__setattr__(event, "traceparent", _validate_header_traceparent(traceparent))
     return event
 
 
