@@ -52,6 +52,7 @@ class Attempts:
         started = time.monotonic()
         job.stage = "send"
         job.last_error = None
+        assert job.request is not None, "built when the job first ran"
         try:
             response = await self._sender.send(
                 job.request, timeout=provider.settings.request_timeout_s

@@ -279,12 +279,11 @@ class Engine(EngineViews):
                 self._spawn_settle(state, record, key_mismatch(record, event))
                 return
             provider = self._router.route(event)
-            built = provider.build_request(event)
-            if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
-                ending = Ending.of_answer(built, event=event, provider=provider)
-                self._spawn_settle(state, record, ending)
+            job = new_job(record, state, event, provider)
+            # Built when the job first runs; at intake where a newer event supersedes older ones.
+            if self._screening.coalesces(job) and (early := self._screening.prepare(job)):
+                self._spawn_settle(state, record, early, job)
                 return
-            job = new_job(record, state, event, provider, built)
         except InvalidEventError as exc:
             ending = Ending(
                 error=exc.error_class, detail=exc.reason, event=event, provider=provider
@@ -351,8 +350,10 @@ class Engine(EngineViews):
         the job is parked, waits for a retry, was superseded or its partition was released."""
         if job.state.draining:
             return None
-        job.stage = "screen"
         screening = self._screening
+        if job.request is None and (ending := screening.prepare(job)) is not None:
+            return ending
+        job.stage = "screen"
         if screening.active:
             if not job.attempts and (ending := screening.verdict(job)) is not None:
                 return ending

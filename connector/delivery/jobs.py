@@ -95,16 +95,18 @@ class PartitionProgress:
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """One decoded, routed event with its built request, from intake until its outcome."""
+    """One decoded, routed event from intake until its outcome. Its request is built when the
+    job first runs (``Screening.prepare``; at intake where the account coalesces), so a
+    buffered, superseded or skipped record never holds one."""
 
     record: ConsumedRecord
     event: OrderStatusChanged
     provider: Provider
-    request: PlainRequest
-    template: TemplateKey | None  # the WhatsApp template the request uses, if any
     lane: LaneKey
     state: PartitionState
     consumed_at: float
+    request: PlainRequest | None = None  # None until built
+    template: TemplateKey | None = None  # the WhatsApp template the request uses, if any
     attempts: int = 0
     first_attempt_at: datetime | None = None
     first_attempt_mono: float | None = None
@@ -121,30 +123,30 @@ class Job:
 
 
 def new_job(
-    record: ConsumedRecord,
-    state: PartitionState,
-    event: OrderStatusChanged,
-    provider: Provider,
-    built: BuiltRequest,
+    record: ConsumedRecord, state: PartitionState, event: OrderStatusChanged, provider: Provider
 ) -> Job:
-    """The job of a built request; the request gets ``X-Request-Id`` and ``traceparent``."""
-    request = (
+    """The job of a routed event, its request not built yet."""
+    return Job(
+        record=record,
+        event=event,
+        provider=provider,
+        lane=(record.partition, provider.target_key(event)),
+        state=state,
+        consumed_at=time.monotonic(),
+    )
+
+
+def set_request(job: Job, built: BuiltRequest) -> None:
+    """Give ``job`` its built request, with ``X-Request-Id`` and ``traceparent``."""
+    event = job.event
+    job.request = (
         built.request.with_headers(
             ("X-Request-Id", event.event_id), ("traceparent", event.traceparent)
         )
         if event.traceparent
         else built.request.with_headers(("X-Request-Id", event.event_id))
     )
-    return Job(
-        record=record,
-        event=event,
-        provider=provider,
-        request=request,
-        template=built.template,
-        lane=(record.partition, provider.target_key(event)),
-        state=state,
-        consumed_at=time.monotonic(),
-    )
+    job.template = built.template
 
 
 @dataclass(slots=True)

@@ -1,6 +1,7 @@
-"""Decisions taken before a send: the ledger's verdict on a replayed event (duplicate, stale,
-expired, invalid transition), dry run, and whether an account coalesces a backlog. Each
-decision is an ``Ending`` (or None: send); this module never publishes and never starts jobs."""
+"""Decisions taken before a send: building the request (or the mapping's skip, or the event
+that cannot be sent), the ledger's verdict on a replayed event (duplicate, stale, expired,
+invalid transition), dry run, and whether an account coalesces a backlog. Each decision is an
+``Ending`` (or None: send); this module never publishes and never starts jobs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import structlog
 
 from connector.contract.records import ResultOutcome
 from connector.core.ledger import Verdict, judge, would_be_rejected
+from connector.delivery.jobs import set_request
 from connector.delivery.outcomes import Ending, internal
-from connector.errors import ErrorClass
+from connector.errors import ErrorClass, InvalidEventError
+from connector.providers.base import ProviderOutcome
 
 if TYPE_CHECKING:
     from connector.config import DeliverySettings
@@ -46,6 +49,23 @@ class Screening:
     def coalesces(self, job: Job) -> bool:
         d = self._delivery
         return d is not None and d.coalesces(job.provider.account, job.provider.kind)
+
+    def prepare(self, job: Job) -> Ending | None:
+        """Build ``job``'s request (once): None when it is ready to go on, else how the record
+        ends (the mapping says skip, or the event cannot be sent). ``job.stage`` is "build".
+
+        The engine calls it when the job first runs, so buffered and superseded records hold
+        no request; where the account coalesces, at intake instead: an event that cannot be
+        sent must not supersede the ones queued before it."""
+        job.stage = "build"
+        try:
+            built = job.provider.build_request(job.event)
+        except InvalidEventError as exc:  # any other failure: the caller's internal_error
+            return Ending(error=exc.error_class, detail=exc.reason)
+        if isinstance(built, ProviderOutcome):  # the mapping says: nothing to send
+            return Ending.of_answer(built)
+        set_request(job, built)
+        return None
 
     def verdict(self, job: Job) -> Ending | None:
         """What the ledger says about a first attempt: None to go on, else how it ends."""

@@ -77,7 +77,12 @@ async def load_ledgers(partitions: set[int]) -> dict[int, PartitionLedger]:
     return {p: FaultyLedger() for p in partitions}
 
 
-def make(source: FakeSource, sink: RefusingSink, sender: FaultySender) -> Engine:
+def make(
+    source: FakeSource,
+    sink: RefusingSink,
+    sender: FaultySender,
+    delivery: DeliverySettings | None = None,
+) -> Engine:
     return Engine(
         source=source,
         sink=sink,
@@ -87,7 +92,7 @@ def make(source: FakeSource, sink: RefusingSink, sender: FaultySender) -> Engine
         topics=TOPICS,
         limits=LimitSettings(commit_interval_s=0.01, drain_timeout_s=2),
         retry=RetryPolicy(max_attempts=3, base_s=0.001, cap_s=0.01, max_elapsed_s=5),
-        delivery=DeliverySettings(),
+        delivery=delivery or DeliverySettings(),
         ledger_loader=load_ledgers,
         rand=random.Random(7).random,
     )
@@ -156,6 +161,48 @@ async def test_a_fault_at_any_stage_still_gives_every_record_exactly_one_outcome
     accepted = {r["event_id"] for r in sink.by_topic("res") if r["outcome"] == "accepted"}
     unmarked = {f"{o.decode()}-{s}" for o, s in _keys_and_seqs(parts)} - set(marked)
     assert unmarked <= accepted
+    assert_in_input_order(sender.seen)
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_a_build_fault_on_a_coalescing_account_ends_at_intake_and_supersedes_nothing(
+    seed: int,
+) -> None:
+    """Where the account coalesces, the request is built at intake: an event whose build fails
+    ends there (``internal_error``) and never supersedes the events queued before it, so each
+    order's last buildable event is still sent."""
+    parts, marked = workload(seed, "build")
+    source = FakeSource(parts)
+    sink = RefusingSink(refuse=lambda _: False)
+    sender = FaultySender(seed=seed)
+    engine = make(source, sink, sender, DeliverySettings(coalesce={"acct": True}))
+    total = sum(len(r) for r in parts.values())
+    ends = {TP(INPUT, p): len(r) for p, r in parts.items()}
+    await engine.on_assigned(source.assignment())
+    task = asyncio.create_task(engine.run())
+    try:
+        with anyio.fail_after(20):
+            while len(coordinates(outcomes(sink))) < total or source.commits != ends:
+                await asyncio.sleep(0.005)
+    finally:
+        engine.request_stop()
+        with anyio.fail_after(10):
+            await task
+    assert engine.failure is None
+    records = outcomes(sink)
+    every = {(p, r.offset) for p, rs in parts.items() for r in rs}
+    assert coordinates(records) == Counter(dict.fromkeys(every, 1))  # exactly one each
+    assert source.commits == ends
+    by_event = {r["event_id"]: r for r in records}
+    for event_id in marked:
+        assert by_event[event_id]["error_class"] == "internal_error"
+        assert str(by_event[event_id]["reason"]).startswith("build: InjectedFault")
+    last_unmarked: dict[str, int] = {}
+    for key, seq in _keys_and_seqs(parts):
+        if f"{key.decode()}-{seq}" not in marked:
+            last_unmarked[key.decode()] = max(seq, last_unmarked.get(key.decode(), 0))
+    for order, seq in last_unmarked.items():
+        assert by_event[f"{order}-{seq}"]["outcome"] == "accepted", by_event[f"{order}-{seq}"]
     assert_in_input_order(sender.seen)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 from decimal import Decimal
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from connector.contract.events import (
     CanonicalStatus,
@@ -248,8 +248,19 @@ def test_header_with_none_value_is_ignored() -> None:
 
 def test_event_is_frozen() -> None:
     event = decode_event(orjson.dumps(event_dict()))
-    with pytest.raises(ValidationError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         event.order_id = "other"  # type: ignore[misc]
+
+
+def test_a_decoded_event_is_slotted_all_the_way_down() -> None:
+    """Every buffered record holds its decoded event: no per-instance ``__dict__`` or
+    fields-set ``set`` (a ``BaseModel`` event costs about five times the memory)."""
+    event = decode_event(orjson.dumps(event_dict()))
+    assert event.recipient is not None
+    assert event.order is not None
+    parts = [event, event.recipient, event.order, *event.order.items, event.zapi, event.zonos]
+    for part in parts:
+        assert not hasattr(part, "__dict__"), type(part).__name__
 
 
 def test_encode_then_decode_round_trips_exactly() -> None:
