@@ -112,8 +112,9 @@ class RoutingSettings(_Strict):
 
 class OutageSettings(_Strict):
     """Account outage mode (``connector.core.breaker.BreakerSettings``): an account whose recent
-    requests fail as transient (5xx, timeouts, resets, 429s) enters outage; its events park in
-    lane order without spending their retry budget and one probe tests recovery."""
+    requests fail as transient (5xx, timeouts, resets; 429s only once its adaptive rate is at
+    its floor) enters outage; its events park in lane order without spending their retry
+    budget and one probe tests recovery."""
 
     enabled: bool = True
     # Among the last ``window`` results no older than ``window_s``: at least ``min_requests``,

@@ -212,8 +212,13 @@ class Flow:
             result = AttemptResult.RESET  # no answer and no transport kind: the exchange broke
         if result is AttemptResult.SUCCESS and job.lane in self._newest:
             self._newest[job.lane] = (job.event.event_id, self._sent_status(job))
-        if result is AttemptResult.SUCCESS and job.lane in self._reasserts:
-            self._arm_reassert(job, now)
+        if job.lane in self._reasserts:
+            if result is AttemptResult.SUCCESS:
+                self._arm_reassert(job, now)
+            elif answer.kind is OutcomeKind.PERMANENT:  # it ends unsent: nothing to re-assert
+                pending = self._reasserts[job.lane]
+                if pending.event_id == job.event.event_id and pending.timer is None:
+                    del self._reasserts[job.lane]
         if rate is not None:
             if result is AttemptResult.SUCCESS:
                 rate.on_success(now)
@@ -260,7 +265,7 @@ class Flow:
         decision = decide_ambiguous(
             now=now,
             newer_queued=newer_queued,
-            status=_status(job),
+            status=self._sent_status(job),
             traits=self._traits[job.provider.account],
             settle_until=current.until if current is not None else None,
         )
@@ -370,7 +375,7 @@ class Flow:
         gate = gate_next(
             now=now,
             settle_until=settle.until,
-            next_status=_status(job),
+            next_status=self._sent_status(job),
             traits=self._traits[job.provider.account],
         )
         if gate.reassert_at is not None and gate.send_at <= now:
