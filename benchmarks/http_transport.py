@@ -13,8 +13,9 @@ Clients (every httpx-based case builds one ``httpx.Request`` per request, as ada
   sender-aiohttp   connector.http.sender.AiohttpSender (what the connector ships)
   sender-httpx     connector.http.sender.HttpxSender (the fallback)
   sender-native    connector.http.native.NativeSender (``http.client: native``)
-  plain-aiohttp    AiohttpSender sent the adapters' PlainRequest (what the connector does now)
-  plain-native     NativeSender sent the adapters' PlainRequest
+  plain-aiohttp    AiohttpSender sent the adapters' PlainRequest plus a per-request
+                   X-Request-Id (what the connector sends)
+  plain-native     NativeSender sent the same
   aiohttp-native   aiohttp with no httpx objects at all: the ceiling
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -235,9 +237,11 @@ async def _make_client(
             "aiohttp" if name == "plain-aiohttp" else "native", max_connections=concurrency
         )
         endpoint = Endpoint(url, HEADERS.items())
+        numbers = itertools.count()
 
-        async def send() -> int:
-            answer = await plain_sender.send(endpoint.post(BODY), timeout=REQUEST_TIMEOUT)
+        async def send() -> int:  # each with its own X-Request-Id, as delivery.jobs adds it
+            request = endpoint.post(BODY).with_headers(("X-Request-Id", f"evt-{next(numbers)}"))
+            answer = await plain_sender.send(request, timeout=REQUEST_TIMEOUT)
             answer.json()
             return answer.status_code
 

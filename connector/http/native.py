@@ -46,7 +46,8 @@ class _Proxied(Protocol):
 
 
 Origin = tuple[str, str, int]
-Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]
+#: status, reason, headers, body, truncated, content coding (lower case; b"" for none)
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool, bytes]
 
 _MAX_HEAD = 64 * 1024
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
@@ -73,6 +74,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._coding = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -226,6 +228,7 @@ class _Connection(asyncio.Protocol):
             raise ValueError("not an HTTP/1.x status line")
         code = int(status)
         headers: list[tuple[bytes, bytes]] = []
+        self._coding = b""
         length: int | None = None
         chunked = False
         keep_alive = version == b"HTTP/1.1"
@@ -242,6 +245,8 @@ class _Connection(asyncio.Protocol):
                     raise ValueError("negative Content-Length")
             elif lower == b"transfer-encoding":
                 chunked = value.lower().endswith(b"chunked")
+            elif lower == b"content-encoding":
+                self._coding = value.lower()
             elif lower == b"connection":
                 keep_alive = b"close" not in value.lower() and (
                     keep_alive or b"keep-alive" in value.lower()
@@ -250,6 +255,9 @@ class _Connection(asyncio.Protocol):
             return
         self._status, self._reason, self._headers = code, reason, headers
         self.reusable = self.reusable and keep_alive
+        self._begin_body(code, chunked, length)
+
+    def _begin_body(self, code: int, chunked: bool, length: int | None) -> None:
         if self._head_only or code in _NO_BODY:
             self._finish(truncated=False)
         elif chunked:
@@ -280,14 +288,17 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         self.waiter = None
         if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, self._reason, self._headers, body, truncated))
+            waiter.set_result(
+                (self._status, self._reason, self._headers, body, truncated, self._coding)
+            )
 
 
 def _decoded(
-    headers: list[tuple[bytes, bytes]], body: bytes, cap: int, truncated: bool
+    coding: bytes, headers: list[tuple[bytes, bytes]], body: bytes, cap: int, truncated: bool
 ) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
     """The body without its gzip/deflate coding (capped after decoding), and its headers."""
-    coding = next((v.strip().lower() for k, v in headers if k.lower() == b"content-encoding"), b"")
+    if not coding:
+        return headers, body, truncated
     if coding not in (b"gzip", b"x-gzip", b"deflate"):
         return headers, body, truncated
     wbits = 47 if coding != b"deflate" else 15  # 47: gzip or zlib header, detected
@@ -305,21 +316,33 @@ def _decoded(
     return without_encoding(headers), plain, truncated
 
 
-def _head_parts(method: str, url: URL, pairs: tuple[tuple[str, str], ...]) -> tuple[bytes, bool]:
-    """The head up to its Content-Length line, and whether that line is still to be added."""
+def _head(method: str, url: URL, pairs: tuple[tuple[str, str], ...], size: int) -> bytes:
+    """The request head: request line, Host unless given, the pairs, Content-Length unless given.
+
+    Built per request in one pass: every request carries its own ``X-Request-Id``
+    (``delivery.jobs``), so no two heads are alike."""
     lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
-    if all(name.lower() != "host" for name, _ in pairs):
-        lines.append(f"Host: {url.raw_authority}")
-    lines.extend(f"{name}: {value}" for name, value in pairs)
+    has_host = has_length = False
+    for name, value in pairs:
+        lower = name.lower()
+        if lower == "host":
+            has_host = True
+        elif lower == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}")
+    if not has_host:
+        lines.insert(1, f"Host: {url.raw_authority}")
+    if not has_length and (size or method in _BODY_METHODS):
+        lines.append(f"Content-Length: {size}")
+    lines.append("\r\n")
     text = "\r\n".join(lines)
-    breaks = len(lines) - 1
+    breaks = len(lines)  # one after each line, two after the last
     if text.count("\n") != breaks or text.count("\r") != breaks:
         raise AccountConfigError("a request header holds a line break")
     try:
-        prefix = (text + "\r\n").encode("latin-1")
+        return text.encode("latin-1")
     except UnicodeEncodeError:
         raise AccountConfigError("a request header is not Latin-1 text") from None
-    return prefix, all(name.lower() != "content-length" for name, _ in pairs)
 
 
 async def _unpacked(
@@ -368,7 +391,6 @@ class NativeSender:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections open or opening, idle ones included
         self._waiting: deque[asyncio.Future[None]] = deque()
-        self._heads: dict[tuple[int, int, str], tuple[URL, Any, bytes, bool]] = {}
         self._closed = False
 
     def _tls_for(self, ca_bundle: Any) -> ssl.SSLContext:
@@ -376,19 +398,6 @@ class NativeSender:
         if found is None:
             found = self._tls[ca_bundle] = tls_context(ca_bundle)
         return found
-
-    def _head(self, method: str, url: URL, pairs: tuple[tuple[str, str], ...], size: int) -> bytes:
-        """The request head. An account's requests share their URL and header tuple, so its
-        fixed part is cached by their identity (the entry holds both, so ids stay unique)."""
-        key = (id(url), id(pairs), method)
-        found = self._heads.get(key)
-        if found is None or found[0] is not url or found[1] is not pairs:
-            if len(self._heads) > 4096:  # a few entries per account; stay bounded anyway
-                self._heads.clear()
-            found = self._heads[key] = (url, pairs, *_head_parts(method, url, pairs))
-        if found[3] and (size or method in _BODY_METHODS):
-            return found[2] + b"Content-Length: %d\r\n\r\n" % size
-        return found[2] + b"\r\n"
 
     async def send(
         self, request: PlainRequest | httpx.Request, *, timeout: float
@@ -414,9 +423,9 @@ class NativeSender:
         if scheme == "https" and tls is None:
             tls = self._default_tls or self._tls_for(None)
         method = request.method
-        head = self._head(method, url, pairs, len(body))
+        head = _head(method, url, pairs, len(body))
         origin = (scheme, url.raw_host, url.port or (443 if scheme == "https" else 80))
-        status, reason, headers, content, truncated = await self._exchange(
+        status, reason, headers, content, truncated, _coding = await self._exchange(
             origin, tls, head + body if body else head, method == "HEAD", timeout
         )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
@@ -448,10 +457,10 @@ class NativeSender:
             connection.transport.write(data)
             timer = loop.call_at(deadline, _expire, waiter)
             try:
-                status, reason, headers, content, truncated = await waiter
+                status, reason, headers, content, truncated, coding = await waiter
             finally:
                 timer.cancel()
-            headers, content, truncated = _decoded(headers, content, self._cap, truncated)
+            headers, content, truncated = _decoded(coding, headers, content, self._cap, truncated)
         except (
             OSError,
             TimeoutError,
@@ -465,7 +474,7 @@ class NativeSender:
             self._drop(connection)
             raise
         self._release(origin, connection, loop)
-        return status, reason, headers, content, truncated
+        return status, reason, headers, content, truncated, coding
 
     async def _acquire(
         self,
