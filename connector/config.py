@@ -42,9 +42,9 @@ from connector.http.egress import Egress, EgressPlan, origin_of, tls_context
 from connector.providers import AccountConfig
 from connector.providers.account import ProxyUrl
 from connector.providers.template_config import OrderStatusTemplate
+from connector.secret_refs import collect_secrets, resolve_secret_refs
 
 ENV_PREFIX = "ORDER_CONNECTOR_"
-_SECRET_REF_PREFIXES = ("env:", "file:")
 
 
 class _Strict(BaseModel):
@@ -410,74 +410,12 @@ class ConnectorConfig(_Strict):
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
         found: list[str] = []
-        _collect_secrets(self, found)
+        collect_secrets(self, found)
         return [s for s in found if s]
-
-
-def _collect_secrets(value: object, out: list[str]) -> None:
-    if isinstance(value, SecretStr):
-        out.append(value.get_secret_value())
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            _collect_secrets(getattr(value, name), out)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _collect_secrets(item, out)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_secrets(item, out)
 
 
 # ---------------------------------------------------------------------------------------------
 # loading: every problem in one pass, each named by file, line and path
-
-_UNRESOLVED = "unresolved-secret"  # stands in for a secret that failed, so validation goes on
-
-
-def _resolve_secret(ref: str, path: RawPath, environ: dict[str, str], found: Findings) -> str:
-    kind, _, target = ref.partition(":")
-    if kind == "env":
-        if target not in environ:
-            found.at(path, f"environment variable {target} is not set")
-            return _UNRESOLVED
-        return environ[target]
-    secret_file = Path(target)
-    try:
-        return secret_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        found.at(path, f"cannot read secret file {secret_file}: {exc.strerror}")
-        return _UNRESOLVED
-
-
-def _resolve_secret_refs(raw: Any, path: RawPath, environ: dict[str, str], found: Findings) -> Any:
-    """Replace ``env:``/``file:`` references in secret-looking fields; report literal secrets."""
-    if isinstance(raw, dict):
-        out: dict[str, Any] = {}
-        for key, value in raw.items():
-            here = (*path, key)
-            if _looks_secret(str(key)) and value is not None:
-                if not (isinstance(value, str) and value.startswith(_SECRET_REF_PREFIXES)):
-                    found.at(
-                        here,
-                        "secrets may not be written in the config file; "
-                        "use 'env:VARIABLE' or 'file:/path/to/secret'",
-                    )
-                    out[key] = _UNRESOLVED
-                    continue
-                out[key] = _resolve_secret(value, here, environ, found)
-            else:
-                out[key] = _resolve_secret_refs(value, here, environ, found)
-        return out
-    if isinstance(raw, list):
-        return [_resolve_secret_refs(v, (*path, i), environ, found) for i, v in enumerate(raw)]
-    return raw
-
-
-_SECRET_WORDS = ("token", "secret", "password", "api_key", "encryption_key")
-
-
-def _looks_secret(key: str) -> bool:
-    return any(word in key for word in _SECRET_WORDS) and not key.endswith("_id")
 
 
 def account_named(accounts: list[Any], wanted: str) -> tuple[int | None, str | None]:
@@ -587,7 +525,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> ConnectorC
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     found = Findings()
-    raw = _resolve_secret_refs(raw, (), env, found)
+    raw = resolve_secret_refs(raw, (), env, found)
     raw = _apply_env_overrides(raw, env, found)
     routed = _check_routing(raw, found)
     config: ConnectorConfig | None = None

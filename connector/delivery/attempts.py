@@ -77,6 +77,7 @@ class Attempts:
         """Send ``job``'s request once more (a re-assert of the order's newest status, after
         its outcome was published): no attempt counted, no outcome; the answer is logged."""
         provider = job.provider
+        assert job.request is not None, "a re-assert re-sends a request already sent"
         self.in_flight += 1
         self._obs.request_started(provider.kind)
         started = time.monotonic()

@@ -346,6 +346,7 @@ class Flow:
 
     def _sent_status(self, job: Job) -> str:
         """The status as the provider knows it: the request's own (Zonos), else the event's."""
+        assert job.request is not None, "built when the job first ran"
         return sent_status(job.provider.kind, job.request.content) or _status(job)
 
     def deferral(self, job: Job, now: float) -> tuple[float, str]:

@@ -8,7 +8,8 @@ each other. Every ``import`` counts, including the lazy ones inside functions an
     0  errors                          the error tree; imports nothing of ours
     1  contract                        events, records, JSON Schemas, topic specs
     2  core                            pure rules: ordering, retry, rate limits, ledger, redaction
-    3  providers, http, logs           pure adapters; the one HTTP sender; logging set-up
+    3  providers, http, logs,          pure adapters; the one HTTP sender; logging set-up;
+       secret_refs                     env:/file: secret references of the config file
     4  config                          settings; accounts are the providers' own AccountConfig
     5  kafka                           the only aiokafka importers; take their settings from config
     6  delivery, webhooks              the engine; webhook receivers, sink and correlation (peers)
@@ -47,7 +48,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "errors",
         "contract",
         "core",
-        "providers http logs",
+        "providers http logs secret_refs",
         "config",
         "kafka",
         "delivery webhooks",
