@@ -426,6 +426,31 @@ async def test_garbage_answer_is_a_protocol_failure(
     assert_no_secret(caught.value)
 
 
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Endless: ",  # a head that never ends
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1",  # a chunk size line
+    ],
+    ids=["head", "chunk-size-line"],
+)
+async def test_a_line_that_never_ends_is_a_protocol_failure_not_a_wait(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]], opening: bytes
+) -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(opening + b"0" * (256 * 1024))  # far past any client's head limit
+        await writer.drain()
+        await reader.read()  # keep the connection open: only the client's limit ends this
+        writer.close()
+
+    base = await raw_server(endless)
+    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+        await sender.send(secret_request(base), timeout=30)
+    assert caught.value.kind == "protocol"
+    assert_no_secret(caught.value)
+
+
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
 async def test_large_answer_is_capped_and_flagged(
     sender: HttpSender, server: Web, path: str
