@@ -139,9 +139,8 @@ class _Connection(asyncio.Protocol):
                 return
 
     def _line(self, sep: bytes, what: str) -> bytes | None:
-        """Take the bytes before ``sep`` (and ``sep``) off the buffer; None until it arrives.
-
-        Whatever is waiting for its end may not grow past ``_MAX_HEAD``."""
+        """Take the bytes before ``sep`` (and ``sep``) off the buffer; None until ``sep``
+        arrives, and a ``ValueError`` when what waits for it grows past ``_MAX_HEAD``."""
         buffer = self._buffer
         end = buffer.find(sep)
         if end < 0:
