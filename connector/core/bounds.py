@@ -1,4 +1,4 @@
-"""The one check the settings dataclasses of ``core/`` share: a number finite and above a bound."""
+"""The checks the settings of ``core/`` share: a number finite and above a bound, a count."""
 
 from __future__ import annotations
 
@@ -18,3 +18,9 @@ def require_finite(
         raise TypeError("require_finite needs above= or at_least=")
     if not (ok and math.isfinite(value)):
         raise ValueError(f"{name} must be finite and {rule}, got {value}")
+
+
+def require_count(name: str, value: int, *, at_least: int = 1) -> None:
+    """Raise ``ValueError`` unless the count ``value`` is at least ``at_least``."""
+    if value < at_least:
+        raise ValueError(f"{name} must be at least {at_least}, got {value}")

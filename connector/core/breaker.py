@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from connector.core.bounds import require_finite
+from connector.core.bounds import require_count, require_finite
 
 __all__ = [
     "PAIR_LIMIT_CODES",
@@ -107,8 +107,7 @@ class BreakerSettings:
     probe_interval_cap_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"window must be at least 1, got {self.window}")
+        require_count("window", self.window)
         require_finite("window_s", self.window_s, above=0)
         if not 1 <= self.min_requests <= self.window:
             raise ValueError(f"min_requests must be in [1, window], got {self.min_requests}")

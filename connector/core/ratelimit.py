@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 
-from connector.core.bounds import require_finite
+from connector.core.bounds import require_count, require_finite
 
 __all__ = ["AdaptiveRate", "PairLimiter", "TokenBucket"]
 
@@ -314,8 +314,7 @@ class PairLimiter:
     def __init__(self, *, period_s: float = 6.0, burst: int = 45, margin_s: float = 0.25) -> None:
         if not (period_s > 0 and math.isfinite(period_s)):
             raise ValueError("period_s must be finite and positive")
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
+        require_count("burst", burst)
         if not 0 <= margin_s < period_s:
             raise ValueError("margin_s must be in [0, period_s)")
         self._period = period_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from connector.core.bounds import require_finite
+from connector.core.bounds import require_count, require_finite
 
 __all__ = ["RetryPolicy"]
 
@@ -30,8 +30,7 @@ class RetryPolicy:
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        require_count("max_attempts", self.max_attempts)
         require_finite("max_elapsed_s", self.max_elapsed_s, at_least=0)
         require_finite("base_s", self.base_s, above=0)
         require_finite("cap_s", self.cap_s, at_least=self.base_s)

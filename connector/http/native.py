@@ -138,15 +138,23 @@ class _Connection(asyncio.Protocol):
             if not steps[self._state]():  # each step: False when it needs more bytes
                 return
 
-    def _step_head(self) -> bool:
+    def _line(self, sep: bytes, what: str) -> bytes | None:
+        """Take the bytes before ``sep`` (and ``sep``) off the buffer; None until ``sep``
+        arrives, and a ``ValueError`` when what waits for it grows past ``_MAX_HEAD``."""
         buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
+        end = buffer.find(sep)
         if end < 0:
             if len(buffer) > _MAX_HEAD:
-                raise ValueError("answer head too long")
+                raise ValueError(f"{what} too long")
+            return None
+        line = bytes(buffer[:end])
+        del buffer[: end + len(sep)]
+        return line
+
+    def _step_head(self) -> bool:
+        head = self._line(b"\r\n\r\n", "answer head")
+        if head is None:
             return False
-        head = bytes(buffer[:end])
-        del buffer[: end + 4]
         self._parse_head(head)
         return True
 
@@ -166,14 +174,10 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _step_chunk_size(self) -> bool:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n")
-        if end < 0:
-            if len(buffer) > _MAX_HEAD:
-                raise ValueError("chunk size line too long")
+        line = self._line(b"\r\n", "chunk size line")
+        if line is None:
             return False
-        size = int(bytes(buffer[:end]).split(b";", 1)[0].strip(), 16)
-        del buffer[: end + 2]
+        size = int(line.split(b";", 1)[0].strip(), 16)
         if size < 0:
             raise ValueError("negative chunk size")
         self._remaining = size
@@ -433,7 +437,9 @@ class NativeSender:
             extensions["reason_phrase"] = reason
         if truncated:
             extensions[BODY_TRUNCATED] = True
-        return loaded_response(status, headers, content, answer_to, extensions)
+        return loaded_response(
+            status, headers=headers, content=content, request=answer_to, extensions=extensions
+        )
 
     async def _exchange(
         self,

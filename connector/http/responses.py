@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -10,20 +11,9 @@ import httpx
 BODY_TRUNCATED = "connector.body_truncated"
 
 
-def _standard_response(
-    status: int,
-    headers: Any,
-    content: bytes,
-    request: httpx.Request | None,
-    extensions: dict[str, Any],
-) -> httpx.Response:
-    return httpx.Response(
-        status, headers=headers, content=content, request=request, extensions=extensions
-    )
-
-
 def _preloaded_response(
-    status: int,
+    status_code: int,
+    *,
     headers: Any,
     content: bytes,
     request: httpx.Request | None,
@@ -36,7 +26,7 @@ def _preloaded_response(
     result behaves exactly like the standard one on this httpx version.
     """
     response = httpx.Response.__new__(httpx.Response)
-    response.status_code = status
+    response.status_code = status_code
     response.headers = httpx.Headers(headers)
     response._request = request
     response.next_request = None
@@ -58,8 +48,12 @@ def _preload_matches() -> bool:
     body = b'{"a": [1, "\\u00e9"]}'
     ext = {"http_version": b"HTTP/1.1"}
     try:
-        fast = _preloaded_response(429, headers, body, request, dict(ext))
-        slow = _standard_response(429, headers, body, request, dict(ext))
+        fast = _preloaded_response(
+            429, headers=headers, content=body, request=request, extensions=dict(ext)
+        )
+        slow = httpx.Response(
+            429, headers=headers, content=body, request=request, extensions=dict(ext)
+        )
         return (
             fast.status_code == slow.status_code
             # The standard constructor adds Content-Length when the answer had none.
@@ -78,7 +72,11 @@ def _preload_matches() -> bool:
 
 
 _PRELOAD_MATCHES = _preload_matches()
-loaded_response = _preloaded_response if _PRELOAD_MATCHES else _standard_response
+#: Builds an answer: ``loaded_response(status, headers=, content=, request=, extensions=)``,
+#: the keywords of ``httpx.Response`` itself, which serves when the fast path did not match.
+loaded_response: Callable[..., httpx.Response] = (
+    _preloaded_response if _PRELOAD_MATCHES else httpx.Response
+)
 
 
 def fast_responses_active() -> bool:

@@ -236,7 +236,9 @@ class AiohttpSender:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         if truncated:
             extensions[BODY_TRUNCATED] = True
-        return loaded_response(status, raw_headers, content, answer_to, extensions)
+        return loaded_response(
+            status, headers=raw_headers, content=content, request=answer_to, extensions=extensions
+        )
 
     async def _read_capped(self, answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self._max_response_bytes

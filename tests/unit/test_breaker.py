@@ -25,6 +25,15 @@ SMALL = BreakerSettings(
 )  # fmt: skip
 
 
+def opened() -> AccountBreaker:
+    """A breaker that opened at t=3 after four transient failures in a row."""
+    breaker = AccountBreaker(SMALL)
+    for t in range(4):
+        breaker.record(BAD, float(t))
+    assert breaker.state is BreakerState.OPEN
+    return breaker
+
+
 def test_transient_results_are_the_account_level_ones() -> None:
     transient = {r for r in AttemptResult if r.transient}
     assert transient == {
@@ -50,9 +59,7 @@ def test_rate_limit_answers_a_sender_can_still_pace_never_open_the_account() -> 
 
 def test_a_probe_answered_with_a_pacing_429_ends_the_outage() -> None:
     """The account answers (it only asks to slow down): its lanes resume, paced by the rate."""
-    breaker = AccountBreaker(SMALL)
-    for t in range(4):
-        breaker.record(BAD, float(t))
+    breaker = opened()
     assert breaker.admit(5.0) is Admission.PROBE
     assert breaker.record(AttemptResult.PACED, 5.1, probe=True) is Transition.CLOSED
 
@@ -141,9 +148,7 @@ def test_one_probe_at_a_time_then_backoff_up_to_the_cap() -> None:
 
 
 def test_a_successful_probe_closes_and_resets_the_interval() -> None:
-    breaker = AccountBreaker(SMALL)
-    for t in range(4):
-        breaker.record(BAD, float(t))
+    breaker = opened()
     assert breaker.admit(10.0) is Admission.PROBE
     breaker.record(BAD, 10.0, probe=True)
     assert breaker.admit(20.0) is Admission.PROBE
@@ -159,17 +164,13 @@ def test_a_successful_probe_closes_and_resets_the_interval() -> None:
 
 
 def test_a_probe_that_hits_a_per_event_failure_still_proves_recovery() -> None:
-    breaker = AccountBreaker(SMALL)
-    for t in range(4):
-        breaker.record(BAD, float(t))
+    breaker = opened()
     breaker.admit(5.0)
     assert breaker.record(AttemptResult.EVENT_FAILURE, 5.1, probe=True) is Transition.CLOSED
 
 
 def test_results_of_requests_in_flight_at_opening_change_nothing() -> None:
-    breaker = AccountBreaker(SMALL)
-    for t in range(4):
-        breaker.record(BAD, float(t))
+    breaker = opened()
     assert breaker.record(OK, 3.1) is None
     assert breaker.state is BreakerState.OPEN
     breaker.admit(10.0)
@@ -178,9 +179,7 @@ def test_results_of_requests_in_flight_at_opening_change_nothing() -> None:
 
 
 def test_an_abandoned_probe_is_due_again_at_once() -> None:
-    breaker = AccountBreaker(SMALL)
-    for t in range(4):
-        breaker.record(BAD, float(t))
+    breaker = opened()
     assert breaker.admit(5.0) is Admission.PROBE
     breaker.probe_abandoned(6.0)
     assert breaker.state is BreakerState.OPEN

@@ -111,20 +111,14 @@ def coordinates(records: list[dict[str, object]]) -> Counter[tuple[int, int]]:
     return found
 
 
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("stage", STAGES)
-async def test_a_fault_at_any_stage_still_gives_every_record_exactly_one_outcome(
-    stage: str, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine_module, "decode_event", faulty_decode)
-    parts, marked = workload(seed, stage)
-    assert marked, "the workload must mark some records"
-    FaultyLedger.marked = {e for e, s in marked.items() if s == "ledger"}
-    publish_marked = {e for e, s in marked.items() if s == "publish"}
-    source = FakeSource(parts)
-    sink = RefusingSink(refuse=publish_marked.__contains__)
-    sender = FaultySender(seed=seed)
-    engine = make(source, sink, sender)
+async def run_to_the_end(
+    engine: Engine,
+    source: FakeSource,
+    sink: RefusingSink,
+    parts: dict[int, list[ConsumedRecord]],
+) -> list[dict[str, object]]:
+    """Run ``engine`` until every record has its outcome and every commit point reached the
+    end; return the outcome records after checking there is exactly one per input record."""
     total = sum(len(r) for r in parts.values())
     ends = {TP(INPUT, p): len(r) for p, r in parts.items()}
     await engine.on_assigned(source.assignment())
@@ -142,6 +136,23 @@ async def test_a_fault_at_any_stage_still_gives_every_record_exactly_one_outcome
     every = {(p, r.offset) for p, rs in parts.items() for r in rs}
     assert coordinates(records) == Counter(dict.fromkeys(every, 1))  # exactly one each
     assert source.commits == ends  # every commit point reached the end
+    return records
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("stage", STAGES)
+async def test_a_fault_at_any_stage_still_gives_every_record_exactly_one_outcome(
+    stage: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "decode_event", faulty_decode)
+    parts, marked = workload(seed, stage)
+    assert marked, "the workload must mark some records"
+    FaultyLedger.marked = {e for e, s in marked.items() if s == "ledger"}
+    publish_marked = {e for e, s in marked.items() if s == "publish"}
+    source = FakeSource(parts)
+    sink = RefusingSink(refuse=publish_marked.__contains__)
+    sender = FaultySender(seed=seed)
+    records = await run_to_the_end(make(source, sink, sender), source, sink, parts)
     by_event = {r["event_id"]: r for r in records if r["event_id"] is not None}
     for event_id, fault in marked.items():
         if fault == "decode":
@@ -176,23 +187,7 @@ async def test_a_build_fault_on_a_coalescing_account_ends_at_intake_and_supersed
     sink = RefusingSink(refuse=lambda _: False)
     sender = FaultySender(seed=seed)
     engine = make(source, sink, sender, DeliverySettings(coalesce={"acct": True}))
-    total = sum(len(r) for r in parts.values())
-    ends = {TP(INPUT, p): len(r) for p, r in parts.items()}
-    await engine.on_assigned(source.assignment())
-    task = asyncio.create_task(engine.run())
-    try:
-        with anyio.fail_after(20):
-            while len(coordinates(outcomes(sink))) < total or source.commits != ends:
-                await asyncio.sleep(0.005)
-    finally:
-        engine.request_stop()
-        with anyio.fail_after(10):
-            await task
-    assert engine.failure is None
-    records = outcomes(sink)
-    every = {(p, r.offset) for p, rs in parts.items() for r in rs}
-    assert coordinates(records) == Counter(dict.fromkeys(every, 1))  # exactly one each
-    assert source.commits == ends
+    records = await run_to_the_end(engine, source, sink, parts)
     by_event = {r["event_id"]: r for r in records}
     for event_id in marked:
         assert by_event[event_id]["error_class"] == "internal_error"

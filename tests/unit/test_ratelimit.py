@@ -124,11 +124,17 @@ class _ProviderBucket:
 
 
 def _simulate(
-    *, limit: float, burst: float, ceiling: float, duration: float, latency: float
-) -> tuple[list[float], list[float], float]:
-    """A backlog sent as fast as ``AdaptiveRate`` allows; returns (sends, refusals, t_below)."""
+    *,
+    limit_at: Callable[[float], float],
+    burst: float,
+    ceiling: float,
+    duration: float,
+    latency: float = 0.05,
+) -> tuple[list[float], list[float], float, AdaptiveRate]:
+    """A backlog sent as fast as ``AdaptiveRate`` allows to a provider whose limit may change
+    over time; returns (sends, refusals, first time the rate was below the limit, the rate)."""
     rate = AdaptiveRate(ceiling)
-    provider = _ProviderBucket(limit, burst)
+    provider = _ProviderBucket(limit_at(0.0), burst)
     answers: list[tuple[float, float, bool]] = []  # (answer time, sent at, accepted)
     sends: list[float] = []
     refused: list[float] = []
@@ -141,24 +147,25 @@ def _simulate(
                 rate.on_success(at)
             else:
                 rate.on_rate_limited(at, sent_at=sent)
-        if rate.rate < limit:
+        if rate.rate < limit_at(t):
             below = min(below, t)
         send = t + rate.reserve(t)
+        provider.rate = limit_at(send)
         ok = provider.take(send + latency / 2)
         sends.append(send)
         if not ok:
             refused.append(send)
         heapq.heappush(answers, (send + latency, send, ok))
         t = send
-    return sends, refused, below
+    return sends, refused, below, rate
 
 
 @pytest.mark.parametrize("provider_burst", [50.0, 5.0])
 def test_a_configured_80_per_s_converges_below_a_provider_limit_of_50(
     provider_burst: float,
 ) -> None:
-    sends, refused, below = _simulate(
-        limit=50.0, burst=provider_burst, ceiling=80.0, duration=60.0, latency=0.05
+    sends, refused, below, _ = _simulate(
+        limit_at=lambda _: 50.0, burst=provider_burst, ceiling=80.0, duration=60.0
     )
     assert below < 10.0  # the rate went below the provider's limit within 10 s
     after = [s for s in sends if s >= 10.0]
@@ -182,34 +189,6 @@ def test_without_adaptation_the_same_backlog_is_refused_a_third_of_the_time() ->
     assert refused / n > 0.3
 
 
-def _simulate_changing(
-    *, limit_at: Callable[[float], float], burst: float, ceiling: float, duration: float
-) -> tuple[list[float], list[float], AdaptiveRate]:
-    """Like ``_simulate`` with a provider limit that may change over time."""
-    rate = AdaptiveRate(ceiling)
-    provider = _ProviderBucket(limit_at(0.0), burst)
-    answers: list[tuple[float, float, bool]] = []
-    sends: list[float] = []
-    refused: list[float] = []
-    t = 0.0
-    while t < duration:
-        while answers and answers[0][0] <= t:
-            at, sent, ok = heapq.heappop(answers)
-            if ok:
-                rate.on_success(at)
-            else:
-                rate.on_rate_limited(at, sent_at=sent)
-        send = t + rate.reserve(t)
-        provider.rate = limit_at(send)
-        ok = provider.take(send + 0.025)
-        sends.append(send)
-        if not ok:
-            refused.append(send)
-        heapq.heappush(answers, (send + 0.05, send, ok))
-        t = send
-    return sends, refused, rate
-
-
 def _five_second_means(sends: list[float], start: float, end: float) -> list[float]:
     """Send rate per 1-s window from ``start``, averaged over sliding 5-s windows."""
     per_s = Counter(int(s) for s in sends if start <= s < end)
@@ -224,7 +203,7 @@ def test_the_rate_settles_below_a_provider_limit_instead_of_sawing_over_it(
     """Issue 11's 80/s account against a 50/s sandbox: after 10 s no 5-s window above 50/s.
 
     Plain AIMD (the growth before plateaus) climbed back to about 60/s every ~10 s."""
-    sends, refused, rate = _simulate_changing(
+    sends, refused, _, rate = _simulate(
         limit_at=lambda _: 50.0, burst=provider_burst, ceiling=80.0, duration=65.0
     )
     means = _five_second_means(sends, 10.0, 65.0)
@@ -237,7 +216,7 @@ def test_the_rate_settles_below_a_provider_limit_instead_of_sawing_over_it(
 
 
 def test_probes_are_rare_and_the_long_run_mean_stays_below_the_limit() -> None:
-    sends, refused, rate = _simulate_changing(
+    sends, refused, _, rate = _simulate(
         limit_at=lambda _: 50.0, burst=50.0, ceiling=80.0, duration=400.0
     )
     means = _five_second_means(sends, 10.0, 400.0)
@@ -250,7 +229,7 @@ def test_probes_are_rare_and_the_long_run_mean_stays_below_the_limit() -> None:
 
 
 def test_when_the_providers_limit_rises_the_rate_grows_back_to_the_ceiling() -> None:
-    sends, _, rate = _simulate_changing(
+    sends, _, _, rate = _simulate(
         limit_at=lambda t: 50.0 if t < 60.0 else 80.0, burst=50.0, ceiling=80.0, duration=220.0
     )
     means = _five_second_means(sends, 200.0, 220.0)

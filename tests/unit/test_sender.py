@@ -177,6 +177,15 @@ async def raw_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
         await made.wait_closed()
 
 
+async def failure_of(sender: HttpSender, base: str, timeout: float = 5) -> TransportFailure:
+    """The transport failure sending a secret-bearing request to ``base`` ends in; its text
+    holds none of the request's secrets."""
+    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
+        await sender.send(secret_request(base), timeout=timeout)
+    assert_no_secret(caught.value)
+    return caught.value
+
+
 async def read_head(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")
 
@@ -315,9 +324,8 @@ async def test_a_reset_after_the_request_arrived_is_written(
         writer.transport.abort()
 
     base = await raw_server(reset)
-    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
-        await sender.send(secret_request(base), timeout=5)
-    assert caught.value.written
+    failure = await failure_of(sender, base)
+    assert failure.written
 
 
 @pytest.mark.parametrize(
@@ -390,10 +398,8 @@ async def test_connection_reset_is_a_transport_failure(
         writer.transport.abort()  # linger 0: the peer sees RST
 
     base = await raw_server(reset)
-    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
-        await sender.send(secret_request(base), timeout=5)
-    assert caught.value.kind in {"connection", "disconnected", "protocol"}
-    assert_no_secret(caught.value)
+    failure = await failure_of(sender, base)
+    assert failure.kind in {"connection", "disconnected", "protocol"}
 
 
 async def test_server_closing_without_answer_is_a_transport_failure(
@@ -404,10 +410,8 @@ async def test_server_closing_without_answer_is_a_transport_failure(
         writer.close()
 
     base = await raw_server(hang_up)
-    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
-        await sender.send(secret_request(base), timeout=5)
-    assert caught.value.kind in {"disconnected", "protocol", "connection"}
-    assert_no_secret(caught.value)
+    failure = await failure_of(sender, base)
+    assert failure.kind in {"disconnected", "protocol", "connection"}
 
 
 async def test_garbage_answer_is_a_protocol_failure(
@@ -420,10 +424,31 @@ async def test_garbage_answer_is_a_protocol_failure(
         writer.close()
 
     base = await raw_server(garbage)
-    with anyio.fail_after(5), pytest.raises(TransportFailure) as caught:
-        await sender.send(secret_request(base), timeout=5)
-    assert caught.value.kind == "protocol"
-    assert_no_secret(caught.value)
+    failure = await failure_of(sender, base)
+    assert failure.kind == "protocol"
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Endless: ",  # a head that never ends
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1",  # a chunk size line
+    ],
+    ids=["head", "chunk-size-line"],
+)
+async def test_a_line_that_never_ends_is_a_protocol_failure_not_a_wait(
+    sender: HttpSender, raw_server: Callable[[RawHandler], Awaitable[str]], opening: bytes
+) -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(opening + b"0" * (256 * 1024))  # far past any client's head limit
+        await writer.drain()
+        await reader.read()  # keep the connection open: only the client's limit ends this
+        writer.close()
+
+    base = await raw_server(endless)
+    failure = await failure_of(sender, base, timeout=30)
+    assert failure.kind == "protocol"
 
 
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
