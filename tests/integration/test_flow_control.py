@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from connector.app import ConnectorApp
@@ -19,7 +20,9 @@ from connector.dev.demo import DEMO_ACCOUNTS
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
+from connector.kafka.admin import ensure_topic
 from tests.support.pipeline import Pipeline, check_deliveries, make_pipeline, quiet_sandbox
+from tests.support.webhook_stack import META_VERIFY_TOKEN, event
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +290,103 @@ async def test_the_pair_limit_is_kept_before_sending(
     assert waits is not None
     assert waits > 0
     assert elapsed < 60
+
+
+async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_refused_an_error(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """Meta 2046 by webhook: the order's first request is taken in and applied 3 s later
+    (after the 0.5 s client timeout); its newer status (completed) is accepted meanwhile; the
+    late original is then refused by Meta's transition rule. That refusal is a status report
+    marked late echo, no ``async_provider_error``. The control: the order's next status
+    (shipped after completed) is refused the same way on its only write, and stays an error."""
+    config = quiet_sandbox(late_min_s=3.0, late_max_s=3.0)
+    async with _pipeline(kafka_bootstrap, unique_name, config) as pipe:
+        sandbox = pipe.sandbox
+        sandbox.set_config({"faults": {"meta": {"late_rate": 1.0}}})  # until the first is in
+        creds = pipe.sandbox_config.credentials
+        correlation = unique_name("correlation")  # message id -> event, for webhook reports
+        await ensure_topic(
+            kafka_bootstrap, correlation, partitions=3, configs={"cleanup.policy": "compact"}
+        )
+        async with _running(
+            pipe,
+            topics={**pipe.topics.model_dump(), "correlation": correlation},
+            request_timeout_s=0.5,
+            server={"enabled": True, "port": 0},
+            webhooks={
+                "meta": {
+                    "app_secret": creds.meta_app_secret.get_secret_value(),
+                    "verify_token": META_VERIFY_TOKEN,
+                }
+            },
+            # the control sends what Meta refuses (the guard would stop it before sending)
+            delivery={"transition_guard": "off"},
+            limits={"settle_window_s": 0.2},
+            retry={"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 0.5},
+        ) as app:
+            with anyio.fail_after(30):
+                await app.started.wait()
+            sandbox.set_config({"webhooks": {"meta_url": f"{app.web_url}/webhooks/meta"}})
+            first, newer = (
+                event("ord-L", 1, "processing", "meta"),
+                event("ord-L", 2, "completed", "meta"),
+            )
+            await pipe.produce([*_raw(first), *_raw(newer)])
+            with anyio.fail_after(10):  # the first request is taken in; nothing else is late
+                while _counter(sandbox, "meta", "late") < 1:
+                    await asyncio.sleep(0.01)
+            sandbox.set_config({"faults": {"meta": {"late_rate": 0.0}}})
+            results, errors = await _reports(pipe, {"ord-L-e1"}, expected=2)
+            # the order flows: its next status is sent (and refused: the control)
+            await pipe.produce(_raw(event("ord-L", 3, "shipped", "meta")))
+            results, errors = await _reports(pipe, {"ord-L-e1", "ord-L-e3"}, expected=3)
+            late_echoes = app.engine.flow.late_echoes
+    assert _counter(sandbox, "meta", "late") == 1
+    assert _counter(sandbox, "meta", "late_applied") == 1
+    outcomes = [(r["event_id"], r["outcome"]) for r in results if r["outcome"] != "status_report"]
+    outcomes += [(e["event_id"], e["error_class"]) for e in errors if _is_delivery_error(e)]
+    # exactly one outcome per input record
+    assert sorted(outcomes) == [
+        ("ord-L-e1", "superseded"),
+        ("ord-L-e2", "accepted"),
+        ("ord-L-e3", "accepted"),
+    ]
+    reports = {r["event_id"]: r for r in results if r["outcome"] == "status_report"}
+    echo = reports["ord-L-e1"]
+    assert (echo["report_status"], echo["provider_error_code"]) == ("failed", "2046")
+    assert echo["detail"].startswith("late echo"), echo
+    refused = reports["ord-L-e3"]
+    assert (refused["report_status"], refused["provider_error_code"]) == ("failed", "2046")
+    assert not refused["detail"].startswith("late echo"), refused
+    # no async_provider_error for the late echo; the newest status refused stays one
+    assert [(e["event_id"], e["error_class"], e["provider_error_code"]) for e in errors] == [
+        ("ord-L-e3", "async_provider_error", "2046")
+    ]
+    assert late_echoes == 1
+    assert sandbox.processed()["meta/ref.ord-L"]["status"] == "completed"
+
+
+def _raw(body: dict[str, Any]) -> list[tuple[bytes | None, bytes]]:
+    return [(body["order_id"].encode(), orjson.dumps(body))]
+
+
+def _is_delivery_error(error: dict[str, Any]) -> bool:
+    return bool(error["error_class"] != "async_provider_error")
+
+
+async def _reports(
+    pipe: Pipeline, events: set[str], *, expected: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read until ``expected`` input records have their delivery outcome and each of
+    ``events`` has a status report (a late echo's report has no source: it cannot be
+    correlated by message id, so ``Pipeline.outcomes`` alone may count it as a record)."""
+    with anyio.fail_after(60):
+        while True:
+            results, errors = await pipe.outcomes(expected, deadline_s=60)
+            reported = {r["event_id"] for r in results if r["outcome"] == "status_report"}
+            done = {r["event_id"] for r in results if r["outcome"] != "status_report"}
+            done |= {e["event_id"] for e in errors if _is_delivery_error(e)}
+            if len(done) >= expected and events <= reported:
+                return results, errors
+            await asyncio.sleep(0.2)

@@ -167,3 +167,36 @@ async def test_a_replay_never_re_asserts() -> None:
     assert {r["outcome"] for r in sink.by_topic("res")} <= {"skipped_stale", "skipped_duplicate"}
     assert reasserted == 0
     assert observer.extra == []
+
+
+async def test_a_re_assert_is_dropped_when_its_request_ends_with_a_permanent_error() -> None:
+    """The newer request went at once (a re-assert registered for it) and was refused for
+    good: nothing was sent, so there is nothing to re-assert. The registration must not linger
+    and fire when the same event comes again after the window (a redrive, a duplicate record):
+    by then no older request can land, and a re-send would be an extra message."""
+    records = [_record("o5", 1, "processing", 0), _record("o5", 2, "shipped", 1)]
+    sender = TimedSender({"o5-1": [_timeout()]})
+    sender.script["o5-2"] = [400]  # permanent on its first (only) try
+    async with _engine(records, sender) as (engine, sink, observer):
+        await asyncio.sleep(WINDOW)  # A's settle window passes
+        records.append(_record("o5", 2, "shipped", 2))  # the same event again (redrive)
+        with anyio.fail_after(5):
+            while len(sink.by_topic("res")) < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(WINDOW)  # a lingering re-assert would fire now (its time passed)
+        records.append(_record("o5", 3, "completed", 3))  # the order keeps flowing
+        with anyio.fail_after(5):
+            while len(sink.by_topic("res")) < 3:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(WINDOW)
+        reasserted = engine.flow.reasserted
+        pending = engine.flow.pending_reasserts
+    results = [(r["event_id"], r["outcome"]) for r in sink.by_topic("res")]
+    errors = [(r["event_id"], r["error_class"]) for r in sink.by_topic("err")]
+    assert results == [("o5-1", "superseded"), ("o5-2", "accepted"), ("o5-3", "accepted")]
+    assert [e for e, _ in errors] == ["o5-2"]  # one outcome per input record (4 records)
+    assert len(sender.sent["o5-2"]) == 2  # the refused send and the redriven one, no re-send
+    assert len(sender.sent["o5-3"]) == 1
+    assert reasserted == 0
+    assert pending == 0
+    assert observer.extra == []
