@@ -174,6 +174,7 @@ class ConnectorApp:
             templates=self.engine,
             wait_s=self.config.correlation.wait_s,
             echoes=self.engine.flow,
+            origins=self.engine.flow,
         )
         accounts = self.config.accounts
         meta = None

@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from connector.contract.records import SourceCoordinates
 from connector.core.ambiguity import (
     AmbiguityAction,
     AmbiguityDecision,
@@ -77,12 +78,18 @@ class Reassert:
 
 @dataclass(slots=True, frozen=True)
 class Sent:
-    """An ambiguous attempt's request: its order lane, the status as sent, its account."""
+    """An ambiguous attempt's request: its order lane, the status as sent, its account, and
+    what its outcome records carry (order id, input coordinates, trace context), so a webhook
+    report of the request the connector never learned the message id of can be tied to its order
+    (``Flow.attempt_origin``)."""
 
     lane: LaneKey
     status: str
     account: str
     at: float
+    order_id: str
+    source: SourceCoordinates
+    traceparent: str | None
 
 
 class Flow:
@@ -324,9 +331,19 @@ class Flow:
             detail=f"late echo (the provider holds the newest status): {answer.detail or ''}",
         )
 
+    def attempt_origin(self, event_id: str) -> Sent | None:
+        """The remembered ambiguous attempt of ``event_id`` (``webhooks.sink.AttemptOrigins``):
+        its late original's webhook report carries the event id but a message id never seen."""
+        return self._echo_events.get(event_id)
+
     def _remember_ambiguous(self, job: Job, now: float) -> None:
-        status = self._sent_status(job)
-        self._echo_events[job.event.event_id] = Sent(job.lane, status, job.provider.account, now)
+        status, record, event = self._sent_status(job), job.record, job.event
+        source = SourceCoordinates.model_construct(
+            topic=record.topic, partition=record.partition, offset=record.offset
+        )
+        self._echo_events[event.event_id] = Sent(
+            job.lane, status, job.provider.account, now, event.order_id, source, event.traceparent
+        )
         self._newest[job.lane] = (job.event.event_id, status)
         if len(self._echo_events) > _ECHO_MEMORY_MAX or (
             next(iter(self._echo_events.values())).at < now - _ECHO_MEMORY_S

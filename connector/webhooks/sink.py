@@ -1,8 +1,9 @@
 """The daemon's ``WebhookSink``: delivery reports become ``order.status.results`` records,
 failed ones also ``order.status.errors`` records, template changes pause or resume sends.
 
-Correlates each report with its event and order (echoed event id, then the message-id
-correlation cache). It publishes and waits for acks; raising makes the server answer 500.
+Correlates each report with its event and order (the message-id correlation cache, then the
+engine's remembered ambiguous attempt of the echoed event id, then a short wait for the
+cache). It publishes and waits for acks; raising makes the server answer 500.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Protocol
 
 import structlog
 
-from connector.contract.records import ErrorRecord, ResultOutcome, ResultRecord
+from connector.contract.records import (
+    ErrorRecord,
+    ResultOutcome,
+    ResultRecord,
+    SourceCoordinates,
+)
 from connector.errors import ErrorClass
 from connector.kafka.record_sink import RecordSink
 from connector.webhooks import DeliveryStatus, StatusReport, TemplateStatusChange
@@ -27,6 +33,26 @@ class LateEchoes(Protocol):
     """Whether a refusal reported for an event only echoes a late request of its order."""
 
     def late_echo(self, event_id: str, provider_kind: str, error_code: str | None) -> bool: ...
+
+
+class AttemptOrigin(Protocol):
+    """What the engine remembers of an ambiguous attempt: what its outcome records carry."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def source(self) -> SourceCoordinates: ...
+    @property
+    def traceparent(self) -> str | None: ...
+
+
+class AttemptOrigins(Protocol):
+    """The engine's ambiguous attempts by event id (``Flow.attempt_origin``): a late original's
+    report names a message id the connector never learned, but echoes the event id."""
+
+    def attempt_origin(self, event_id: str) -> AttemptOrigin | None: ...
 
 
 class TemplateControl(Protocol):
@@ -50,6 +76,8 @@ class KafkaWebhookSink:
     wait_s: float = 5.0
     # Meta 2046 for a request that landed after the order's newest status: a result, no error.
     echoes: LateEchoes | None = None
+    # The ambiguous attempts this replica's engine remembers: their reports go at once.
+    origins: AttemptOrigins | None = None
     uncorrelated: int = field(default=0, init=False)
 
     async def publish_reports(self, reports: Sequence[StatusReport]) -> None:
@@ -75,14 +103,35 @@ class KafkaWebhookSink:
             self.templates.release_template(change.template_name, change.language, reason=reason)
 
     async def _correlate(self, report: StatusReport) -> CorrelationRecord | None:
-        if self.cache is None:
-            return None
         ids = [i for i in (report.provider_message_id, report.message_id) if i]
+        found = None if self.cache is None else await self.cache.wait_for(ids, 0)
+        if found is None:
+            found = self._of_attempt(report)
+        if found is not None or self.cache is None:
+            return found
         found = await self.cache.wait_for(ids, self.wait_s)
         if found is None:
             self.uncorrelated += 1
             log.warning("webhook_report_uncorrelated", **report.log_fields())
         return found
+
+    def _of_attempt(self, report: StatusReport) -> CorrelationRecord | None:
+        """The correlation of a report whose event had an ambiguous attempt this replica
+        remembers (same event, so the same order, source and trace as any send of it)."""
+        if self.origins is None or report.event_id is None:
+            return None
+        origin = self.origins.attempt_origin(report.event_id)
+        if origin is None:
+            return None
+        return CorrelationRecord(
+            message_id=report.provider_message_id or report.message_id,
+            provider=report.provider,
+            account=origin.account,
+            event_id=report.event_id,
+            order_id=origin.order_id,
+            source=origin.source,
+            traceparent=origin.traceparent,
+        )
 
     def _records(
         self, report: StatusReport, correlation: CorrelationRecord | None

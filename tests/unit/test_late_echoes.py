@@ -13,12 +13,15 @@ import anyio
 import orjson
 
 from connector.config import LimitSettings
+from connector.contract.records import SourceCoordinates
 from connector.delivery.engine import Engine
+from connector.delivery.flow import Sent
 from connector.errors import TransportFailure
 from connector.kafka.consumer import ConsumedRecord
 from connector.providers.refusals import TransitionRefusal, sent_status, transition_refusal
 from connector.providers.zonos import classify_zonos_error
 from connector.webhooks import DeliveryStatus, StatusReport
+from connector.webhooks.correlation import CorrelationCache
 from connector.webhooks.model import ReportError
 from connector.webhooks.sink import KafkaWebhookSink
 from tests.support.engine_fakes import (
@@ -186,3 +189,71 @@ async def test_a_refusal_that_is_no_echo_stays_an_async_provider_error() -> None
     (error,) = sink.by_topic("err")
     assert error["error_class"] == "async_provider_error"
     assert error["provider_error_code"] == "2046"
+
+
+# ------------------------------------------------------------------ a late original's report
+
+
+class Origins:
+    """The engine's remembered ambiguous attempts (``Flow.attempt_origin``) for one event."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+
+    def attempt_origin(self, event_id: str) -> Sent | None:
+        if event_id != self.event_id:
+            return None
+        source = SourceCoordinates(topic=INPUT, partition=2, offset=7)
+        return Sent((2, b"ord-a"), "processing", "acct", 0.0, "ord-a", source, "00-tp")
+
+
+async def test_a_late_originals_report_is_keyed_and_sourced_like_its_order_at_once() -> None:
+    """The late original's message id was never learned (the request timed out), so the
+    correlation cache never sees it: the report is tied to its order through the engine's
+    memory of the ambiguous attempt, at once, not after ``wait_s``."""
+    sink = FakeSink()
+    webhooks = KafkaWebhookSink(sink, results_topic="res", errors_topic="err",
+                                cache=CorrelationCache(), templates=NoTemplates(), wait_s=30,
+                                echoes=Echoes(True), origins=Origins("a-1"))  # fmt: skip
+    report = StatusReport(
+        provider="meta", message_id="wamid.never-seen", status=DeliveryStatus.FAILED,
+        dedupe_key="k", event_id="a-1", errors=(ReportError("2046", "not transitioned"),),
+    )  # fmt: skip
+    with anyio.fail_after(2):  # well before wait_s
+        await webhooks.publish_reports([report])
+    ((topic, value, key),) = sink.records
+    result = orjson.loads(value)
+    assert (topic, key) == ("res", b"ord-a")
+    assert result["order_id"] == "ord-a"
+    assert result["source"] == {"topic": INPUT, "partition": 2, "offset": 7}
+    assert result["traceparent"] == "00-tp"
+    assert result["account"] == "acct"
+    assert result["provider_message_id"] == "wamid.never-seen"
+    assert str(result["detail"]).startswith("late echo")
+    assert webhooks.uncorrelated == 0
+
+
+async def test_a_report_of_an_event_without_a_remembered_attempt_still_waits_for_its_id() -> None:
+    sink = FakeSink()
+    webhooks = KafkaWebhookSink(sink, results_topic="res", errors_topic="err",
+                                cache=CorrelationCache(), templates=NoTemplates(), wait_s=0.05,
+                                echoes=Echoes(False), origins=Origins("other"))  # fmt: skip
+    report = StatusReport(provider="meta", message_id="wamid.2", status=DeliveryStatus.DELIVERED,
+                          dedupe_key="k2", event_id="b-1")  # fmt: skip
+    await webhooks.publish_reports([report])
+    ((_, value, key),) = sink.records
+    assert key == b"b-1"
+    assert orjson.loads(value)["order_id"] is None
+    assert webhooks.uncorrelated == 1
+
+
+async def test_the_engine_remembers_an_ambiguous_attempts_order_and_source() -> None:
+    records = [_record("a", 1, "processing", 0), _record("a", 2, "completed", 1)]
+    async with _running(records, {"a-1": [_timeout()]}) as (engine, _):
+        origin = engine.flow.attempt_origin("a-1")
+        accepted = engine.flow.attempt_origin("a-2")
+    assert origin is not None
+    assert (origin.order_id, origin.account) == ("a", "acct")
+    assert origin.source == SourceCoordinates(topic=INPUT, partition=0, offset=0)
+    assert accepted is None  # never ambiguous: its message id is in the correlation cache
+    assert engine.flow.attempt_origin("a-1") is None  # forgotten with its partition
