@@ -21,6 +21,7 @@ from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.sandbox.server import SandboxServer
 from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from connector.kafka.admin import ensure_topic
+from connector.kafka.consumer import ConsumedRecord, read_topic
 from tests.support.pipeline import Pipeline, check_deliveries, make_pipeline, quiet_sandbox
 from tests.support.webhook_stack import META_VERIFY_TOKEN, event
 
@@ -298,9 +299,13 @@ async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_ref
     """Meta 2046 by webhook: the order's first request is taken in and applied 3 s later
     (after the 0.5 s client timeout); its newer status (completed) is accepted meanwhile; the
     late original is then refused by Meta's transition rule. That refusal is a status report
-    marked late echo, no ``async_provider_error``. The control: the order's next status
-    (shipped after completed) is refused the same way on its only write, and stays an error."""
+    marked late echo, no ``async_provider_error``, published at once (not after
+    ``correlation.wait_s``) keyed and partitioned like the order's records, with its order id
+    and source: the engine remembers the ambiguous attempt of the echoed event id. The control:
+    the order's next status (shipped after completed) is refused the same way on its only
+    write, and stays an error."""
     config = quiet_sandbox(late_min_s=3.0, late_max_s=3.0)
+    wait_s = 30.0  # a report the sink could not correlate would wait this long
     async with _pipeline(kafka_bootstrap, unique_name, config) as pipe:
         sandbox = pipe.sandbox
         sandbox.set_config({"faults": {"meta": {"late_rate": 1.0}}})  # until the first is in
@@ -324,6 +329,7 @@ async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_ref
             delivery={"transition_guard": "off"},
             limits={"settle_window_s": 0.2},
             retry={"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 0.5},
+            correlation={"wait_s": wait_s},
         ) as app:
             with anyio.fail_after(30):
                 await app.started.wait()
@@ -337,6 +343,9 @@ async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_ref
                 while _counter(sandbox, "meta", "late") < 1:
                     await asyncio.sleep(0.01)
             sandbox.set_config({"faults": {"meta": {"late_rate": 0.0}}})
+            # applied 3 s after it was taken in, its report is out well before wait_s
+            with anyio.fail_after(wait_s / 2):
+                echo_record = await _report_record(pipe, "ord-L-e1")
             results, errors = await _reports(pipe, {"ord-L-e1"}, expected=2)
             # the order flows: its next status is sent (and refused: the control)
             await pipe.produce(_raw(event("ord-L", 3, "shipped", "meta")))
@@ -356,6 +365,16 @@ async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_ref
     echo = reports["ord-L-e1"]
     assert (echo["report_status"], echo["provider_error_code"]) == ("failed", "2046")
     assert echo["detail"].startswith("late echo"), echo
+    # tied to its order like the order's other records: key, partition, order id, source
+    superseded = next(r for r in results if r["outcome"] == "superseded")
+    assert echo["order_id"] == "ord-L"
+    assert echo["source"] == superseded["source"]
+    order_partitions = {
+        r.partition
+        for r in await read_topic(pipe.kafka, pipe.topics.results, idle_timeout_s=0.5)
+        if r.key == b"ord-L" and orjson.loads(r.value or b"{}")["outcome"] != "status_report"
+    }
+    assert (echo_record.key, {echo_record.partition}) == (b"ord-L", order_partitions)
     refused = reports["ord-L-e3"]
     assert (refused["report_status"], refused["provider_error_code"]) == ("failed", "2046")
     assert not refused["detail"].startswith("late echo"), refused
@@ -365,6 +384,16 @@ async def test_a_late_original_refused_by_meta_is_a_late_echo_and_the_newest_ref
     ]
     assert late_echoes == 1
     assert sandbox.processed()["meta/ref.ord-L"]["status"] == "completed"
+
+
+async def _report_record(pipe: Pipeline, event_id: str) -> ConsumedRecord:
+    """The status report record of ``event_id`` on the results topic, once it is there (the
+    caller's deadline bounds the wait; each read waits for the topic to go idle)."""
+    while True:
+        for record in await read_topic(pipe.kafka, pipe.topics.results, idle_timeout_s=0.3):
+            value = orjson.loads(record.value or b"{}")
+            if value["event_id"] == event_id and value["outcome"] == "status_report":
+                return record
 
 
 def _raw(body: dict[str, Any]) -> list[tuple[bytes | None, bytes]]:
@@ -379,8 +408,8 @@ async def _reports(
     pipe: Pipeline, events: set[str], *, expected: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read until ``expected`` input records have their delivery outcome and each of
-    ``events`` has a status report (a late echo's report has no source: it cannot be
-    correlated by message id, so ``Pipeline.outcomes`` alone may count it as a record)."""
+    ``events`` has a status report (``Pipeline.outcomes`` counts records per source, status
+    reports included, so alone it cannot tell when the delivery outcomes are all out)."""
     with anyio.fail_after(60):
         while True:
             results, errors = await pipe.outcomes(expected, deadline_s=60)
