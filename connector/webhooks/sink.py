@@ -43,7 +43,7 @@ class AttemptOrigin(Protocol):
     @property
     def account(self) -> str: ...
     @property
-    def source(self) -> SourceCoordinates: ...
+    def source(self) -> tuple[str, int, int]: ...  # topic, partition, offset
     @property
     def traceparent(self) -> str | None: ...
 
@@ -123,13 +123,14 @@ class KafkaWebhookSink:
         origin = self.origins.attempt_origin(report.event_id)
         if origin is None:
             return None
+        topic, partition, offset = origin.source
         return CorrelationRecord(
             message_id=report.provider_message_id or report.message_id,
             provider=report.provider,
             account=origin.account,
             event_id=report.event_id,
             order_id=origin.order_id,
-            source=origin.source,
+            source=SourceCoordinates(topic=topic, partition=partition, offset=offset),
             traceparent=origin.traceparent,
         )
 

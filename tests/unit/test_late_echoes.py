@@ -13,7 +13,6 @@ import anyio
 import orjson
 
 from connector.config import LimitSettings
-from connector.contract.records import SourceCoordinates
 from connector.delivery.engine import Engine
 from connector.delivery.flow import Sent
 from connector.errors import TransportFailure
@@ -203,8 +202,7 @@ class Origins:
     def attempt_origin(self, event_id: str) -> Sent | None:
         if event_id != self.event_id:
             return None
-        source = SourceCoordinates(topic=INPUT, partition=2, offset=7)
-        return Sent((2, b"ord-a"), "processing", "acct", 0.0, "ord-a", source, "00-tp")
+        return Sent((2, b"ord-a"), "processing", "acct", 0.0, "ord-a", (INPUT, 2, 7), "00-tp")
 
 
 async def test_a_late_originals_report_is_keyed_and_sourced_like_its_order_at_once() -> None:
@@ -254,6 +252,6 @@ async def test_the_engine_remembers_an_ambiguous_attempts_order_and_source() -> 
         accepted = engine.flow.attempt_origin("a-2")
     assert origin is not None
     assert (origin.order_id, origin.account) == ("a", "acct")
-    assert origin.source == SourceCoordinates(topic=INPUT, partition=0, offset=0)
+    assert origin.source == (INPUT, 0, 0)
     assert accepted is None  # never ambiguous: its message id is in the correlation cache
     assert engine.flow.attempt_origin("a-1") is None  # forgotten with its partition
