@@ -176,16 +176,21 @@ async def test_5xx_timeouts_and_429_are_retried_with_their_waits_and_order_holds
         check = check_deliveries(scripts, pipe.sandbox.requests())
         assert check.violations == []
         assert pipe.sandbox.stats()["rules"] == 0, "the 429 was never answered"
-        # The 429 carried Retry-After: 2; the event it hit waited at least that long.
-        waited = [
-            r
-            for r in results
-            if r["order_id"] == ycloud_order.order_id
-            and r["attempts"] >= 2
-            # a timed-out (ambiguous) event with a newer one queued ends superseded: no latency
-            and (r["latency_ms"] or 0) >= 1_900
-        ]
-        assert waited, "a Retry-After wait was not honoured"
+        # The 429 carried Retry-After: 2; the order's next send waited at least that long. The
+        # event it hit is either accepted on a later attempt, or (when a newer event of the
+        # order is queued by the time its retry is due) superseded then, and the newer event
+        # goes in its place: either way the first accepted send of the order after the refusal
+        # comes at least ~2 s after the backlog was taken in.
+        mine = sorted(
+            (r for r in results if r["order_id"] == ycloud_order.order_id),
+            key=lambda r: r["event_id"],
+        )
+        hit = next(r for r in mine if r["attempts"] >= 2)
+        after = [r for r in mine if r["event_id"] >= hit["event_id"]]
+        first_sent = next(r for r in after if r["outcome"] == "accepted")
+        summary = [(r["event_id"], r["outcome"], r["attempts"], r["latency_ms"]) for r in mine]
+        assert hit["outcome"] in {"accepted", "superseded"}, summary
+        assert (first_sent["latency_ms"] or 0) >= 1_900, f"Retry-After not honoured: {summary}"
 
 
 async def test_a_failing_order_does_not_delay_other_orders_on_its_partition(
