@@ -159,8 +159,15 @@ class FakeSource:
 
 
 class FakeSink:
+    """A producer that acks every record at once and keeps each record and its headers.
+
+    Variants override ``admit`` instead of restating ``send``: raise to refuse a record,
+    return a future to ack it their own way, or None to keep and ack it here.
+    """
+
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes | None]] = []
+        self.headers: list[tuple[str, list[tuple[str, bytes]]]] = []
 
     async def send(
         self,
@@ -172,10 +179,19 @@ class FakeSink:
         partition: int | None = None,
         source: tuple[TP, int] | None = None,
     ) -> asyncio.Future[object]:
+        self.headers.append((topic, list(headers or ())))
+        taken = await self.admit(topic, value, key)
+        if taken is not None:
+            return taken
         self.records.append((topic, value, key))
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
+
+    async def admit(
+        self, topic: str, value: bytes, key: bytes | None
+    ) -> asyncio.Future[object] | None:
+        return None
 
     async def flush(self) -> None:
         pass

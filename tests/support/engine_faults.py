@@ -20,7 +20,6 @@ from connector.contract.events import OrderStatusChanged, decode_event
 from connector.contract.outbound import PlainRequest
 from connector.core.ledger import Delivery, PartitionLedger
 from connector.errors import AccountConfigError, PublishRefusedError
-from connector.kafka.consumer import TP
 from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 from tests.support.engine_fakes import FakeSender, FakeSettings, FakeSink
 
@@ -148,22 +147,13 @@ class RefusingSink(FakeSink):
         self._refused: set[str] = set()
         self.refusals = 0
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
+    async def admit(
+        self, topic: str, value: bytes, key: bytes | None
+    ) -> asyncio.Future[object] | None:
         event_id = orjson.loads(value).get("event_id")
         first = isinstance(event_id, str) and event_id not in self._refused
         if topic == self._refuse_topic or (first and self._refuse(event_id)):
             self._refused.add(str(event_id))
             self.refusals += 1
             raise self._error(f"MessageSizeTooLargeError: {len(value)} bytes")
-        return await super().send(
-            topic, value, key=key, headers=headers, partition=partition, source=source
-        )
+        return None

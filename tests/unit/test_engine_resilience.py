@@ -9,7 +9,6 @@ import base64
 import json
 import random
 import time
-from collections.abc import Sequence
 
 import anyio
 import orjson
@@ -121,24 +120,15 @@ class _RefusingErrors(FakeSink):
         self.limit = limit
         self.refused = 0
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
+    async def admit(
+        self, topic: str, value: bytes, key: bytes | None
+    ) -> asyncio.Future[object] | None:
         from connector.errors import PublishRefusedError
 
         if topic == "err" and len(value) > self.limit:
             self.refused += 1
             raise PublishRefusedError(f"MessageSizeTooLargeError: {len(value)} bytes")
-        return await super().send(
-            topic, value, key=key, headers=headers, partition=partition, source=source
-        )
+        return None
 
 
 async def test_a_refused_error_record_falls_back_once_to_the_minimal_record() -> None:
@@ -170,20 +160,11 @@ class _OutageSink(FakeSink):
         self.up.set()
         self._waiting: list[asyncio.Future[object]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
+    async def admit(
+        self, topic: str, value: bytes, key: bytes | None
+    ) -> asyncio.Future[object] | None:
         if self.up.is_set():
-            return await super().send(
-                topic, value, key=key, headers=headers, partition=partition, source=source
-            )
+            return None
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
 
         async def later() -> None:

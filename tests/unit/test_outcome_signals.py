@@ -3,14 +3,11 @@ lines name the topic and the (masked) key (issue 14, signals)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-
 import orjson
 from structlog.testing import capture_logs
 
 from connector.core.redaction import mask_key
-from connector.kafka.consumer import TP, ConsumedRecord
+from connector.kafka.consumer import ConsumedRecord
 from tests.support.engine_fakes import (
     INPUT,
     FakeSender,
@@ -24,29 +21,6 @@ from tests.support.engine_fakes import (
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-class HeaderSink(FakeSink):
-    """The fake sink that also keeps each record's headers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.headers: list[tuple[str, list[tuple[str, bytes]]]] = []
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
-        self.headers.append((topic, list(headers or ())))
-        return await super().send(
-            topic, value, key=key, headers=headers, partition=partition, source=source
-        )
-
-
 def traced(order: str, seq: int) -> bytes:
     return orjson.dumps({**orjson.loads(event_bytes(order, seq)), "traceparent": TRACE})
 
@@ -57,7 +31,7 @@ async def test_results_and_errors_carry_the_traceparent_header() -> None:
         ConsumedRecord(INPUT, 0, 1, b"o2", traced("o2", 1), (), 0),
         ConsumedRecord(INPUT, 0, 2, b"o3", event_bytes("o3", 1), (), 0),
     ]
-    source, sink, sender = FakeSource({0: records}), HeaderSink(), FakeSender()
+    source, sink, sender = FakeSource({0: records}), FakeSink(), FakeSender()
     sender.script["o2-1"] = [400]  # permanent: an error record
     engine = make_engine(source, sink, sender)
     await run_until(engine, source, sink, 3)
