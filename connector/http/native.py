@@ -489,6 +489,7 @@ class NativeSender:
         loop: asyncio.AbstractEventLoop,
         deadline: float,
     ) -> _Connection:
+        """A live idle connection to ``origin``, else a new one (at the cap: after a slot frees)."""
         while True:
             idle = self._idle.get(origin)
             while idle:
@@ -500,31 +501,20 @@ class NativeSender:
                 await self._wait_for_slot(loop, deadline)
                 continue
             self._open += 1
+            _scheme, host, port = origin
             try:
-                return await self._connect(origin, tls, loop, deadline)
-            except BaseException:
+                async with asyncio.timeout_at(deadline):
+                    _transport, connection = await loop.create_connection(
+                        _Connection, host, port, ssl=tls, server_hostname=host if tls else None
+                    )
+            except BaseException as exc:
                 self._open -= 1
                 self._wake()
+                if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                    # refused, unreachable, DNS (gaierror), TLS (SSLError)
+                    raise ConnectFailedError("could not connect") from exc
                 raise
-
-    async def _connect(
-        self,
-        origin: Origin,
-        tls: ssl.SSLContext | None,
-        loop: asyncio.AbstractEventLoop,
-        deadline: float,
-    ) -> _Connection:
-        _scheme, host, port = origin
-        try:
-            async with asyncio.timeout_at(deadline):
-                _transport, connection = await loop.create_connection(
-                    _Connection, host, port, ssl=tls, server_hostname=host if tls else None
-                )
-        except TimeoutError:
-            raise
-        except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
-            raise ConnectFailedError("could not connect") from exc
-        return connection
+            return connection
 
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         slot: asyncio.Future[None] = loop.create_future()
