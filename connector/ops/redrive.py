@@ -25,14 +25,7 @@ from connector.kafka.admin import KafkaAdmin, TopicAdminError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import read_topic
 from connector.kafka.producer import KafkaProducer
-from connector.ops.command import (
-    ProgressLine,
-    add_time_option,
-    command_parser,
-    failure_line,
-    one_line,
-    parse_command_line,
-)
+from connector.ops import command
 
 _DESCRIPTION = (
     "Re-publish error records (original key, value and headers) to the input after a fix; "
@@ -222,7 +215,7 @@ async def _publish(
     out: TextIO | None,
 ) -> None:
     """The input copies first (acknowledged), then their redrive log entries."""
-    progress = ProgressLine(out, len(picked), "re-driven") if out is not None else None
+    progress = command.ProgressLine(out, len(picked), "re-driven") if out is not None else None
     producer = KafkaProducer(config.kafka)
     await producer.start()
     try:
@@ -260,7 +253,7 @@ def _explain_refusals(counts: Counter[str]) -> None:
 
 
 def redrive_parser() -> argparse.ArgumentParser:
-    parser = command_parser("order-connector redrive", _DESCRIPTION)
+    parser = command.command_parser("order-connector redrive", _DESCRIPTION)
     parser.add_argument(
         "--class",
         dest="classes",
@@ -279,7 +272,9 @@ def redrive_parser() -> argparse.ArgumentParser:
     )
     for name, bound in (("since", "after"), ("until", "before")):
         help_text = f"errors recorded at or {bound} (ISO)"
-        add_time_option(parser, f"--{name}", help_text, dest=f"{name}_ms", metavar=name.upper())
+        command.add_time_option(
+            parser, f"--{name}", help_text, dest=f"{name}_ms", metavar=name.upper()
+        )
     parser.add_argument(
         "--log-topic",
         default=None,
@@ -294,16 +289,16 @@ def redrive_parser() -> argparse.ArgumentParser:
 
 def redrive_main(argv: list[str]) -> int:
     parser = redrive_parser()
-    args, config = parse_command_line(parser, argv)
+    args, config = command.parse_command_line(parser, argv)
     try:
         counts = asyncio.run(
             redrive(config, **{name: getattr(args, name) for name in _OPTIONS}, out=sys.stderr)
         )
     except TopicAdminError as exc:
-        print(f"order-connector redrive: failed: {one_line(str(exc))}", file=sys.stderr)
+        print(f"order-connector redrive: failed: {command.one_line(str(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:  # one line for the operator, never a traceback
-        print(failure_line(parser.prog, exc, config.secret_values()), file=sys.stderr)
+        print(command.failure_line(parser.prog, exc, config.secret_values()), file=sys.stderr)
         return 1
     did = (
         f"would re-drive {counts['selected']} (dry run)"

@@ -34,13 +34,7 @@ from connector.kafka.group_offsets import (
     offsets_at,
     partition_bounds,
 )
-from connector.ops.command import (
-    add_time_option,
-    command_parser,
-    failure_line,
-    one_line,
-    parse_command_line,
-)
+from connector.ops import command
 
 _DESCRIPTION = (
     "Reprocess input history; the ledger turns what was delivered into skipped_* results. "
@@ -405,14 +399,14 @@ async def _prepare(args: argparse.Namespace, base: ConnectorConfig) -> ReplayPla
 
 
 def replay_parser() -> argparse.ArgumentParser:
-    parser = command_parser("order-connector replay", _DESCRIPTION)
+    parser = command.command_parser("order-connector replay", _DESCRIPTION)
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--from-beginning",
         action="store_true",
         help="start at the beginning of the input topic (the default)",
     )
-    add_time_option(
+    command.add_time_option(
         where, "--from-time", "start at the first record at or after TIME (ISO 8601 with zone)"
     )
     where.add_argument(
@@ -421,7 +415,7 @@ def replay_parser() -> argparse.ArgumentParser:
         metavar="P:O,...",
         help="start partition P at offset O; partitions not named continue from the group",
     )
-    add_time_option(
+    command.add_time_option(
         parser, "--until", "process records up to TIME (ISO 8601 with zone; default: the end now)"
     )
     who = parser.add_mutually_exclusive_group()
@@ -465,7 +459,7 @@ def replay_parser() -> argparse.ArgumentParser:
 
 def replay_main(argv: list[str]) -> int:
     parser = replay_parser()
-    args, base = parse_command_line(parser, argv)
+    args, base = command.parse_command_line(parser, argv)
     if not args.dry_run and (args.dry_run_results or args.dry_run_errors):
         parser.error("--dry-run-results and --dry-run-errors need --dry-run")
 
@@ -478,7 +472,7 @@ def replay_main(argv: list[str]) -> int:
                 )
             plan = await _prepare(args, base)
         except (ReplayRefusedError, GroupOffsetsError, TopicAdminError) as exc:
-            print(f"order-connector replay: refused: {one_line(str(exc))}", file=sys.stderr)
+            print(f"order-connector replay: refused: {command.one_line(str(exc))}", file=sys.stderr)
             return None
         config = _replay_config(outputs, plan.group, dry_run=args.dry_run, max_age_s=args.max_age_s)
         if args.dry_run:
@@ -497,7 +491,7 @@ def replay_main(argv: list[str]) -> int:
     try:
         summary = asyncio.run(go())
     except Exception as exc:  # one line for the operator, never a traceback
-        print(failure_line(parser.prog, exc, base.secret_values()), file=sys.stderr)
+        print(command.failure_line(parser.prog, exc, base.secret_values()), file=sys.stderr)
         return 1
     if summary is None:
         return 2
