@@ -4,8 +4,8 @@ account. Everything here is pure (no I/O); sending lives elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final
 
 from pydantic import ConfigDict, Field, TypeAdapter
 
@@ -32,15 +32,18 @@ def parse_account(data: Mapping[str, Any]) -> AccountConfig:
     return _ACCOUNT_ADAPTER.validate_python(data)
 
 
+# The adapter of each provider kind, keyed by the accounts' ``provider`` discriminator.
+_ADAPTERS: Final[Mapping[str, Callable[[Any], Provider]]] = {
+    "meta": MetaCloudProvider,
+    "ycloud": YCloudProvider,
+    "zapi": ZApiProvider,
+    "zonos": ZonosProvider,
+}
+
+
 def build_provider(account: AccountConfig) -> Provider:
     """The adapter for one configured account."""
-    if isinstance(account, MetaAccount):
-        return MetaCloudProvider(account)
-    if isinstance(account, YCloudAccount):
-        return YCloudProvider(account)
-    if isinstance(account, ZApiAccount):
-        return ZApiProvider(account)
-    return ZonosProvider(account)
+    return _ADAPTERS[account.provider](account)
 
 
 __all__ = [
