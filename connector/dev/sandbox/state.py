@@ -6,7 +6,7 @@ Pure and synchronous: no sockets, no asyncio, no clocks read here (callers pass 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from connector.core.ratelimit import PairLimiter
@@ -304,16 +304,11 @@ class SandboxTemplate:
     template_id: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "waba_id": self.waba_id,
-            "name": self.name,
-            "language": self.language,
-            "category": self.category,
-            "sub_category": self.sub_category,
-            "status": self.status,
-            "id": self.template_id,
-        }
+        """The template as ``GET /_sandbox/templates`` lists it: without its components, the
+        id under ``id``."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "components"}
+        shown["id"] = shown.pop("template_id")
+        return shown
 
 
 class TemplateBook:
