@@ -7,7 +7,6 @@ large an error record may be. Nothing else imports aiokafka."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -24,6 +23,7 @@ from connector.errors import ProducerFailedError, PublishRefusedError
 from connector.kafka.connection import client_kwargs
 from connector.kafka.consumer import TP
 from connector.kafka.partitioner import CachedPartitioner
+from connector.kafka.record_sink import OutgoingRecord, RecordSink
 
 if TYPE_CHECKING:
     from connector.config import KafkaSettings
@@ -154,14 +154,8 @@ def idempotent_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
-# topic, value, key, headers, partition, source (the input record it is the outcome of)
-_Pending = tuple[
-    str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None, tuple[TP, int] | None
-]
-
-
-class _Producer:
-    """What both producers share: the aiokafka producer's life cycle and ``send``'s signature."""
+class _Producer(RecordSink):
+    """What both producers share: the aiokafka producer's life cycle."""
 
     def __init__(self, settings: KafkaSettings, **options: Any) -> None:
         self._settings = settings
@@ -198,27 +192,6 @@ class _Producer:
         if self._client is not None:
             await self._client.stop()
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
-        """Hand a record on; the returned future resolves once it counts as published.
-
-        ``source`` (the input record's coordinates) matters only to the transactional producer.
-        """
-        return await self._send(
-            (topic, value, key, list(headers) if headers else None, partition, source)
-        )
-
-    async def _send(self, record: _Pending) -> asyncio.Future[object]:
-        raise NotImplementedError
-
 
 class KafkaProducer(_Producer):
     """Idempotent (acks=all) producer. ``send`` enqueues and returns the ack future.
@@ -231,7 +204,7 @@ class KafkaProducer(_Producer):
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(settings)
 
-    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+    async def _publish(self, record: OutgoingRecord) -> asyncio.Future[object]:
         topic, value, key, headers, partition, _ = record
         try:
             ack: asyncio.Future[object] = await self._producer.send(
@@ -279,7 +252,7 @@ class TransactionalProducer(_Producer):
             transaction_timeout_ms=transaction_timeout_ms,
         )
         self._group_id = group_id
-        self._pending: list[_Pending] = []
+        self._pending: list[OutgoingRecord] = []
         # Per input partition, the offset below which outcomes may be written (committed).
         self._released: dict[TP, int] = {}
         self._failed: BaseException | None = None
@@ -289,7 +262,7 @@ class TransactionalProducer(_Producer):
         """Start; the broker fences any earlier producer with this id and aborts its open txn."""
         await super().start()
 
-    async def _send(self, record: _Pending) -> asyncio.Future[object]:
+    async def _publish(self, record: OutgoingRecord) -> asyncio.Future[object]:
         if self._failed is not None:
             raise TransactionFailedError("an earlier transaction failed") from self._failed
         topic, value, key, headers, _, _ = record
@@ -312,7 +285,9 @@ class TransactionalProducer(_Producer):
     def discard_held(self, partitions: set[TP]) -> None:
         """Drop held outcomes of revoked partitions: their offsets were never committed, so
         the partitions' next owner produces them again."""
-        self._pending = [p for p in self._pending if p[5] is None or p[5][0] not in partitions]
+        self._pending = [
+            p for p in self._pending if p.source is None or p.source[0] not in partitions
+        ]
         for tp in partitions:
             self._released.pop(tp, None)
 
@@ -326,10 +301,10 @@ class TransactionalProducer(_Producer):
         # Split before the first await: offsets were computed from records buffered until now.
         self._released.update(offsets)
         released = self._released
-        batch: list[_Pending] = []
-        held: list[_Pending] = []
+        batch: list[OutgoingRecord] = []
+        held: list[OutgoingRecord] = []
         for item in self._pending:
-            src = item[5]
+            src = item.source
             if src is None or src[1] < released.get(src[0], -1):
                 batch.append(item)
             else:

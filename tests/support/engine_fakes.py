@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -25,6 +25,7 @@ from connector.contract.outbound import PlainRequest
 from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.kafka.consumer import TP, ConsumedRecord
+from connector.kafka.record_sink import OutgoingRecord, RecordSink
 from connector.providers.base import BuiltRequest, OutcomeKind, ProviderOutcome
 
 INPUT = "in"
@@ -158,7 +159,7 @@ class FakeSource:
             self.commits[tp] = off
 
 
-class FakeSink:
+class FakeSink(RecordSink):
     """A producer that acks every record at once and keeps each record and its headers.
 
     Variants override ``admit`` instead of restating ``send``: raise to refuse a record,
@@ -169,17 +170,9 @@ class FakeSink:
         self.records: list[tuple[str, bytes, bytes | None]] = []
         self.headers: list[tuple[str, list[tuple[str, bytes]]]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        source: tuple[TP, int] | None = None,
-    ) -> asyncio.Future[object]:
-        self.headers.append((topic, list(headers or ())))
+    async def _publish(self, record: OutgoingRecord) -> asyncio.Future[object]:
+        topic, value, key = record.topic, record.value, record.key
+        self.headers.append((topic, record.headers or []))
         taken = await self.admit(topic, value, key)
         if taken is not None:
             return taken
