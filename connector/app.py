@@ -19,7 +19,6 @@ import structlog
 from connector.config import ConnectorConfig
 from connector.contract.records import ResultRecord
 from connector.core.redaction import SecretScrubber
-from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.delivery.ports import EngineObserver, RecordSource
 from connector.http.sender import HttpSender, create_sender
@@ -45,17 +44,6 @@ from connector.webhooks.correlation import CorrelationCache, CorrelationWriter
 from connector.webhooks.sink import KafkaWebhookSink
 
 log = structlog.get_logger("connector.app")
-
-
-def retry_policy(config: ConnectorConfig) -> RetryPolicy:
-    r = config.retry
-    return RetryPolicy(
-        max_attempts=r.max_attempts,
-        max_elapsed_s=r.max_elapsed_s,
-        base_s=r.base_s,
-        cap_s=r.cap_s,
-        jitter=r.jitter,
-    )
 
 
 class ConnectorApp:
@@ -129,7 +117,7 @@ class ConnectorApp:
             routing=config.routing,
             topics=config.topics,
             limits=config.limits,
-            retry=retry_policy(config),
+            retry=config.retry,
             observer=observer or EngineMetrics(self.metrics),
             delivery=delivery,
             ledger_loader=self.ledger_reader.load if self.ledger_reader is not None else None,

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from connector.core.breaker import BreakerSettings
 from connector.core.config_problems import (
     ConfigProblem,
     ConfigProblemsError,
@@ -37,6 +38,7 @@ from connector.core.config_problems import (
     yaml_lines,
 )
 from connector.core.personal_data import ErrorRecordSettings
+from connector.core.retry import RetryPolicy
 from connector.errors import AccountConfigError, ConfigError
 from connector.http.egress import Egress, EgressPlan, origin_of, tls_context
 from connector.providers import AccountConfig
@@ -110,31 +112,13 @@ class RoutingSettings(_Strict):
     by_merchant: dict[str, str] = Field(default_factory=dict)
 
 
-class OutageSettings(_Strict):
-    """Account outage mode (``connector.core.breaker.BreakerSettings``): an account whose recent
-    requests fail as transient (5xx, timeouts, resets; 429s only once its adaptive rate is at
-    its floor) enters outage; its events park in lane order without spending their retry
-    budget and one probe tests recovery."""
+class OutageSettings(BreakerSettings):
+    """Account outage mode: an account whose recent requests fail as transient (5xx, timeouts,
+    resets; 429s only once its adaptive rate is at its floor) enters outage; its events park in
+    lane order without spending their retry budget and one probe tests recovery. The fields are
+    the breaker's own (``connector.core.breaker.BreakerSettings``), plus the switch."""
 
     enabled: bool = True
-    # Among the last ``window`` results no older than ``window_s``: at least ``min_requests``,
-    # and a transient share of at least ``failure_ratio``, opens the account.
-    window: int = Field(default=20, ge=1)
-    window_s: float = Field(default=30.0, gt=0)
-    min_requests: int = Field(default=10, ge=1)
-    failure_ratio: float = Field(default=0.5, gt=0, le=1)
-    # The first probe this long after opening; each failed probe multiplies it, up to the cap.
-    probe_interval_s: float = Field(default=1.0, gt=0)
-    probe_backoff: float = Field(default=2.0, ge=1)
-    probe_interval_cap_s: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OutageSettings:
-        if self.min_requests > self.window:
-            raise ValueError("limits.outage.min_requests must be at most window")
-        if self.probe_interval_cap_s < self.probe_interval_s:
-            raise ValueError("limits.outage.probe_interval_cap_s must be >= probe_interval_s")
-        return self
 
 
 class LimitSettings(_Strict):
@@ -180,14 +164,6 @@ class LimitSettings(_Strict):
     # "reassert" (it goes at once and the order's newest status is sent once more when the
     # window has passed: lower latency, one extra message per such order).
     late_guard: dict[str, Literal["hold", "reassert"]] = Field(default_factory=dict)
-
-
-class RetrySettings(_Strict):
-    max_attempts: int = Field(default=8, ge=1)
-    max_elapsed_s: float = Field(default=300.0, gt=0)
-    base_s: float = Field(default=0.5, gt=0)
-    cap_s: float = Field(default=60.0, gt=0)
-    jitter: float = Field(default=0.2, ge=0, le=1)
 
 
 class HttpSettings(_Strict):
@@ -319,7 +295,7 @@ class ConnectorConfig(_Strict):
     accounts: list[AccountConfig] = Field(min_length=1)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -1,8 +1,19 @@
-"""The checks the settings of ``core/`` share: a number finite and above a bound, a count."""
+"""What the settings of ``core/`` share: a number finite and above a bound, a count, and the
+base of settings that the daemon's configuration embeds as they are (one description each)."""
 
 from __future__ import annotations
 
 import math
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    """Immutable settings that refuse unknown keys, NaN and infinities. The configuration
+    file's sections of these types are validated by these very classes, so a value the file
+    accepts is one the rule accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def require_finite(

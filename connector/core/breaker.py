@@ -25,11 +25,12 @@ from ``state``.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from connector.core.bounds import require_count, require_finite
+from pydantic import Field, model_validator
+
+from connector.core.bounds import Settings
 
 __all__ = [
     "PAIR_LIMIT_CODES",
@@ -88,8 +89,7 @@ class Transition(StrEnum):
     PROBE_FAILED = "probe_failed"  # still in outage; the next probe waits longer
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
+class BreakerSettings(Settings):
     """When an account counts as in outage and how recovery is probed.
 
     The account opens when, among its last ``window`` results no older than ``window_s``, at
@@ -98,26 +98,21 @@ class BreakerSettings:
     by ``probe_backoff`` up to ``probe_interval_cap_s``.
     """
 
-    window: int = 20
-    window_s: float = 30.0
-    min_requests: int = 10
-    failure_ratio: float = 0.5
-    probe_interval_s: float = 1.0
-    probe_backoff: float = 2.0
-    probe_interval_cap_s: float = 30.0
+    window: int = Field(default=20, ge=1)
+    window_s: float = Field(default=30.0, gt=0)
+    min_requests: int = Field(default=10, ge=1)
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    probe_interval_s: float = Field(default=1.0, gt=0)
+    probe_backoff: float = Field(default=2.0, ge=1)
+    probe_interval_cap_s: float = Field(default=30.0, gt=0)
 
-    def __post_init__(self) -> None:
-        require_count("window", self.window)
-        require_finite("window_s", self.window_s, above=0)
-        if not 1 <= self.min_requests <= self.window:
-            raise ValueError(f"min_requests must be in [1, window], got {self.min_requests}")
-        if not 0 < self.failure_ratio <= 1:
-            raise ValueError(f"failure_ratio must be in (0, 1], got {self.failure_ratio}")
-        require_finite("probe_interval_s", self.probe_interval_s, above=0)
-        require_finite("probe_backoff", self.probe_backoff, at_least=1)
-        require_finite(
-            "probe_interval_cap_s", self.probe_interval_cap_s, at_least=self.probe_interval_s
-        )
+    @model_validator(mode="after")
+    def _consistent(self) -> BreakerSettings:
+        if self.min_requests > self.window:
+            raise ValueError(f"min_requests must be at most window ({self.window})")
+        if self.probe_interval_cap_s < self.probe_interval_s:
+            raise ValueError("probe_interval_cap_s must be >= probe_interval_s")
+        return self
 
 
 class AccountBreaker:

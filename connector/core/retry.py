@@ -7,15 +7,15 @@ random draw in, so tests are exact and never wait.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from connector.core.bounds import require_count, require_finite
+from pydantic import Field, model_validator
+
+from connector.core.bounds import Settings
 
 __all__ = ["RetryPolicy"]
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(Settings):
     """Exponential backoff with jitter inside a budget of attempts and elapsed time.
 
     The n-th wait (after attempt n) is ``min(cap_s, base_s * 2**(n-1))`` scaled by a factor in
@@ -23,19 +23,17 @@ class RetryPolicy:
     (Retry-After, Meta's 4^X) is a lower bound and is not capped by ``cap_s``.
     """
 
-    max_attempts: int = 8
-    max_elapsed_s: float = 300.0
-    base_s: float = 0.5
-    cap_s: float = 60.0
-    jitter: float = 0.2
+    max_attempts: int = Field(default=8, ge=1)
+    max_elapsed_s: float = Field(default=300.0, ge=0)
+    base_s: float = Field(default=0.5, gt=0)
+    cap_s: float = Field(default=60.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, lt=1)
 
-    def __post_init__(self) -> None:
-        require_count("max_attempts", self.max_attempts)
-        require_finite("max_elapsed_s", self.max_elapsed_s, at_least=0)
-        require_finite("base_s", self.base_s, above=0)
-        require_finite("cap_s", self.cap_s, at_least=self.base_s)
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> RetryPolicy:
+        if self.cap_s < self.base_s:
+            raise ValueError(f"cap_s must be >= base_s ({self.base_s:g}), got {self.cap_s:g}")
+        return self
 
     def backoff(self, attempt: int, rand: float) -> float:
         """The jittered exponential wait after ``attempt`` attempts, ignoring the budget."""

@@ -26,7 +26,6 @@ from connector.core.breaker import (
     PAIR_LIMIT_CODES,
     AccountBreaker,
     AttemptResult,
-    BreakerSettings,
     Transition,
     attempt_result,
 )
@@ -103,9 +102,7 @@ class Flow:
         now = time.monotonic()
         outage = limits.outage
         self.outage_enabled = outage.enabled
-        # limits.outage holds the breaker's settings under the same names, plus ``enabled``.
-        settings = BreakerSettings(**outage.model_dump(exclude={"enabled"}))
-        self.breakers = {name: AccountBreaker(settings) for name in providers}
+        self.breakers = {name: AccountBreaker(outage) for name in providers}
         self.rates: dict[str, AdaptiveRate] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._pairs: dict[str, PairLimiter] = {}

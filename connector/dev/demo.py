@@ -22,11 +22,11 @@ from connector.config import (
     ConnectorConfig,
     KafkaSettings,
     LimitSettings,
-    RetrySettings,
     ServerSettings,
     TopicNames,
 )
 from connector.contract.events import OrderStatusChanged, encode_event
+from connector.core.retry import RetryPolicy
 from connector.dev.sandbox.config import SandboxConfig
 from connector.dev.workload import OrderScript, WorkloadSpec, build_orders, interleave
 from connector.kafka.consumer import ConsumedRecord, read_topic
@@ -259,7 +259,7 @@ def _demo_config(
             # Outage mode on (the default): the scripted 429s are pacing signals for the
             # adaptive rate and count towards an outage only once it is at its floor.
             "limits": LimitSettings(commit_interval_s=0.5, drain_timeout_s=10).model_dump(),
-            "retry": RetrySettings(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
+            "retry": RetryPolicy(max_attempts=6, max_elapsed_s=20, base_s=0.2).model_dump(),
             "server": ServerSettings(port=0).model_dump(),
             "webhooks": {
                 "meta": {

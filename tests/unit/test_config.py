@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from connector.config import ConfigProblemsError, load_config
+from connector.core.breaker import BreakerSettings
+from connector.core.retry import RetryPolicy
 from connector.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "connector.yaml"
@@ -220,3 +222,35 @@ def test_examples_bind_loopback_like_the_default() -> None:
     ]
     assert hosts
     assert set(hosts) == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("section", "lines", "where", "says"),
+    [
+        ("retry:\n", ["jitter: 1.0"], "retry.jitter", "less than 1"),
+        ("retry:\n", ["base_s: 2.0", "cap_s: 1.0"], "retry", "cap_s must be >= base_s"),
+        ("retry:\n", ["cap_s: .inf"], "retry.cap_s", "finite"),
+        ("limits:\n", ["outage:", "  window_s: .inf"], "limits.outage.window_s", "finite"),
+        ("limits:\n", ["outage:", "  window: 3", "  min_requests: 4"], "limits.outage", "window"),
+    ],
+)
+def test_retry_and_outage_are_checked_by_the_rules_that_use_them(
+    tmp_path: Path, section: str, lines: list[str], where: str, says: str
+) -> None:
+    """The retry and outage sections are validated by ``RetryPolicy`` and ``BreakerSettings``
+    themselves: a value the file accepts is one the daemon starts with (a jitter of 1, a cap
+    below the base or an infinite window used to pass the check and stop the daemon's start)."""
+    path = tmp_path / "c.yaml"
+    added = "".join(f"  {line}\n" for line in lines)
+    path.write_text(EXAMPLE.read_text().replace(section, section + added, 1))
+    with pytest.raises(ConfigProblemsError) as info:
+        load_config(path, SECRETS)
+    problems = [line for line in info.value.lines if f": {where}: " in line]
+    assert len(problems) == 1, info.value.lines
+    assert says in problems[0]
+
+
+def test_the_configured_retry_and_outage_are_the_rules_objects() -> None:
+    config = load_config(EXAMPLE, SECRETS)
+    assert isinstance(config.retry, RetryPolicy)
+    assert isinstance(config.limits.outage, BreakerSettings)
