@@ -73,15 +73,18 @@ producer="$(compose ps -q producer)"
 # The producer exits once every record it sent has an outcome (or after its own deadline).
 code=$(timeout $((OUTCOME_DEADLINE_S + 60)) docker wait "$producer")
 outcomes_after=$(($(date +%s) - up_at))
-docker logs "$producer" 2>&1 | sed 's/^/  producer| /'
+# The logs are read once into a variable: with pipefail, `docker logs | grep -q` fails at
+# random (grep exits at its first match and docker logs dies of SIGPIPE, status 141).
+producer_logs=$(docker logs "$producer" 2>&1)
+sed 's/^/  producer| /' <<<"$producer_logs"
 if [ "$code" != 0 ]; then
   say "the example producer exited $code"
   exit 1
 fi
-line=$(docker logs "$producer" 2>&1 | grep -E '^[0-9]+ outcomes for [0-9]+ input records')
+line=$(grep -E '^[0-9]+ outcomes for [0-9]+ input records' <<<"$producer_logs")
 read -r got _ _ want _ <<<"$line"
 [ "$got" = "$want" ] && [ "$got" -gt 0 ] || { say "outcomes incomplete: $line"; exit 1; }
-docker logs "$producer" 2>&1 | grep -q 'invalid_event=' || { say "no error records seen"; exit 1; }
+grep -q 'invalid_event=' <<<"$producer_logs" || { say "no error records seen"; exit 1; }
 # Where the time went: when each container started, relative to `up`.
 for service in kafka topics-init sandbox connector producer; do
   at=$(docker inspect "$(compose ps -q "$service")" --format '{{.State.StartedAt}}')
@@ -103,7 +106,8 @@ stop_at=$(date +%s)
 compose stop -t 30 connector >/dev/null 2>&1
 connector="$(compose ps -q connector)"
 exit_code=$(docker inspect "$connector" --format '{{.State.ExitCode}}')
-docker logs "$connector" 2>&1 | grep -q '"event": "connector_stopped"' ||
+connector_logs=$(docker logs "$connector" 2>&1)
+grep -q '"event": "connector_stopped"' <<<"$connector_logs" ||
   { say "no connector_stopped log line after SIGTERM"; exit 1; }
 [ "$exit_code" = 0 ] || { say "connector exited $exit_code on SIGTERM"; exit 1; }
 say "SIGTERM: connector drained and exited 0 in $(($(date +%s) - stop_at))s"
