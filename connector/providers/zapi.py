@@ -19,7 +19,9 @@ Status mapping (canonical -> ``orderStatus``), overridable per account with ``st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 import httpx
@@ -39,6 +41,17 @@ from connector.providers.classify import (
 from connector.providers.request import JSON_CONTENT_TYPE, Endpoint, recipient_phone
 
 ZAPI_STATUSES: Final = frozenset({"pending", "processing", "shipped", "completed", "canceled"})
+# Z-API has no partially_shipped: a skip by default (or map it, with partially_shipped_message).
+ZAPI_STATUS_MAP: Final[Mapping[CanonicalStatus, str]] = MappingProxyType(
+    {
+        CanonicalStatus.PENDING: "pending",
+        CanonicalStatus.PROCESSING: "processing",
+        CanonicalStatus.PARTIALLY_SHIPPED: SKIP,
+        CanonicalStatus.SHIPPED: "shipped",
+        CanonicalStatus.COMPLETED: "completed",
+        CanonicalStatus.CANCELED: "canceled",
+    }
+)
 _PATH_SEGMENT = r"^[A-Za-z0-9_-]+$"
 
 
@@ -53,14 +66,7 @@ class ZApiAccount(AccountSettings):
     """A Z-API instance (one phone-linked WhatsApp Business session)."""
 
     NATIVE_STATUSES: ClassVar[frozenset[str] | None] = ZAPI_STATUSES
-    DEFAULT_STATUS_MAP: ClassVar[dict[CanonicalStatus, str]] = {
-        CanonicalStatus.PENDING: "pending",
-        CanonicalStatus.PROCESSING: "processing",
-        CanonicalStatus.PARTIALLY_SHIPPED: SKIP,
-        CanonicalStatus.SHIPPED: "shipped",
-        CanonicalStatus.COMPLETED: "completed",
-        CanonicalStatus.CANCELED: "canceled",
-    }
+    DEFAULT_STATUS_MAP: ClassVar[Mapping[CanonicalStatus, str]] = ZAPI_STATUS_MAP
 
     provider: Literal["zapi"] = "zapi"
     base_url: str = "https://api.z-api.io"
@@ -188,4 +194,4 @@ class ZApiProvider(AccountAdapter[ZApiAccount]):
         return by_http_status(response, provider=self.kind, detail=detail)
 
 
-__all__ = ["ZAPI_STATUSES", "ZApiAccount", "ZApiProvider"]
+__all__ = ["ZAPI_STATUSES", "ZAPI_STATUS_MAP", "ZApiAccount", "ZApiProvider"]

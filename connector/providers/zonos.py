@@ -21,6 +21,8 @@ picks the one sent, and an event's ``native_status`` may use either.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, Literal
 
 import httpx
@@ -70,13 +72,10 @@ ERROR_FRAGMENTS: Final[tuple[tuple[str, OutcomeKind, str], ...]] = (
     *((fragment, OutcomeKind.PERMANENT, code) for fragment, code in _PERMANENT_FRAGMENTS),
 )
 
-
-class ZonosAccount(AccountSettings):
-    """A Zonos/iGlobal store. The secret is sent in the request body."""
-
-    # Open vocabulary: Zonos adds statuses over time; any upper-case identifier may be mapped.
-    NATIVE_PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^[A-Z][A-Z0-9_]*$")
-    DEFAULT_STATUS_MAP: ClassVar[dict[CanonicalStatus, str]] = {
+# The vendor statuses a store may set: pending is Zonos-owned and partially_shipped has none
+# (skips by default; VENDOR_SHIPMENT_READY may be mapped to it).
+ZONOS_STATUS_MAP: Final[Mapping[CanonicalStatus, str]] = MappingProxyType(
+    {
         CanonicalStatus.PENDING: SKIP,
         CanonicalStatus.PROCESSING: "VENDOR_PREPARING_ORDER",
         CanonicalStatus.PARTIALLY_SHIPPED: SKIP,
@@ -84,6 +83,15 @@ class ZonosAccount(AccountSettings):
         CanonicalStatus.COMPLETED: "VENDOR_END_OF_DAY_COMPLETE",
         CanonicalStatus.CANCELED: "VENDOR_CANCELLATION_REQUEST",
     }
+)
+
+
+class ZonosAccount(AccountSettings):
+    """A Zonos/iGlobal store. The secret is sent in the request body."""
+
+    # Open vocabulary: Zonos adds statuses over time; any upper-case identifier may be mapped.
+    NATIVE_PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^[A-Z][A-Z0-9_]*$")
+    DEFAULT_STATUS_MAP: ClassVar[Mapping[CanonicalStatus, str]] = ZONOS_STATUS_MAP
 
     provider: Literal["zonos"] = "zonos"
     base_url: str = "https://api.iglobalstores.com"
@@ -217,6 +225,7 @@ __all__ = [
     "LABELS_PRINTED_DATE",
     "TERMINAL_BLOCKS",
     "TRANSIENT_BLOCKS",
+    "ZONOS_STATUS_MAP",
     "ZonosAccount",
     "ZonosProvider",
     "classify_zonos_error",

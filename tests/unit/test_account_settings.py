@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from connector.contract.events import CanonicalStatus
 from connector.errors import InvalidFieldError, MissingFieldError, UnknownStatusError
 from connector.providers import (
     MetaAccount,
@@ -46,6 +47,17 @@ def test_discriminator_picks_the_adapter() -> None:
     }
     for kind, cls in adapters.items():
         assert isinstance(build_provider(parse_account(ACCOUNTS[kind])), cls)
+
+
+@pytest.mark.parametrize("kind", sorted(ACCOUNTS))
+def test_default_status_maps_are_read_only_and_name_every_status(kind: str) -> None:
+    """A provider's default table is shared by all its accounts: no account may change it."""
+    account = parse_account(ACCOUNTS[kind])
+    defaults = type(account).DEFAULT_STATUS_MAP
+    assert set(defaults) == set(CanonicalStatus)
+    with pytest.raises(TypeError):
+        defaults[CanonicalStatus.PENDING] = "changed"  # type: ignore[index]
+    assert defaults[CanonicalStatus.PENDING] != "changed"
 
 
 def test_defaults() -> None:
