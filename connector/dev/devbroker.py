@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -133,9 +133,24 @@ def ensure_jars(
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *, besides: Collection[int] = ()) -> list[int]:
+    """`count` distinct TCP ports on `host`, none in `besides`, that nothing listens on now.
+
+    The sockets stay bound until all are picked: ports asked for one after another may come
+    back equal (the kernel can hand a just-released port out again), and a broker whose
+    client and controller listeners share a port does not start."""
+    ports: list[int] = []
+    with contextlib.ExitStack() as bound:
+        while len(ports) < count:
+            sock = bound.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in besides:
+                ports.append(port)
+    return ports
 
 
 def _kafka_string(value: str) -> bytes:
@@ -283,8 +298,10 @@ class LocalKafka:
         self._maven_repo = maven_repo
         self._owns_data_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="order-connector-kafka-"))
-        self.port = port or free_port()
-        self.controller_port = free_port()
+        if not port:
+            self.port, self.controller_port = free_ports(2)
+        else:
+            self.port, self.controller_port = port, free_ports(1, besides={port})[0]
         self._heap = heap
         self._startup_timeout_s = startup_timeout_s
         self._auto_create_topics = auto_create_topics

@@ -202,3 +202,53 @@ def test_the_packaged_pom_is_the_default_and_missing_tools_are_named(
     assert ensure_jars("9.9.9", cache_dir=tmp_path / "cache") == home / "lib"
     with pytest.raises(DevBrokerError, match=r"Maven \(mvn\).*JDK 17\+"):
         ensure_jars("9.9.8", cache_dir=tmp_path / "cache")
+
+
+class _Kernel:
+    """Hands out the lowest port not bound right now, as a kernel may: a port released a
+    moment ago comes back to the next bind."""
+
+    def __init__(self) -> None:
+        self.bound: set[int] = set()
+
+    def socket(self, *_args: object) -> _KernelSocket:
+        return _KernelSocket(self)
+
+
+class _KernelSocket:
+    def __init__(self, kernel: _Kernel) -> None:
+        self._kernel = kernel
+        self._port: int | None = None
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self._port = min(set(range(40_000, 40_100)) - self._kernel.bound)
+        self._kernel.bound.add(self._port)
+
+    def getsockname(self) -> tuple[str, int]:
+        assert self._port is not None
+        return ("127.0.0.1", self._port)
+
+    def close(self) -> None:
+        self._kernel.bound.discard(self._port or 0)
+
+    def __enter__(self) -> _KernelSocket:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def test_client_and_controller_ports_differ_even_when_the_kernel_reuses_ports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two ports picked one after another came back equal on CI (the broker refused to format:
+    "two listeners on the same port"); they are now picked while both are held."""
+    kernel = _Kernel()
+    monkeypatch.setattr(devbroker.socket, "socket", kernel.socket)
+    assert free_port() == free_port() == 40_000  # what the kernel does to one-by-one picks
+    broker = devbroker.LocalKafka(data_dir=tmp_path / "a")
+    assert (broker.port, broker.controller_port) == (40_000, 40_001)
+    given = devbroker.LocalKafka(data_dir=tmp_path / "b", port=40_000)
+    assert (given.port, given.controller_port) == (40_000, 40_001)
+    assert devbroker.free_ports(3, besides={40_001}) == [40_000, 40_002, 40_003]
+    assert not kernel.bound
