@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -106,14 +107,18 @@ class FakeSender:
 
 
 class FlakySender(FakeSender):
-    """Raises the scripted exceptions for an event id (one per attempt) before answering."""
+    """Raises the scripted exceptions for an event id (one per attempt) before answering, and
+    notes when each attempt of an event began (``started``, monotonic)."""
 
     def __init__(self, raises: dict[str, list[Exception]]) -> None:
         super().__init__()
         self.raises = raises
+        self.started: dict[str, list[float]] = {}
 
     async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        pending = self.raises.get(orjson.loads(request.content)["event"])
+        event = orjson.loads(request.content)["event"]
+        self.started.setdefault(event, []).append(time.monotonic())
+        pending = self.raises.get(event)
         if pending:
             raise pending.pop(0)
         return await super().send(request, timeout=timeout)
@@ -249,14 +254,24 @@ def make_engine(
 
 
 async def run_until(engine: Engine, source: FakeSource, sink: FakeSink, total: int) -> None:
+    await run_engine_until(engine, source, lambda: len(sink.records) >= total)
+
+
+async def run_engine_until(
+    engine: Engine, source: FakeSource, done: Callable[[], bool], *, timeout_s: float = 30
+) -> None:
+    """Assign ``source``'s partitions, run ``engine`` until ``done()`` (at most ``timeout_s``),
+    then stop it and wait for its drain, also when the wait failed."""
     await engine.on_assigned(source.assignment())
     task = asyncio.create_task(engine.run())
-    with anyio.fail_after(30):
-        while len(sink.records) < total:
-            await asyncio.sleep(0.005)
-    engine.request_stop()
-    with anyio.fail_after(10):
-        await task
+    try:
+        with anyio.fail_after(timeout_s):
+            while not done():
+                await asyncio.sleep(0.005)
+    finally:
+        engine.request_stop()
+        with anyio.fail_after(10):
+            await task
 
 
 def assert_in_input_order(seen: list[tuple[str, str]]) -> None:

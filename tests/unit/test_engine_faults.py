@@ -7,7 +7,6 @@ build, publish) and several seeds, random records of random orders are marked to
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 
@@ -21,7 +20,7 @@ from connector.core.retry import RetryPolicy
 from connector.delivery.engine import Engine
 from connector.errors import ProducerFailedError
 from connector.kafka.consumer import TP, ConsumedRecord
-from tests.support.engine_fakes import INPUT, FakeSource, assert_in_input_order
+from tests.support.engine_fakes import INPUT, FakeSource, assert_in_input_order, run_engine_until
 from tests.support.engine_faults import (
     STAGES,
     FaultyLedger,
@@ -121,16 +120,12 @@ async def run_to_the_end(
     end; return the outcome records after checking there is exactly one per input record."""
     total = sum(len(r) for r in parts.values())
     ends = {TP(INPUT, p): len(r) for p, r in parts.items()}
-    await engine.on_assigned(source.assignment())
-    task = asyncio.create_task(engine.run())
-    try:
-        with anyio.fail_after(20):
-            while len(coordinates(outcomes(sink))) < total or source.commits != ends:
-                await asyncio.sleep(0.005)
-    finally:
-        engine.request_stop()
-        with anyio.fail_after(10):
-            await task
+    await run_engine_until(
+        engine,
+        source,
+        lambda: len(coordinates(outcomes(sink))) >= total and source.commits == ends,
+        timeout_s=20,
+    )
     assert engine.failure is None
     records = outcomes(sink)
     every = {(p, r.offset) for p, rs in parts.items() for r in rs}

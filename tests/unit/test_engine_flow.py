@@ -8,7 +8,6 @@ import asyncio
 import time
 
 import httpx
-import orjson
 
 from connector.config import LimitSettings, OutageSettings
 from connector.core.ratelimit import TokenBucket
@@ -80,19 +79,6 @@ async def test_without_outage_mode_the_same_outage_exhausts_retry_budgets() -> N
     assert exhausted  # the control: what outage mode prevents
 
 
-class TimedFlakySender(FlakySender):
-    """FlakySender that also notes when each attempt of an event began (monotonic)."""
-
-    def __init__(self, raises: dict[str, list[Exception]]) -> None:
-        super().__init__(raises)
-        self.started: dict[str, list[float]] = {}
-
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        event = orjson.loads(request.content)["event"]
-        self.started.setdefault(event, []).append(time.monotonic())
-        return await super().send(request, timeout=timeout)
-
-
 def _written_timeout() -> TransportFailure:
     return TransportFailure("timeout: no answer", kind="timeout", written=True)
 
@@ -100,7 +86,7 @@ def _written_timeout() -> TransportFailure:
 async def test_an_ambiguous_request_with_a_newer_status_queued_is_superseded_and_gated() -> None:
     parts = make_partitions(orders=4, events_per_order=3, partitions=1)
     source, sink = FakeSource(parts), FakeSink()
-    sender = TimedFlakySender({"o1-1": [_written_timeout()]})
+    sender = FlakySender({"o1-1": [_written_timeout()]})
     limits = LimitSettings(commit_interval_s=0.01, drain_timeout_s=2, settle_window_s=0.3)
     engine = make_engine(source, sink, sender, limits=limits)
     await run_until(engine, source, sink, 12)
@@ -117,7 +103,7 @@ async def test_an_ambiguous_request_with_a_newer_status_queued_is_superseded_and
 async def test_the_newest_status_is_retried_after_an_ambiguous_attempt_and_counted() -> None:
     parts = make_partitions(orders=2, events_per_order=1, partitions=1)
     source, sink = FakeSource(parts), FakeSink()
-    sender = TimedFlakySender(
+    sender = FlakySender(
         {
             "o0-1": [_written_timeout()],
             "o1-1": [TransportFailure("connect refused", kind="connect", written=False)],

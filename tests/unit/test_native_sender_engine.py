@@ -11,7 +11,6 @@ import struct
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import anyio
 import orjson
 import pytest
 from yarl import URL
@@ -29,6 +28,7 @@ from tests.support.engine_fakes import (
     FakeSource,
     make_engine,
     make_partitions,
+    run_engine_until,
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -127,17 +127,10 @@ async def test_every_wire_failure_of_the_native_client_ends_in_exactly_one_outco
                 outage=OutageSettings(enabled=False),
             ),
         )
-        await engine.on_assigned(source.assignment())
-        task = asyncio.create_task(engine.run())
         ends = {TP(INPUT, p): len(records) for p, records in parts.items()}
-        try:
-            with anyio.fail_after(30):
-                while len(sink.records) < total or source.commits != ends:
-                    await asyncio.sleep(0.01)
-        finally:
-            engine.request_stop()
-            with anyio.fail_after(10):
-                await task
+        await run_engine_until(
+            engine, source, lambda: len(sink.records) >= total and source.commits == ends
+        )
     assert engine.failure is None
     results, errors = sink.by_topic("res"), sink.by_topic("err")
     seen = Counter(

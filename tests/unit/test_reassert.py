@@ -6,14 +6,11 @@ order, counted; never on replay."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import anyio
-import httpx
-import orjson
 
 from connector.config import DeliverySettings, LimitSettings, RoutingSettings, TopicNames
 from connector.core.ledger import Delivery, PartitionLedger
@@ -32,19 +29,6 @@ from tests.support.engine_fakes import (
 )
 
 WINDOW = 0.3
-
-
-class TimedSender(FlakySender):
-    """FlakySender that notes when each event's request was sent (monotonic)."""
-
-    def __init__(self, raises: dict[str, list[Exception]]) -> None:
-        super().__init__(raises)
-        self.sent: dict[str, list[float]] = {}
-
-    async def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        event = orjson.loads(request.content)["event"]
-        self.sent.setdefault(event, []).append(time.monotonic())
-        return await super().send(request, timeout=timeout)
 
 
 class Extras(NullObserver):
@@ -67,7 +51,7 @@ def _timeout() -> TransportFailure:
 @asynccontextmanager
 async def _engine(
     records: list[ConsumedRecord],
-    sender: TimedSender,
+    sender: FlakySender,
     *,
     guard: str = "reassert",
     ledger: PartitionLedger | None = None,
@@ -105,19 +89,19 @@ async def _engine(
 
 async def test_the_newer_status_goes_at_once_and_is_re_sent_after_the_window() -> None:
     records = [_record("o1", 1, "processing", 0), _record("o1", 2, "shipped", 1)]
-    sender = TimedSender({"o1-1": [_timeout()]})
+    sender = FlakySender({"o1-1": [_timeout()]})
     async with _engine(records, sender) as (engine, sink, observer):
         with anyio.fail_after(5):
-            while len(sender.sent.get("o1-2", [])) < 2:
+            while len(sender.started.get("o1-2", [])) < 2:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(WINDOW)  # nothing more comes
         flow = engine.flow
     outcomes = {r["event_id"]: r["outcome"] for r in sink.by_topic("res")}
     assert outcomes == {"o1-1": "superseded", "o1-2": "accepted"}  # one outcome each
-    first, again = sender.sent["o1-2"]
-    assert first - sender.sent["o1-1"][0] < WINDOW  # not held
-    assert again - sender.sent["o1-1"][0] >= WINDOW  # re-sent once the window passed
-    assert len(sender.sent["o1-1"]) == 1
+    first, again = sender.started["o1-2"]
+    assert first - sender.started["o1-1"][0] < WINDOW  # not held
+    assert again - sender.started["o1-1"][0] >= WINDOW  # re-sent once the window passed
+    assert len(sender.started["o1-1"]) == 1
     assert flow.reasserted == 1
     assert observer.extra == [("acct", "reassert")]
 
@@ -128,26 +112,26 @@ async def test_a_newer_request_before_the_window_ends_takes_the_re_assert_over()
         _record("o2", 2, "shipped", 1),
         _record("o2", 3, "shipped", 2),
     ]
-    sender = TimedSender({"o2-1": [_timeout()]})
+    sender = FlakySender({"o2-1": [_timeout()]})
     async with _engine(records, sender) as (engine, _, _):
         with anyio.fail_after(5):
-            while len(sender.sent.get("o2-3", [])) < 2:
+            while len(sender.started.get("o2-3", [])) < 2:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(WINDOW)
         reasserted = engine.flow.reasserted
-    assert len(sender.sent["o2-2"]) == 1  # its re-assert went to the newer o2-3
-    assert len(sender.sent["o2-3"]) == 2
+    assert len(sender.started["o2-2"]) == 1  # its re-assert went to the newer o2-3
+    assert len(sender.started["o2-3"]) == 2
     assert reasserted == 1
 
 
 async def test_with_the_hold_guard_nothing_is_re_sent() -> None:
     records = [_record("o3", 1, "processing", 0), _record("o3", 2, "shipped", 1)]
-    sender = TimedSender({"o3-1": [_timeout()]})
+    sender = FlakySender({"o3-1": [_timeout()]})
     async with _engine(records, sender, guard="hold") as (engine, _, observer):
         await asyncio.sleep(2 * WINDOW)
         reasserted = engine.flow.reasserted
-    assert len(sender.sent["o3-2"]) == 1
-    assert sender.sent["o3-2"][0] - sender.sent["o3-1"][0] >= WINDOW  # held instead
+    assert len(sender.started["o3-2"]) == 1
+    assert sender.started["o3-2"][0] - sender.started["o3-1"][0] >= WINDOW  # held instead
     assert reasserted == 0
     assert observer.extra == []
 
@@ -159,11 +143,11 @@ async def test_a_replay_never_re_asserts() -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
     ledger.record("o4", "fake:o4", Delivery("o4-2", 2, "shipped", at))
     records = [_record("o4", 1, "processing", 0), _record("o4", 2, "shipped", 1)]
-    sender = TimedSender({"o4-1": [_timeout()]})
+    sender = FlakySender({"o4-1": [_timeout()]})
     async with _engine(records, sender, ledger=ledger) as (engine, sink, observer):
         await asyncio.sleep(2 * WINDOW)
         reasserted = engine.flow.reasserted
-    assert sender.sent == {}
+    assert sender.started == {}
     assert {r["outcome"] for r in sink.by_topic("res")} <= {"skipped_stale", "skipped_duplicate"}
     assert reasserted == 0
     assert observer.extra == []
@@ -175,7 +159,7 @@ async def test_a_re_assert_is_dropped_when_its_request_ends_with_a_permanent_err
     and fire when the same event comes again after the window (a redrive, a duplicate record):
     by then no older request can land, and a re-send would be an extra message."""
     records = [_record("o5", 1, "processing", 0), _record("o5", 2, "shipped", 1)]
-    sender = TimedSender({"o5-1": [_timeout()]})
+    sender = FlakySender({"o5-1": [_timeout()]})
     sender.script["o5-2"] = [400]  # permanent on its first (only) try
     async with _engine(records, sender) as (engine, sink, observer):
         await asyncio.sleep(WINDOW)  # A's settle window passes
@@ -195,8 +179,8 @@ async def test_a_re_assert_is_dropped_when_its_request_ends_with_a_permanent_err
     errors = [(r["event_id"], r["error_class"]) for r in sink.by_topic("err")]
     assert results == [("o5-1", "superseded"), ("o5-2", "accepted"), ("o5-3", "accepted")]
     assert [e for e, _ in errors] == ["o5-2"]  # one outcome per input record (4 records)
-    assert len(sender.sent["o5-2"]) == 2  # the refused send and the redriven one, no re-send
-    assert len(sender.sent["o5-3"]) == 1
+    assert len(sender.started["o5-2"]) == 2  # the refused send and the redriven one, no re-send
+    assert len(sender.started["o5-3"]) == 1
     assert reasserted == 0
     assert pending == 0
     assert observer.extra == []
