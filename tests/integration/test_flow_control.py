@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -160,34 +161,55 @@ async def test_a_throttled_account_is_paced_and_never_parked(
     assert breaker.outages == 0
 
 
-async def test_late_processing_never_leaves_an_order_on_an_older_status(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
-) -> None:
-    # 10% of requests are taken in, not answered before the 0.5 s client timeout, and applied
-    # 1-2.5 s after they arrived (after newer statuses, unless the connector waits).
+_LATE_ACCOUNTS = {"zapi": "zapi-br", "zonos": "zonos-us"}
+
+
+@dataclass
+class _LateRun:
+    pipe: Pipeline
+    app: ConnectorApp
+    scripts: list[OrderScript]
+    events: list[OrderStatusChanged]
+    results: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+
+@asynccontextmanager
+async def _late_processing(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], *, seed: int, limits: dict[str, Any]
+) -> AsyncIterator[_LateRun]:
+    """10% of Z-API's and Zonos's requests are taken in, not answered before the 0.5 s client
+    timeout, and applied 1-2.5 s after they arrived (after newer statuses, unless the connector
+    waits). Yields once every event has an outcome, the connector still running."""
     config = quiet_sandbox(late_rate=0.1, late_min_s=1.0, late_max_s=2.5)
     async with _pipeline(kafka_bootstrap, unique_name, config) as pipe:
-        accounts = {"zapi": "zapi-br", "zonos": "zonos-us"}
-        scripts = _scripts(accounts, orders=60, per_order=4, seed=51)
+        scripts = _scripts(_LATE_ACCOUNTS, orders=60, per_order=4, seed=seed)
         events = list(interleave(scripts, seed=5))
         await pipe.produce(events)
         async with _running(
             pipe,
             request_timeout_s=0.5,
-            limits={"settle_window_s": 3.0},
+            limits={"settle_window_s": 3.0, **limits},
             retry={"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 0.5},
         ) as app:
             results, errors = await pipe.outcomes(len(events), deadline_s=120)
-            flow = app.engine.flow
-            late = _counter(pipe.sandbox, "zapi", "late") + _counter(pipe.sandbox, "zonos", "late")
-            with anyio.fail_after(10):  # every late request is applied by now + 2.5 s
-                while _late_pending(pipe.sandbox):
-                    await asyncio.sleep(0.1)
-    assert errors == []
-    assert len(results) == len(events)
+            yield _LateRun(pipe, app, scripts, events, results, errors)
+
+
+async def test_late_processing_never_leaves_an_order_on_an_older_status(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    async with _late_processing(kafka_bootstrap, unique_name, seed=51, limits={}) as run:
+        sandbox, flow = run.pipe.sandbox, run.app.engine.flow
+        late = _counter(sandbox, "zapi", "late") + _counter(sandbox, "zonos", "late")
+        with anyio.fail_after(10):  # every late request is applied by now + 2.5 s
+            while _late_pending(sandbox):
+                await asyncio.sleep(0.1)
+    assert run.errors == []
+    assert len(run.results) == len(run.events)
     assert late > 0  # the fault struck
     assert flow.ambiguous > 0
-    wrong = _orders_not_on_newest(pipe.sandbox, scripts)
+    wrong = _orders_not_on_newest(sandbox, run.scripts)
     assert wrong == [], wrong
 
 
@@ -196,38 +218,26 @@ async def test_late_processing_with_re_assert_ends_every_order_on_its_newest_sta
 ) -> None:
     # As above, but Z-API and Zonos use the "reassert" guard: newer requests go at once and
     # the newest status is sent once more after the window (an extra message per such order).
-    config = quiet_sandbox(late_rate=0.1, late_min_s=1.0, late_max_s=2.5)
-    async with _pipeline(kafka_bootstrap, unique_name, config) as pipe:
-        accounts = {"zapi": "zapi-br", "zonos": "zonos-us"}
-        scripts = _scripts(accounts, orders=60, per_order=4, seed=52)
-        events = list(interleave(scripts, seed=5))
-        await pipe.produce(events)
-        limits = {"settle_window_s": 3.0, "late_guard": {"zapi": "reassert", "zonos": "reassert"}}
-        async with _running(
-            pipe,
-            request_timeout_s=0.5,
-            limits=limits,
-            retry={"max_attempts": 8, "max_elapsed_s": 60, "base_s": 0.05, "cap_s": 0.5},
-        ) as app:
-            results, errors = await pipe.outcomes(len(events), deadline_s=120)
-            flow = app.engine.flow
-            with anyio.fail_after(15):  # re-asserts 3 s after the last ambiguous attempt
-                while _late_pending(pipe.sandbox) or flow.pending_reasserts:
-                    await asyncio.sleep(0.1)
-            reasserted = flow.reasserted
-            counted = sum(
-                app.metrics.registry.get_sample_value(
-                    "connector_extra_messages_total",
-                    {"provider": kind, "account": name, "reason": "reassert"},
-                )
-                or 0.0
-                for kind, name in accounts.items()
+    guard = {"late_guard": {"zapi": "reassert", "zonos": "reassert"}}
+    async with _late_processing(kafka_bootstrap, unique_name, seed=52, limits=guard) as run:
+        sandbox, flow = run.pipe.sandbox, run.app.engine.flow
+        with anyio.fail_after(15):  # re-asserts 3 s after the last ambiguous attempt
+            while _late_pending(sandbox) or flow.pending_reasserts:
+                await asyncio.sleep(0.1)
+        reasserted = flow.reasserted
+        counted = sum(
+            run.app.metrics.registry.get_sample_value(
+                "connector_extra_messages_total",
+                {"provider": kind, "account": name, "reason": "reassert"},
             )
-    assert errors == []
-    assert len(results) == len(events)
+            or 0.0
+            for kind, name in _LATE_ACCOUNTS.items()
+        )
+    assert run.errors == []
+    assert len(run.results) == len(run.events)
     assert reasserted > 0
     assert counted == reasserted
-    wrong = _orders_not_on_newest(pipe.sandbox, scripts)
+    wrong = _orders_not_on_newest(sandbox, run.scripts)
     assert wrong == [], wrong
 
 
